@@ -1,0 +1,53 @@
+# Tokens Forge — targets a newcomer can guess. Everything installs itself on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml layers/forge/requirements.txt | sha1sum | cut -c1-12)
+PORT ?= 8080
+
+.PHONY: dev test test-fast lint format typecheck build validate deploy deploy-prod clean
+
+$(STAMP): pyproject.toml layers/forge/requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+## Run the whole stack locally on 127.0.0.1:$(PORT) (embedded DynamoDB/S3, demo provider).
+dev: $(STAMP)
+	PORT=$(PORT) $(BIN)/forge-dev
+
+## Run the whole test suite: lint, types, unit, integration, end-to-end, and the SAM app checks.
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest
+
+## Tests without the SAM build (faster inner loop).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not sam"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy layers/forge/forge tools/forge_tools
+
+validate:
+	tools/sam.sh validate --lint
+
+build:
+	tools/sam.sh build
+
+deploy: build
+	tools/sam.sh deploy --guided
+
+deploy-prod: build
+	tools/sam.sh deploy --config-env prod
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .local

@@ -1,0 +1,1 @@
+"""Tokens Forge: the shared package every Lambda function (and the local stack) imports."""

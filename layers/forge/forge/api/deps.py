@@ -1,0 +1,54 @@
+"""FastAPI dependencies as typed aliases: settings, stores, the gateway, the caller's key."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Annotated
+
+from fastapi import Depends, Header
+
+from forge.adapters.aws import dynamodb_client, s3_client
+from forge.adapters.dynamo import DynamoStore
+from forge.adapters.s3archive import S3Archive
+from forge.catalog import load_catalog
+from forge.gateway import Gateway
+from forge.providers import configured_providers
+from forge.records import ApiKey
+from forge.settings import Settings, get_settings
+
+
+@cache
+def get_store() -> DynamoStore:
+    settings = get_settings()
+    return DynamoStore(dynamodb_client(), settings.budget_table, settings.ledger_table)
+
+
+@cache
+def get_archive() -> S3Archive:
+    return S3Archive(s3_client(), get_settings().archive_bucket)
+
+
+@cache
+def get_gateway() -> Gateway:
+    settings = get_settings()
+    return Gateway(
+        get_store(),
+        configured_providers(settings),
+        load_catalog(),
+        hold_ttl_seconds=settings.hold_ttl_seconds,
+    )
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[DynamoStore, Depends(get_store)]
+ArchiveDep = Annotated[S3Archive, Depends(get_archive)]
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+async def current_key(
+    gateway: GatewayDep, authorization: Annotated[str | None, Header()] = None
+) -> ApiKey:
+    return await gateway.authenticate(authorization)
+
+
+KeyDep = Annotated[ApiKey, Depends(current_key)]
