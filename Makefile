@@ -36,6 +36,8 @@ format: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy layers/forge/forge tools/forge_tools
+	@# Each handler module is named `app`, as Lambda imports it: check them one at a time.
+	for handler in functions/*/app.py; do $(BIN)/mypy $$handler || exit 1; done
 
 validate:
 	tools/sam.sh validate --lint

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -26,8 +27,15 @@ class LocalStack:
     api_key: str
     account_id: str
     process: subprocess.Popen[bytes]
+    clients: dict[str, Any] = field(default_factory=dict)
 
-    def client(self, service: str) -> object:
+    def client(self, service: str) -> Any:
+        """One client per service for the whole session (each holds a connection pool)."""
+        if service not in self.clients:
+            self.clients[service] = self._new_client(service)
+        return self.clients[service]
+
+    def _new_client(self, service: str) -> Any:
         return boto3.client(
             service,  # type: ignore[call-overload]
             endpoint_url=self.env["AWS_ENDPOINT_URL"],
@@ -87,6 +95,8 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         stack.base_url + "/models", headers={"Authorization": f"Bearer {stack.api_key}"}, timeout=10
     ).raise_for_status()
     yield stack
+    for client in stack.clients.values():
+        client.close()
     process.send_signal(signal.SIGINT)
     try:
         process.wait(timeout=15)

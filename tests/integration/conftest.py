@@ -3,30 +3,21 @@ the environment pointing at it, and the Lambda handlers loaded as Lambda loads t
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from forge.adapters import aws
-from forge.settings import get_settings
-from forge_tools.emulator import Emulator, Resources
+from forge_tools.emulator import REGION, Emulator, Resources
+from forge_tools.lambda_local import LambdaContext, load_handler_module, to_lambda_record
+from tests.conftest import clear_cached_factories
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
 _stack_ids = itertools.count(1)
-
-
-def _clear_factories() -> None:
-    for factory in (get_settings, aws.dynamodb_client, aws.s3_client):
-        factory.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -43,25 +34,9 @@ def aws_stack(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[R
     resources = emulator.create_resources(TEMPLATE, prefix=f"it{next(_stack_ids)}")
     for name, value in resources.environment().items():
         monkeypatch.setenv(name, value)
-    _clear_factories()
+    clear_cached_factories()
     yield resources
-    _clear_factories()
-
-
-@dataclass
-class LambdaContext:
-    """The parts of Lambda's context object that handlers and Powertools read."""
-
-    function_name: str = "TestFunction"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:TestFunction"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/TestFunction"
-    log_stream_name: str = "test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+    clear_cached_factories()
 
 
 @pytest.fixture
@@ -69,20 +44,10 @@ def lambda_context() -> LambdaContext:
     return LambdaContext()
 
 
-def load_function(name: str) -> ModuleType:
-    """Import functions/<name>/app.py by file, as Lambda does (each function has an `app`)."""
-    path = ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"function_{name}_app", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def load_handler(aws_stack: Resources) -> Callable[[str], Callable[..., Any]]:
     """A fresh handler module per test, so its cached clients belong to this test's stack."""
-    return lambda name: load_function(name).handler
+    return lambda name: load_handler_module(name).handler
 
 
 def lambda_stream_event(emulator: Emulator, table_name: str) -> dict[str, Any]:
@@ -95,10 +60,7 @@ def lambda_stream_event(emulator: Emulator, table_name: str) -> dict[str, Any]:
             StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
         )["ShardIterator"]
         for record in streams.get_records(ShardIterator=iterator)["Records"]:
-            change = dict(record["dynamodb"])
-            created = change["ApproximateCreationDateTime"]
-            change["ApproximateCreationDateTime"] = int(created.timestamp())
-            records.append({**record, "dynamodb": change, "eventSourceARN": arn})
+            records.append(to_lambda_record(record, arn, REGION))
     return {"Records": records}
 
 

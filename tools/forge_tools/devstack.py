@@ -8,7 +8,6 @@ are seeded and written to .local/dev.env for any OpenAI client and for forge-adm
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import shlex
@@ -16,28 +15,16 @@ import socket
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from forge_tools.emulator import REGION, Emulator, Resources
+from forge_tools.lambda_local import ROOT, load_handler_module
 from forge_tools.streams import StreamPoller
 
-ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 logger = logging.getLogger("forge.dev")
-
-
-def load_handler_module(function: str) -> ModuleType:
-    """Import functions/<function>/app.py the way Lambda does: by file, as module `app`."""
-    path = ROOT / "functions" / function / "app.py"
-    spec = importlib.util.spec_from_file_location(f"forge_function_{function}", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _free_port() -> int:

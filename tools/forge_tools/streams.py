@@ -9,29 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
+
+from forge_tools.lambda_local import LambdaContext, to_lambda_record
 
 logger = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-
-
-@dataclass
-class LocalLambdaContext:
-    """The parts of Lambda's context object that handlers and Powertools read."""
-
-    function_name: str = "ArchiverFunction"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:ArchiverFunction"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/ArchiverFunction"
-    log_stream_name: str = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
 
 
 class StreamPoller:
@@ -63,56 +47,40 @@ class StreamPoller:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _iterators(self) -> dict[str, str]:
+    def _shard_ids(self) -> list[str]:
         shards = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"]["Shards"]
-        return {
-            shard["ShardId"]: self._streams.get_shard_iterator(
-                StreamArn=self._arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-            )["ShardIterator"]
-            for shard in shards
-        }
+        return [str(shard["ShardId"]) for shard in shards]
 
     def _run(self) -> None:
-        iterators = self._iterators()
+        # Where each shard's next batch starts. A fresh iterator per poll, rather than following
+        # NextShardIterator: moto rolls a cancelled transaction back by restoring a deep copy of
+        # its tables, which orphans the stream shard an old iterator points at.
+        positions: dict[str, tuple[str, str | None]] = {}
         while not self._stop.wait(self._interval):
-            for shard_id, iterator in list(iterators.items()):
-                try:
-                    iterators[shard_id] = self._poll(shard_id, iterator)
-                except Exception:  # keep polling: a local archiver bug must not kill the stack
-                    logger.exception("stream_poll_failed")
+            try:
+                for shard_id in self._shard_ids():
+                    position = positions.get(shard_id, ("TRIM_HORIZON", None))
+                    positions[shard_id] = self._poll(shard_id, position)
+            except Exception:  # keep polling: a local archiver bug must not kill the stack
+                logger.exception("stream_poll_failed")
 
-    def _poll(self, shard_id: str, iterator: str) -> str:
-        page = self._streams.get_records(ShardIterator=iterator, Limit=self._batch_size)
-        records = page["Records"]
+    def _poll(self, shard_id: str, position: tuple[str, str | None]) -> tuple[str, str | None]:
+        """Deliver one batch from `position`; return where the next batch starts."""
+        kind, sequence = position
+        request = {"StreamArn": self._arn, "ShardId": shard_id, "ShardIteratorType": kind}
+        if sequence is not None:
+            request["SequenceNumber"] = sequence
+        iterator = self._streams.get_shard_iterator(**request)["ShardIterator"]
+        records = self._streams.get_records(ShardIterator=iterator, Limit=self._batch_size)[
+            "Records"
+        ]
         if not records:
-            return str(page["NextShardIterator"])
-        event = {"Records": [self._lambda_record(r) for r in records]}
-        failures = self._handler(event, LocalLambdaContext()).get("batchItemFailures") or []
-        if not failures:
-            return str(page["NextShardIterator"])
-        first_failed = failures[0]["itemIdentifier"]
-        logger.warning("archive_batch_retry", extra={"sequence_number": first_failed})
-        return str(
-            self._streams.get_shard_iterator(
-                StreamArn=self._arn,
-                ShardId=shard_id,
-                ShardIteratorType="AT_SEQUENCE_NUMBER",
-                SequenceNumber=first_failed,
-            )["ShardIterator"]
-        )
-
-    def _lambda_record(self, record: dict[str, Any]) -> dict[str, Any]:
-        """GetRecords output -> the record shape Lambda delivers (timestamps as epoch numbers)."""
-        dynamodb = dict(record["dynamodb"])
-        created = dynamodb.get("ApproximateCreationDateTime")
-        if created is not None and hasattr(created, "timestamp"):
-            dynamodb["ApproximateCreationDateTime"] = int(created.timestamp())
-        return {
-            "eventID": record["eventID"],
-            "eventName": record["eventName"],
-            "eventVersion": record.get("eventVersion", "1.1"),
-            "eventSource": "aws:dynamodb",
-            "awsRegion": self._region,
-            "dynamodb": dynamodb,
-            "eventSourceARN": self._arn,
-        }
+            return position
+        event = {"Records": [to_lambda_record(r, self._arn, self._region) for r in records]}
+        context = LambdaContext(function_name="ArchiverFunction")
+        failures = self._handler(event, context).get("batchItemFailures") or []
+        if failures:  # like Lambda: retry the batch from the first failed record
+            first_failed = str(failures[0]["itemIdentifier"])
+            logger.warning("archive_batch_retry", extra={"sequence_number": first_failed})
+            return "AT_SEQUENCE_NUMBER", first_failed
+        return "AFTER_SEQUENCE_NUMBER", str(records[-1]["dynamodb"]["SequenceNumber"])
