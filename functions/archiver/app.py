@@ -6,7 +6,6 @@ its SequenceNumber, so Lambda retries from there and the good records are not lo
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -18,25 +17,18 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from forge.adapters.aws import s3_client
-from forge.adapters.s3archive import S3Archive
 from forge.archive import archive_record
-from forge.settings import get_settings
+from forge.stores import get_archive
 
 logger = Logger()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-
-
-@cache
-def ledger_archive() -> S3Archive:
-    return S3Archive(s3_client(), get_settings().archive_bucket)
 
 
 def record_handler(record: DynamoDBRecord) -> None:
     """Archive one stream record; raising marks just this record as failed."""
     sequence_number = record.dynamodb.sequence_number if record.dynamodb else None
     try:
-        entry = archive_record(ledger_archive(), record.raw_event)
+        entry = archive_record(get_archive(), record.raw_event)
     except Exception:
         logger.exception("ledger record not archived", extra={"sequence_number": sequence_number})
         raise

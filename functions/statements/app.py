@@ -4,28 +4,20 @@ replace it)."""
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from forge.adapters.aws import s3_client
-from forge.adapters.s3archive import S3Archive
-from forge.settings import get_settings
 from forge.statements import MonthlyRun, StatementRequest, run_statements
+from forge.stores import get_archive
 
 logger = Logger()
 
 
-@cache
-def ledger_archive() -> S3Archive:
-    return S3Archive(s3_client(), get_settings().archive_bucket)
-
-
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    result = run_statements(ledger_archive(), StatementRequest.from_event(event))
+    result = run_statements(get_archive(), StatementRequest.from_event(event))
     summary = result.model_dump(mode="json")
     if isinstance(result, MonthlyRun) and result.failed:
         # Fail the invocation so the Errors metric (and the schedule's retry) sees it.

@@ -11,11 +11,11 @@ import pytest
 
 from forge.accounts import create_account, credit_wallet
 from forge.adapters.dynamo import DynamoStore, HoldAlreadyResolved
-from forge.api.deps import get_store
 from forge.errors import BudgetExceeded, BudgetStoreUnavailable
 from forge.ids import new_id
 from forge.money import Bucket
 from forge.records import Hold, HoldStatus, Receipt, utcnow
+from forge.stores import get_store
 from forge_tools.emulator import Resources
 
 

@@ -14,13 +14,13 @@ import pytest
 from forge.accounts import create_account, credit_wallet, issue_key
 from forge.adapters.dynamo import DynamoStore
 from forge.adapters.openai_compat import OpenAICompatProvider
-from forge.api.deps import get_store
 from forge.api.schemas import ChatCompletionRequest
 from forge.catalog import load_catalog
 from forge.errors import BudgetStoreUnavailable, UpstreamUnavailable
 from forge.gateway import Gateway, estimated_input_tokens
 from forge.money import Bucket, Usage, charge_for
 from forge.records import ApiKey
+from forge.stores import get_store
 from forge_tools.emulator import Resources
 
 REQUEST = ChatCompletionRequest.model_validate(

@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     from forge import accounts
-    from forge.api.deps import get_archive, get_store
     from forge.statements import ensure_statement
+    from forge.stores import get_archive, get_store
 
     store = get_store()
     match (args.group, args.action):

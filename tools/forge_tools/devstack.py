@@ -50,8 +50,8 @@ def _serve_in_thread(app: ASGIApp, port: int) -> uvicorn.Server:
 
 def _seed(resources: Resources) -> dict[str, str]:
     from forge.accounts import create_account, credit_wallet, issue_key
-    from forge.api.deps import get_store
     from forge.money import Bucket
+    from forge.stores import get_store
 
     store = get_store()
     account_id = create_account(store, "Demo account")
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the emulator's access log
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # upstream URLs may carry keys
 
     emulator = Emulator().start()
     resources = emulator.create_resources(TEMPLATE)

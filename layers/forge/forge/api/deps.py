@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Header
 
-from forge.adapters.aws import dynamodb_client, s3_client
 from forge.adapters.dynamo import DynamoStore
 from forge.adapters.s3archive import S3Archive
 from forge.catalog import load_catalog
@@ -15,17 +14,7 @@ from forge.gateway import Gateway
 from forge.providers import configured_providers
 from forge.records import ApiKey
 from forge.settings import Settings, get_settings
-
-
-@cache
-def get_store() -> DynamoStore:
-    settings = get_settings()
-    return DynamoStore(dynamodb_client(), settings.budget_table, settings.ledger_table)
-
-
-@cache
-def get_archive() -> S3Archive:
-    return S3Archive(s3_client(), get_settings().archive_bucket)
+from forge.stores import get_archive, get_store
 
 
 @cache
