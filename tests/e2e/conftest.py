@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from forge.adapters.dynamo import DynamoStore
+from tests.e2e.helpers import open_clients
 
 
 @dataclass
@@ -106,3 +107,10 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     log.close()
     assert process.returncode == 0, (state_dir / "stack.log").read_text()[-3000:]
     assert not env_file.exists(), "dev.env must be removed when the stack stops"
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    yield
+    while open_clients:
+        open_clients.pop().close()

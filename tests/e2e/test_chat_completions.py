@@ -6,31 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import openai
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.money import Bucket, decimal_to_micros
+from forge.money import Bucket
 from tests.e2e.conftest import LocalStack
-from tests.e2e.helpers import expected_reply_and_charge
+from tests.e2e.helpers import expected_reply_and_charge, new_customer, sdk
 
 MESSAGES: list[dict[str, Any]] = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Explain my balance, please."},
 ]
-
-
-def new_customer(stack: LocalStack, credit: str = "1.00", rmb: str = "1.00") -> tuple[str, str]:
-    store = stack.store()
-    account_id = create_account(store, "e2e customer")
-    for bucket, amount in ((Bucket.CREDIT, credit), (Bucket.RMB, rmb)):
-        if decimal_to_micros(amount):
-            credit_wallet(store, account_id, bucket, amount, source="test", memo="e2e")
-    plaintext, _ = issue_key(store, account_id)
-    return account_id, plaintext
-
-
-def sdk(stack: LocalStack, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url, api_key=key, max_retries=0)
 
 
 def test_non_stream_charge_matches_balance_and_ledger(local_stack: LocalStack) -> None:

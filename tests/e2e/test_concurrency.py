@@ -13,8 +13,7 @@ from forge.gateway import worst_case_input_tokens
 from forge.money import Bucket, format_micros, token_cost
 from forge.records import LedgerKind
 from tests.e2e.conftest import LocalStack
-from tests.e2e.helpers import expected_reply_and_charge
-from tests.e2e.test_chat_completions import new_customer
+from tests.e2e.helpers import expected_reply_and_charge, new_customer
 
 REQUESTS = 40
 MAX_TOKENS = 8

@@ -10,7 +10,8 @@ import pytest
 
 from forge.money import Bucket
 from tests.e2e.conftest import LocalStack
-from tests.e2e.test_chat_completions import MESSAGES, new_customer, sdk
+from tests.e2e.helpers import new_customer, sdk
+from tests.e2e.test_chat_completions import MESSAGES
 
 
 def assert_openai_error(response: httpx.Response, status: int, code: str) -> None:

@@ -16,7 +16,8 @@ import httpx
 
 from forge.money import Bucket, format_micros
 from tests.e2e.conftest import LocalStack
-from tests.e2e.test_chat_completions import MESSAGES, new_customer, sdk
+from tests.e2e.helpers import new_customer, sdk
+from tests.e2e.test_chat_completions import MESSAGES
 
 
 def wait_for_archive(stack: LocalStack, account_id: str, count: int) -> list[str]:
