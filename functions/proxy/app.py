@@ -3,7 +3,6 @@
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from mangum import Mangum
 
 from forge.api import create_app
@@ -13,5 +12,6 @@ asgi = Mangum(create_app(), lifespan="off")
 
 
 @logger.inject_lambda_context(clear_state=True)
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    # Typed Any: Mangum and Powertools each declare their own LambdaContext protocol.
     return dict(asgi(event, context))
