@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -40,6 +40,15 @@ _MAX_WRITE_ATTEMPTS = 25
 
 class HoldAlreadyResolved(Exception):
     """The hold was settled or voided before: resolving it again must change nothing."""
+
+
+class GuardFailed(Exception):
+    """A guard item of a money transaction failed its condition (a replayed payment event,
+    an already claimed code...): nothing was written. `index` says which guard."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"guard {index} failed")
+        self.index = index
 
 
 def _to_item(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,8 +194,12 @@ class DynamoStore:
         entry_id: str,
         source: str | None = None,
         memo: str | None = None,
+        guards: Sequence[dict[str, Any]] = (),
     ) -> LedgerEntry:
-        """Add (or, for a negative adjustment, remove) money and write its ledger entry."""
+        """Add (or, for a negative adjustment, remove) money and write its ledger entry.
+
+        `guards` are extra transaction items (a payment-event marker, a code claim...) that
+        commit with the money or not at all; a failed guard raises GuardFailed."""
         for attempt in range(_MAX_WRITE_ATTEMPTS):
             wallet = self.get_wallet(account_id, bucket)
             entry = LedgerEntry(
@@ -220,7 +233,7 @@ class DynamoStore:
                 }
             }
             try:
-                self._transact([update, self._put_entry(entry)])
+                self._transact([*guards, update, self._put_entry(entry)], guards=len(guards))
                 return entry
             except ConcurrentUpdate:
                 if wallet.available < -amount:
@@ -389,6 +402,74 @@ class DynamoStore:
                     return entries
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    # Guards for credit(): items that commit with the money or not at all -----------------
+    def new_item_guard(self, pk: str, sk: str, **values: Any) -> dict[str, Any]:
+        """Put a budget-table item that must not exist yet (once-only markers)."""
+        return {
+            "Put": {
+                "TableName": self._budget,
+                "Item": _to_item({"pk": pk, "sk": sk, **values}),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+
+    def update_guard(
+        self, pk: str, sk: str, update: str, condition: str, values: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Update a budget-table item under a condition (e.g. a code still active)."""
+        return {
+            "Update": {
+                "TableName": self._budget,
+                "Key": _to_item({"pk": pk, "sk": sk}),
+                "UpdateExpression": update,
+                "ConditionExpression": condition,
+                "ExpressionAttributeValues": _to_item(values),
+            }
+        }
+
+    def get_item(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """A budget-table item as plain values (numbers as int), or None."""
+        with _store_errors():
+            got = self._db.get_item(
+                TableName=self._budget, Key=_to_item({"pk": pk, "sk": sk}), ConsistentRead=True
+            )
+        return _from_item(got["Item"]) if "Item" in got else None
+
+    def put_item(self, pk: str, sk: str, values: Mapping[str, Any], *, new: bool = True) -> bool:
+        """Write a budget-table item; with `new`, only if it does not exist (False if it did)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._budget,
+            "Item": _to_item({"pk": pk, "sk": sk, **values}),
+        }
+        if new:
+            kwargs["ConditionExpression"] = "attribute_not_exists(pk)"
+        try:
+            self._db.put_item(**kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise BudgetStoreUnavailable("The budget store is unavailable") from exc
+        except BotoCoreError as exc:
+            raise BudgetStoreUnavailable("The budget store is unavailable") from exc
+        return True
+
+    def query_items(self, pk: str, sk_prefix: str = "") -> list[dict[str, Any]]:
+        """Every budget-table item under one partition key (and sort-key prefix)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._budget,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": _to_item({":pk": pk, ":prefix": sk_prefix}),
+            "ConsistentRead": True,
+        }
+        items: list[dict[str, Any]] = []
+        with _store_errors():
+            while True:
+                page = self._db.query(**kwargs)
+                items += [_from_item(i) for i in page["Items"]]
+                if "LastEvaluatedKey" not in page:
+                    return items
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     # Building blocks ---------------------------------------------------------------------
     def _hold_values(self, hold: Hold) -> dict[str, Any]:
         return {**_dump(hold), "expires_at_epoch": _epoch(hold.expires_at)}
@@ -441,9 +522,12 @@ class DynamoStore:
             }
         }
 
-    def _transact(self, items: list[dict[str, Any]], *, hold_index: int | None = None) -> None:
-        """Run a transaction. A failed condition on the hold means it was already resolved;
-        any other failed condition or conflict is a lost race (ConcurrentUpdate)."""
+    def _transact(
+        self, items: list[dict[str, Any]], *, hold_index: int | None = None, guards: int = 0
+    ) -> None:
+        """Run a transaction. A failed condition on the hold means it was already resolved, on
+        one of the first `guards` items GuardFailed; any other failed condition or conflict
+        is a lost race (ConcurrentUpdate)."""
         try:
             self._db.transact_write_items(TransactItems=items)
         except ClientError as exc:
@@ -452,6 +536,9 @@ class DynamoStore:
                     "The budget store is unavailable; nothing was charged"
                 ) from exc
             codes = _cancellation_codes(exc)
+            for index, code in enumerate(codes[:guards]):
+                if code == "ConditionalCheckFailed":
+                    raise GuardFailed(index) from exc
             if hold_index is not None and codes[hold_index : hold_index + 1] == [
                 "ConditionalCheckFailed"
             ]:
