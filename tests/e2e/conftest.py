@@ -20,6 +20,8 @@ import pytest
 from forge.adapters.dynamo import DynamoStore
 from tests.e2e.helpers import open_clients
 
+E2E_WEBHOOK_SECRET = "whsec_e2e_test_secret"  # the stack under test verifies webhooks with it
+
 
 @dataclass
 class LocalStack:
@@ -72,7 +74,12 @@ def _read_env(path: Path) -> dict[str, str]:
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     state_dir = tmp_path_factory.mktemp("local")
     port = _free_port()
-    env = {**os.environ, "PORT": str(port), "FORGE_LOCAL_DIR": str(state_dir)}
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "FORGE_LOCAL_DIR": str(state_dir),
+        "FORGE_WEBHOOK_SECRET": E2E_WEBHOOK_SECRET,
+    }
     log = (state_dir / "stack.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "forge_tools.devstack"], env=env, stdout=log, stderr=log

@@ -17,7 +17,7 @@ from forge.adapters.openai_compat import OpenAICompatProvider
 from forge.api.schemas import ChatCompletionRequest
 from forge.catalog import load_catalog
 from forge.errors import BudgetStoreUnavailable, UpstreamUnavailable
-from forge.gateway import Gateway, estimated_input_tokens
+from forge.gateway import Gateway, RequestLimits, estimated_input_tokens
 from forge.money import Bucket, Usage, charge_for
 from forge.records import ApiKey
 from forge.stores import get_store
@@ -92,7 +92,7 @@ def test_upstream_500_voids_the_hold(aws_stack: Resources) -> None:
     upstream = Upstream(httpx.Response(500, json={"error": {"code": "boom"}}))
     gateway = upstream.gateway(store)
     request = REQUEST.model_copy(update={"stream": False})
-    plan = gateway.plan(key, request, "req_fail500", None)
+    plan = asyncio.run(gateway.plan(key, request, "req_fail500", RequestLimits()))
 
     async def run() -> None:
         await gateway.reserve(plan)
@@ -114,7 +114,7 @@ def test_a_stream_cut_midway_charges_the_documented_estimate_once(aws_stack: Res
         httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
     )
     gateway = upstream.gateway(store)
-    plan = gateway.plan(key, REQUEST, "req_cut", None)
+    plan = asyncio.run(gateway.plan(key, REQUEST, "req_cut", RequestLimits()))
 
     async def run() -> list[bytes]:
         await gateway.reserve(plan)
@@ -140,7 +140,7 @@ def test_a_client_disconnect_settles_what_was_delivered(aws_stack: Resources) ->
         httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
     )
     gateway = upstream.gateway(store)
-    plan = gateway.plan(key, REQUEST, "req_gone", None)
+    plan = asyncio.run(gateway.plan(key, REQUEST, "req_gone", RequestLimits()))
 
     async def run() -> None:
         await gateway.reserve(plan)
@@ -181,7 +181,7 @@ def test_stream_usage_from_the_upstream_is_charged_exactly(aws_stack: Resources)
         )
     )
     gateway = upstream.gateway(store)
-    plan = gateway.plan(key, REQUEST, "req_usage", None)
+    plan = asyncio.run(gateway.plan(key, REQUEST, "req_usage", RequestLimits()))
 
     async def run() -> list[bytes]:
         await gateway.reserve(plan)
@@ -213,8 +213,12 @@ def test_a_broken_budget_store_fails_closed_and_calls_no_upstream(aws_stack: Res
     )
     upstream = Upstream(httpx.Response(200, json={}))
     gateway = upstream.gateway(broken)
-    plan = gateway.plan(key, REQUEST.model_copy(update={"stream": False}), "req_closed", None)
+    request = REQUEST.model_copy(update={"stream": False})
+
+    async def run() -> None:
+        plan = await gateway.plan(key, request, "req_closed", RequestLimits())
+        await gateway.reserve(plan)
 
     with pytest.raises(BudgetStoreUnavailable):
-        asyncio.run(gateway.reserve(plan))
+        asyncio.run(run())
     assert upstream.requests == []

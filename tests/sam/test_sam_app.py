@@ -279,3 +279,34 @@ def test_statements_function_runs(
         tmp_path=tmp_path,
     )
     assert run.returncode == 0, run.output
+
+
+def test_sweeper_function_runs_and_reports(
+    sam_build: Path, python312: str, backend: Resources, tmp_path: Path
+) -> None:
+    run = invoke_built(
+        sam_build,
+        "SweeperFunction",
+        _load_event("sweeper"),
+        python312=python312,
+        backend=backend,
+        tmp_path=tmp_path,
+    )
+    assert run.returncode == 0, run.output
+    assert run.result == {"settled": [], "voided": [], "already_resolved": []}, run.output
+
+
+def test_reconcile_function_finds_no_drift_in_a_fresh_account(
+    sam_build: Path, python312: str, emulator: Emulator, backend: Resources, tmp_path: Path
+) -> None:
+    _seed_api_key(emulator, backend)
+    run = invoke_built(
+        sam_build,
+        "ReconcileFunction",
+        _load_event("reconcile"),
+        python312=python312,
+        backend=backend,
+        tmp_path=tmp_path,
+    )
+    assert run.returncode == 0, run.output
+    assert run.result["drifts"] == [] and run.result["buckets"] == 2, run.output

@@ -7,10 +7,14 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
 
 from forge.errors import ForgeError
 from forge.money import Bucket, format_micros
+
+if TYPE_CHECKING:
+    from forge.payments import RedeemCode
 
 _OUTPUT_TO_ENV = {
     "BudgetTableName": "BUDGET_TABLE",
@@ -31,6 +35,20 @@ def _use_stack(stack: str) -> None:
 
 def _print(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
+
+
+def _describe_code(code: RedeemCode) -> dict[str, Any]:
+    return {
+        "code": code.code,
+        "status": code.state(datetime.now(UTC)),
+        "bucket": code.bucket.value,
+        "amount": format_micros(code.amount),
+        "claims": code.claim_count,
+        "max_claims": code.max_claims,
+        "expires_at": code.expires_at,
+        "memo": code.memo,
+        "created_at": code.created_at,
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +73,24 @@ def _parser() -> argparse.ArgumentParser:
     credit.add_argument("--memo", default="operator top-up")
     show = wallet.add_parser("show", help="balances of both buckets")
     show.add_argument("--account", required=True)
+    adjust = wallet.add_parser("adjust", help="correct a bucket by a signed amount, with a reason")
+    adjust.add_argument("--account", required=True)
+    adjust.add_argument("--bucket", choices=[b.value for b in Bucket], required=True)
+    adjust.add_argument("--amount", required=True, help="signed decimal, e.g. -1.25 or 3")
+    adjust.add_argument("--reason", required=True, help="kept on the ledger entry")
+
+    code = groups.add_parser("code").add_subparsers(dest="action", required=True)
+    code_create = code.add_parser("create", help="create a redeem code; prints it")
+    code_create.add_argument("--bucket", choices=[b.value for b in Bucket], required=True)
+    code_create.add_argument("--amount", required=True, help="decimal granted per account")
+    code_create.add_argument("--max-claims", type=int, help="how many accounts may claim it")
+    code_create.add_argument(
+        "--expires", type=date.fromisoformat, help="last UTC day it can be claimed (YYYY-MM-DD)"
+    )
+    code_create.add_argument("--memo", help="shown on each grant's ledger entry")
+    code_disable = code.add_parser("disable", help="stop a code granting anything more")
+    code_disable.add_argument("--code", required=True)
+    code.add_parser("list", help="every code with its status and claims")
 
     statement = groups.add_parser("statement").add_subparsers(dest="action", required=True)
     build = statement.add_parser("build", help="build (or rebuild) a monthly statement")
@@ -64,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    from forge import accounts
+    from forge import accounts, payments
     from forge.statements import ensure_statement
     from forge.stores import get_archive, get_store
 
@@ -93,6 +129,31 @@ def run(args: argparse.Namespace) -> None:
                     "balance_after": format_micros(entry.balance_after),
                 }
             )
+        case ("wallet", "adjust"):
+            entry = payments.adjust_wallet(
+                store, args.account, Bucket(args.bucket), args.amount, reason=args.reason
+            )
+            _print(payments.describe_entry(entry))
+        case ("code", "create"):
+            created = payments.create_code(
+                store,
+                Bucket(args.bucket),
+                args.amount,
+                max_claims=args.max_claims,
+                expires=args.expires,
+                memo=args.memo,
+            )
+            print(created.code)
+            print(
+                f"{format_micros(created.amount)} {created.bucket.currency} per account"
+                f" (max claims: {created.max_claims or 'unlimited'},"
+                f" expires: {created.expires_at or 'never'})",
+                file=sys.stderr,
+            )
+        case ("code", "disable"):
+            _print(_describe_code(payments.disable_code(store, args.code)))
+        case ("code", "list"):
+            _print([_describe_code(c) for c in payments.list_codes(store)])
         case ("wallet", "show"):
             _print({b.value: store.get_wallet(args.account, b).model_dump() for b in Bucket})
         case ("statement", "build"):

@@ -24,6 +24,8 @@ from forge_tools.lambda_local import ROOT, load_handler_module
 from forge_tools.streams import StreamPoller
 
 TEMPLATE = ROOT / "template.yaml"
+# Signs local payment webhooks (see README "Money in"); a deployed stack sets its own secret.
+LOCAL_WEBHOOK_SECRET = "whsec_local_tokens_forge"  # noqa: S105 - a fixed local-only value
 logger = logging.getLogger("forge.dev")
 
 
@@ -85,7 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     resources = emulator.create_resources(TEMPLATE)
     demo_port = _free_port()
     base_url = f"http://127.0.0.1:{args.port}/v1"
-    env = {**resources.environment(), "FORGE_DEMO_BASE_URL": f"http://127.0.0.1:{demo_port}/v1"}
+    env = {
+        **resources.environment(),
+        "FORGE_DEMO_BASE_URL": f"http://127.0.0.1:{demo_port}/v1",
+        "FORGE_WEBHOOK_SECRET": os.environ.get("FORGE_WEBHOOK_SECRET") or LOCAL_WEBHOOK_SECRET,
+    }
     os.environ.update(env)  # the process entry point configures the settings of everything below
 
     from forge.api import create_app

@@ -6,7 +6,7 @@ from forge.adapters.dynamo import DynamoStore
 from forge.errors import InvalidRequest, NotFound
 from forge.ids import display_prefix, hash_api_key, new_api_key, new_id
 from forge.money import Bucket, RouteType, decimal_to_micros
-from forge.records import ApiKey, LedgerEntry, LedgerKind
+from forge.records import ApiKey, KeyCaps, LedgerEntry, LedgerKind
 
 
 def create_account(store: DynamoStore, name: str) -> str:
@@ -20,6 +20,7 @@ def issue_key(
     account_id: str,
     project_id: str = "default",
     route_types: frozenset[RouteType] = frozenset(RouteType),
+    caps: dict[Bucket, KeyCaps] | None = None,
 ) -> tuple[str, ApiKey]:
     """A new key: the plaintext is returned once and never stored."""
     if not store.account_exists(account_id):
@@ -31,6 +32,7 @@ def issue_key(
         project_id=project_id,
         prefix=display_prefix(plaintext),
         route_types=route_types,
+        caps=caps or {},
     )
     store.put_api_key(hash_api_key(plaintext), key)
     return plaintext, key

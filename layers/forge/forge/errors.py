@@ -89,3 +89,62 @@ class ArchiveUnavailable(ForgeError):
 
 class ConcurrentUpdate(Exception):
     """Internal: an optimistic write lost a race and should be retried."""
+
+
+# Money in: payment webhooks, redeem codes, operator adjustments ------------------------------
+class WebhookSignatureInvalid(ForgeError):
+    """The Forge-Signature header is missing, malformed, wrong, or outside the time window;
+    `reason` in the details says which, never the expected value."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_signature"
+
+
+class WebhooksNotConfigured(ForgeError):
+    """No webhook secret is configured: payment events cannot be verified, so none is applied."""
+
+    status = 503
+    type = "api_error"
+    code = "webhooks_not_configured"
+
+
+class PaymentEventConflict(ForgeError):
+    """An event id already applied comes back with different money: nothing is credited."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "event_id_conflict"
+
+
+class RedeemCodeInvalid(ForgeError):
+    """Base of the reasons a redeem code grants nothing; each subclass has its own code."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "code_not_found"
+
+
+class RedeemCodeNotFound(RedeemCodeInvalid):
+    status = 404
+    code = "code_not_found"
+
+
+class RedeemCodeDisabled(RedeemCodeInvalid):
+    status = 409
+    code = "code_disabled"
+
+
+class RedeemCodeAlreadyClaimed(RedeemCodeInvalid):
+    status = 409
+    code = "code_already_claimed"
+
+
+class RedeemCodeExpired(RedeemCodeInvalid):
+    status = 410
+    code = "code_expired"
+
+
+class RedeemCodeExhausted(RedeemCodeInvalid):
+    status = 410
+    code = "code_exhausted"

@@ -17,6 +17,7 @@ import anyio
 from forge.adapters.dynamo import DynamoStore, HoldAlreadyResolved
 from forge.api.schemas import ChatCompletionRequest
 from forge.catalog import Catalog, CatalogModel, RouteSpec
+from forge.envelopes import affordable_output_tokens, envelopes_for, request_limit
 from forge.errors import (
     BudgetExceeded,
     BudgetStoreUnavailable,
@@ -26,13 +27,23 @@ from forge.errors import (
     UpstreamUnavailable,
 )
 from forge.ids import hash_api_key
-from forge.money import Prices, Usage, charge_for, format_micros, token_cost
-from forge.records import ApiKey, Attempt, Hold, KeyStatus, Receipt, utcnow
+from forge.money import Bucket, Prices, Usage, charge_for, format_micros, token_cost
+from forge.records import (
+    ApiKey,
+    Attempt,
+    Hold,
+    HoldOutcome,
+    KeyStatus,
+    ProjectCaps,
+    Receipt,
+    utcnow,
+)
 from forge.upstream import ChatProvider, ChatStream, StreamState, UpstreamError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _KEY_CACHE_SECONDS = 10.0  # a paused or revoked key stops working within this long
+MIN_OUTPUT_TOKENS = 16  # below this a budget-sized answer is useless: refuse instead
 
 
 def worst_case_input_tokens(request: ChatCompletionRequest) -> int:
@@ -48,6 +59,15 @@ def estimated_input_tokens(request: ChatCompletionRequest) -> int:
     return -(-worst_case_input_tokens(request) // 4)
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """What the client asked of its own budget, from headers (may only lower the key's)."""
+
+    run_id: str | None = None
+    run_budget: int | None = None
+    max_charge: int | None = None
+
+
 @dataclass
 class CallPlan:
     request_id: str
@@ -58,8 +78,22 @@ class CallPlan:
     prices: Prices
     hold: Hold
     upstream_body: dict[str, Any]
-    run_id: str | None = None
+    limits: RequestLimits
+    input_cost: int
+    max_output: int
     attempts: list[Attempt] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.limits.run_id
+
+    def set_max_output(self, tokens: int) -> None:
+        """Size the hold for `tokens` of output and make sure the upstream stops there."""
+        self.max_output = tokens
+        self.hold.amount = self.input_cost + token_cost(tokens, self.prices.output)
+        self.upstream_body.pop("max_completion_tokens", None)
+        self.upstream_body["max_tokens"] = tokens
 
     @property
     def include_usage(self) -> bool:
@@ -85,6 +119,7 @@ class CallPlan:
                 "prices": self.prices,
                 "hold": self.hold.amount,
                 "bucket": self.hold.bucket,
+                "note": _join(*self.notes, values.pop("note", None)) or None,
                 **values,
             }
         )
@@ -112,6 +147,7 @@ class Gateway:
         self._hold_ttl = timedelta(seconds=hold_ttl_seconds)
         self._clock = clock
         self._key_cache: dict[str, tuple[float, ApiKey]] = {}
+        self._project_cache: dict[str, tuple[float, dict[Bucket, ProjectCaps]]] = {}
 
     @property
     def provider_names(self) -> frozenset[str]:
@@ -136,10 +172,11 @@ class Gateway:
             raise InvalidApiKey("Incorrect, paused or revoked API key")
         return key
 
-    def plan(
-        self, key: ApiKey, request: ChatCompletionRequest, request_id: str, run_id: str | None
+    async def plan(
+        self, key: ApiKey, request: ChatCompletionRequest, request_id: str, limits: RequestLimits
     ) -> CallPlan:
-        """Choose the route and size the hold at that route's price and bucket."""
+        """Choose the route and size the hold at that route's price, in that route's bucket,
+        against every envelope that applies."""
         model = self._catalog.resolve(request.model, self.provider_names)
         allowed = [r for r in model.routes if r.route_type in key.route_types]
         if not allowed:
@@ -149,31 +186,81 @@ class Gateway:
             )
         route = allowed[0]
         prices = route.effective_prices
-        max_output = request.max_completion_tokens or request.max_tokens
+        project = (await self._project_caps(key)).get(route.bucket) or ProjectCaps()
         body = request.model_dump(exclude_none=True)
         body["model"] = route.upstream_model
         body.pop("stream_options", None)
-        if max_output is None or max_output > route.max_output_tokens:
-            # The upstream must not be able to produce more than the hold pays for.
-            max_output = route.max_output_tokens
-            body.pop("max_completion_tokens", None)
-            body["max_tokens"] = max_output
-        worst_case = token_cost(worst_case_input_tokens(request), prices.input) + token_cost(
-            max_output, prices.output
-        )
         hold = Hold(
             request_id=request_id,
             account_id=key.account_id,
             key_id=key.key_id,
+            project_id=key.project_id,
+            requested_model=request.model,
             bucket=route.bucket,
-            amount=worst_case,
+            amount=0,
             expires_at=utcnow() + self._hold_ttl,
+            envelopes=envelopes_for(
+                key, project, route.bucket, utcnow(), limits.run_id, limits.run_budget
+            ),
         )
-        return CallPlan(request_id, key, request, model, route, prices, hold, body, run_id)
+        input_cost = token_cost(worst_case_input_tokens(request), prices.input)
+        requested = request.max_completion_tokens or request.max_tokens
+        plan = CallPlan(
+            request_id, key, request, model, route, prices, hold, body, limits, input_cost, 0
+        )
+        # The upstream must never be able to produce more than the hold pays for.
+        ceiling = min(requested or route.max_output_tokens, route.max_output_tokens)
+        request_cap = request_limit(key, route.bucket, limits.max_charge)
+        if request_cap is not None:
+            ceiling = min(ceiling, self._fit(plan, "request", request_cap, request_cap))
+        plan.set_max_output(ceiling)
+        if requested is not None and ceiling < requested:
+            plan.notes.append(f"max_tokens lowered from {requested} to {ceiling} by request")
+        return plan
+
+    def _fit(self, plan: CallPlan, envelope: str, limit: int, room: int) -> int:
+        """The output tokens `room` can pay for, or a refusal naming the envelope."""
+        tokens = affordable_output_tokens(room, plan.input_cost, plan.prices.output)
+        if tokens < MIN_OUTPUT_TOKENS:
+            raise BudgetExceeded(
+                f"The {envelope} budget leaves {format_micros(room)}"
+                f" {plan.hold.bucket.currency}: not enough for this prompt and"
+                f" {MIN_OUTPUT_TOKENS} output tokens",
+                envelope=envelope,
+                limit=format_micros(limit),
+                remaining=format_micros(room),
+            )
+        return tokens
+
+    async def _project_caps(self, key: ApiKey) -> dict[Bucket, ProjectCaps]:
+        cache_key = f"{key.account_id}#{key.project_id}"
+        cached = self._project_cache.get(cache_key)
+        if cached and self._clock() - cached[0] < _KEY_CACHE_SECONDS:
+            return cached[1]
+        caps = await self._io(self._store.get_project_caps, key.account_id, key.project_id)
+        self._project_cache[cache_key] = (self._clock(), caps)
+        return caps
 
     async def reserve(self, plan: CallPlan) -> None:
+        """Reserve the worst case. If an envelope is too small for it, size the output to what
+        is left (never below MIN_OUTPUT_TOKENS) and try once more; else refuse with a 402."""
         try:
-            await self._io(self._store.reserve, plan.hold)
+            try:
+                await self._io(self._store.reserve, plan.hold)
+                return
+            except BudgetExceeded:
+                rooms = await self._io(
+                    self._store.rooms, plan.key.account_id, plan.hold.bucket, plan.hold.envelopes
+                )
+                tightest = min(rooms, key=lambda name: rooms[name][1])
+                tokens = self._fit(plan, tightest, *rooms[tightest])
+                if tokens >= plan.max_output:
+                    raise
+                plan.notes.append(
+                    f"max_tokens lowered from {plan.max_output} to {tokens} by {tightest}"
+                )
+                plan.set_max_output(tokens)
+                await self._io(self._store.reserve, plan.hold)
         except BudgetExceeded as exc:
             await self.record_refusal(plan, exc)
             raise
@@ -226,6 +313,17 @@ class Gateway:
             if stored is None:
                 raise BudgetStoreUnavailable("The hold was resolved elsewhere") from None
             return stored
+        except BudgetStoreUnavailable:
+            # The call was served; never charge twice and never for free by choice: leave the
+            # hold (which expires) with the known outcome, for the sweeper to settle.
+            deferred = receipt.model_copy(update={"charge": charge, "settlement": "deferred"})
+            logger.error("settle_deferred", extra={"request_id": plan.request_id})
+            try:
+                outcome = HoldOutcome(charge=charge, receipt=deferred)
+                await self._io(self._store.record_outcome, plan.hold, outcome)
+            except (BudgetStoreUnavailable, HoldAlreadyResolved):
+                logger.error("outcome_not_recorded", extra={"request_id": plan.request_id})
+            return deferred
 
     async def complete(self, plan: CallPlan) -> tuple[dict[str, Any], Receipt]:
         started = self._clock()
@@ -340,6 +438,7 @@ def receipt_summary(receipt: Receipt) -> dict[str, Any]:
         "attempts": len(receipt.attempts),
         "charge": format_micros(receipt.charge),
         "charge_micros": receipt.charge,
+        "settlement": receipt.settlement,
         "bucket": receipt.bucket.value if receipt.bucket else None,
         "balance_after_micros": receipt.balance_after,
         "ledger_entry_id": receipt.ledger_entry_id,

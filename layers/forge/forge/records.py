@@ -10,7 +10,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
 from forge.money import Bucket, Prices, RouteType, Usage
 
@@ -27,6 +27,27 @@ class KeyStatus(enum.StrEnum):
     REVOKED = "revoked"
 
 
+class KeyCaps(BaseModel):
+    """A key's spend limits in one bucket, in micro-units; None means no cap."""
+
+    model_config = ConfigDict(frozen=True)
+
+    daily: NonNegativeInt | None = None
+    monthly: NonNegativeInt | None = None
+    total: NonNegativeInt | None = None
+    run_budget: NonNegativeInt | None = None  # default budget of one X-Run-Id run
+    max_request_charge: NonNegativeInt | None = None
+
+
+class ProjectCaps(BaseModel):
+    """A project's spend limits in one bucket, in micro-units; None means no cap."""
+
+    model_config = ConfigDict(frozen=True)
+
+    daily: NonNegativeInt | None = None
+    monthly: NonNegativeInt | None = None
+
+
 class ApiKey(BaseModel):
     """What the gateway knows about a key: never the key itself, only its hash and prefix."""
 
@@ -38,7 +59,11 @@ class ApiKey(BaseModel):
     prefix: str
     status: KeyStatus = KeyStatus.ACTIVE
     route_types: frozenset[RouteType] = frozenset(RouteType)
+    caps: dict[Bucket, KeyCaps] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
+
+    def caps_for(self, bucket: Bucket) -> KeyCaps:
+        return self.caps.get(bucket) or KeyCaps()
 
 
 class Wallet(BaseModel):
@@ -58,16 +83,38 @@ class HoldStatus(enum.StrEnum):
     VOIDED = "voided"
 
 
+class EnvelopeRef(BaseModel):
+    """One budget envelope a hold was reserved against: where its counters live."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # e.g. "key:daily", "project:monthly", "run"
+    pk: str
+    sk: str
+    limit: NonNegativeInt
+
+
+class HoldOutcome(BaseModel):
+    """What the gateway learned but could not settle: the sweeper settles it later."""
+
+    charge: NonNegativeInt
+    receipt: Receipt
+
+
 class Hold(BaseModel):
     """Worst-case cost reserved before an upstream call; resolves exactly once."""
 
     request_id: str
     account_id: str
     key_id: str
+    project_id: str = "default"
+    requested_model: str = ""
     bucket: Bucket
     amount: int = Field(ge=0)
     status: HoldStatus = HoldStatus.PENDING
     expires_at: datetime
+    envelopes: list[EnvelopeRef] = Field(default_factory=list)
+    outcome: HoldOutcome | None = None
 
 
 class LedgerKind(enum.StrEnum):
@@ -131,6 +178,12 @@ class Receipt(BaseModel):
     bucket: Bucket | None = None
     balance_after: int | None = None
     ledger_entry_id: str | None = None
+    # "deferred": served, but the store failed at settle; the sweeper settles the outcome.
+    settlement: Literal["settled", "deferred"] = "settled"
     error_code: str | None = None
     note: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+HoldOutcome.model_rebuild()
+Hold.model_rebuild()

@@ -25,6 +25,8 @@ class Settings(BaseModel):
     hold_ttl_seconds: int = Field(default=960, alias="FORGE_HOLD_TTL_SECONDS")
     statement_url_ttl_seconds: int = Field(default=900, le=900, alias="FORGE_STATEMENT_URL_TTL")
     upstream_timeout_seconds: float = Field(default=120.0, alias="FORGE_UPSTREAM_TIMEOUT")
+    # Verifies payment webhooks (Forge-Signature); without it the webhook credits nothing.
+    webhook_secret: str | None = Field(default=None, alias="FORGE_WEBHOOK_SECRET", repr=False)
 
 
 @cache

@@ -9,6 +9,7 @@ botocore errors become domain errors here; nothing above this module sees boto3.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,13 +22,17 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from forge.errors import BudgetExceeded, BudgetStoreUnavailable, ConcurrentUpdate, NotFound
+from forge.idempotency import REPLAY_TTL_SECONDS, IdempotencyRecord, StoredResponse
 from forge.money import Bucket, format_micros
 from forge.records import (
     ApiKey,
+    EnvelopeRef,
     Hold,
+    HoldOutcome,
     HoldStatus,
     LedgerEntry,
     LedgerKind,
+    ProjectCaps,
     Receipt,
     Wallet,
     utcnow,
@@ -36,6 +41,9 @@ from forge.records import (
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 _MAX_WRITE_ATTEMPTS = 25
+PENDING_SHARDS = 8  # spreads the pending-holds index over partitions
+PENDING_HOLDS_INDEX = "pending-holds"
+RESOLVED_HOLD_RETENTION_SECONDS = 7 * 24 * 3600  # then TTL garbage-collects the hold item
 
 
 class HoldAlreadyResolved(Exception):
@@ -159,13 +167,36 @@ class DynamoStore:
         return "Item" in got
 
     def put_api_key(self, key_hash: str, key: ApiKey) -> None:
-        item = {"pk": f"KEY#{key_hash}", "sk": "KEY", **_dump(key)}
+        """The key item (looked up by hash) and its account-side index (found by key id)."""
+        items = [
+            {"pk": f"KEY#{key_hash}", "sk": "KEY", **_dump(key)},
+            {"pk": _account_pk(key.account_id), "sk": f"KEYID#{key.key_id}", "key_hash": key_hash},
+        ]
         with _store_errors():
-            self._db.put_item(
-                TableName=self._budget,
-                Item=_to_item(item),
-                ConditionExpression="attribute_not_exists(pk)",
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._budget,
+                            "Item": _to_item(item),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    }
+                    for item in items
+                ]
             )
+
+    def update_api_key(self, account_id: str, key_id: str, **changes: Any) -> ApiKey:
+        """Change a key's caps, status or scope (operators); found through the account."""
+        index = self.get_item(_account_pk(account_id), f"KEYID#{key_id}")
+        if index is None:
+            raise NotFound(f"No key '{key_id}' in account '{account_id}'")
+        current = self.get_api_key(str(index["key_hash"]))
+        if current is None:
+            raise NotFound(f"No key '{key_id}'")
+        updated = ApiKey.model_validate({**current.model_dump(), **changes})
+        self.put_item(f"KEY#{index['key_hash']}", "KEY", _dump(updated), new=False)
+        return updated
 
     def get_api_key(self, key_hash: str) -> ApiKey | None:
         with _store_errors():
@@ -173,6 +204,20 @@ class DynamoStore:
                 TableName=self._budget, Key=_to_item({"pk": f"KEY#{key_hash}", "sk": "KEY"})
             )
         return ApiKey.model_validate(_from_item(got["Item"])) if "Item" in got else None
+
+    def get_project_caps(self, account_id: str, project_id: str) -> dict[Bucket, ProjectCaps]:
+        item = self.get_item(_account_pk(account_id), f"PROJECT#{project_id}")
+        caps = (item or {}).get("caps") or {}
+        return {Bucket(b): ProjectCaps.model_validate(c) for b, c in caps.items()}
+
+    def put_project_caps(
+        self, account_id: str, project_id: str, caps: Mapping[Bucket, ProjectCaps]
+    ) -> None:
+        values = {
+            "caps": {b.value: c.model_dump(exclude_none=True) for b, c in caps.items()},
+            "updated_at": utcnow().isoformat(),
+        }
+        self.put_item(_account_pk(account_id), f"PROJECT#{project_id}", values, new=False)
 
     # Wallets -----------------------------------------------------------------------------
     def get_wallet(self, account_id: str, bucket: Bucket) -> Wallet:
@@ -248,7 +293,8 @@ class DynamoStore:
 
     # Holds -------------------------------------------------------------------------------
     def reserve(self, hold: Hold) -> None:
-        """Hold the worst-case cost, or refuse with the bucket's numbers; never below zero."""
+        """Hold the worst-case cost in the bucket and in every envelope, in one transaction,
+        or refuse naming the envelope that stopped it; nothing goes below zero or over a cap."""
         put_hold = {
             "Put": {
                 "TableName": self._budget,
@@ -265,9 +311,36 @@ class DynamoStore:
                 "ExpressionAttributeValues": _to_item({":hold": hold.amount}),
             }
         }
+        envelopes = []
+        for envelope in hold.envelopes:
+            if envelope.limit < hold.amount:
+                raise self._refusal(hold, envelope, self._consumed(envelope))
+            envelopes.append(
+                {
+                    "Update": {
+                        "TableName": self._budget,
+                        "Key": _to_item({"pk": envelope.pk, "sk": envelope.sk}),
+                        "UpdateExpression": "ADD consumed :hold, held :hold SET #limit = :limit",
+                        "ConditionExpression": "attribute_not_exists(consumed)"
+                        " OR consumed <= :room",
+                        "ExpressionAttributeNames": {"#limit": "limit"},
+                        "ExpressionAttributeValues": _to_item(
+                            {
+                                ":hold": hold.amount,
+                                ":limit": envelope.limit,
+                                ":room": envelope.limit - hold.amount,
+                            }
+                        ),
+                    }
+                }
+            )
         try:
-            self._transact([put_hold, take])
-        except ConcurrentUpdate:
+            self._transact([put_hold, take, *envelopes])
+        except ConcurrentUpdate as exc:
+            codes = _cancellation_codes(exc.__cause__) if exc.__cause__ else []
+            for index, envelope in enumerate(hold.envelopes, start=2):
+                if codes[index : index + 1] == ["ConditionalCheckFailed"]:
+                    raise self._refusal(hold, envelope, self._consumed(envelope)) from None
             wallet = self.get_wallet(hold.account_id, hold.bucket)
             raise BudgetExceeded(
                 f"The {hold.bucket.value} bucket cannot cover this request's worst case"
@@ -278,6 +351,50 @@ class DynamoStore:
                 remaining=format_micros(wallet.available),
                 requested=format_micros(hold.amount),
             ) from None
+
+    @staticmethod
+    def _refusal(hold: Hold, envelope: EnvelopeRef, consumed: int) -> BudgetExceeded:
+        remaining = max(envelope.limit - consumed, 0)
+        return BudgetExceeded(
+            f"The {envelope.name} budget ({format_micros(envelope.limit)}"
+            f" {hold.bucket.currency}) cannot cover this request's worst case"
+            f" ({format_micros(hold.amount)}); {format_micros(remaining)} is left",
+            envelope=envelope.name,
+            limit=format_micros(envelope.limit),
+            remaining=format_micros(remaining),
+            requested=format_micros(hold.amount),
+        )
+
+    def _consumed(self, envelope: EnvelopeRef) -> int:
+        item = self.get_item(envelope.pk, envelope.sk)
+        return int(item.get("consumed", 0)) if item else 0
+
+    def rooms(
+        self, account_id: str, bucket: Bucket, envelopes: Sequence[EnvelopeRef]
+    ) -> dict[str, tuple[int, int]]:
+        """(limit, what is left) of the bucket and of each envelope, in one BatchGetItem; used
+        to size a hold after a refusal. Advisory only: the reservation's conditions guard."""
+        keys = [_bucket_key(account_id, bucket)] + [
+            _to_item({"pk": e.pk, "sk": e.sk}) for e in envelopes
+        ]
+        with _store_errors():
+            got = self._db.batch_get_item(
+                RequestItems={self._budget: {"Keys": keys, "ConsistentRead": True}}
+            )
+        items = {
+            (v["pk"], v["sk"]): v for v in map(_from_item, got["Responses"].get(self._budget, []))
+        }
+        wallet = items.get((_account_pk(account_id), f"BUCKET#{bucket.value}"), {})
+        rooms = {
+            f"bucket:{bucket.value}": (
+                int(wallet.get("balance", 0)),
+                int(wallet.get("available", 0)),
+            )
+        }
+        for envelope in envelopes:
+            consumed = int(items.get((envelope.pk, envelope.sk), {}).get("consumed", 0))
+            rooms[envelope.name] = (envelope.limit, max(envelope.limit - consumed, 0))
+        return rooms
 
     def settle(self, hold: Hold, charge: int, receipt: Receipt) -> Receipt:
         """Charge `charge` (<= hold), release the rest, write the ledger entry and the receipt:
@@ -331,6 +448,7 @@ class DynamoStore:
                 move,
                 self._put_entry(entry),
                 self._put_receipt(final),
+                *self._release_envelopes(hold, charge),
             ]
             try:
                 self._transact(items, hold_index=0)
@@ -353,7 +471,12 @@ class DynamoStore:
         final = receipt.model_copy(update={"charge": 0, "bucket": hold.bucket})
         try:
             self._transact(
-                [self._resolve_hold(hold, HoldStatus.VOIDED), release, self._put_receipt(final)],
+                [
+                    self._resolve_hold(hold, HoldStatus.VOIDED),
+                    release,
+                    self._put_receipt(final),
+                    *self._release_envelopes(hold, 0),
+                ],
                 hold_index=0,
             )
         except ConcurrentUpdate:
@@ -368,6 +491,118 @@ class DynamoStore:
         if "Item" not in got:
             return None
         return Hold.model_validate(_from_item(got["Item"]))
+
+    def record_outcome(self, hold: Hold, outcome: HoldOutcome) -> None:
+        """Remember an upstream result that could not be settled, for the sweeper."""
+        with _store_errors():
+            try:
+                self._db.update_item(
+                    TableName=self._budget,
+                    Key=_hold_key(hold.request_id),
+                    UpdateExpression="SET outcome = :outcome",
+                    ConditionExpression="#status = :pending",
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues=_to_item(
+                        {":outcome": _dump(outcome), ":pending": HoldStatus.PENDING.value}
+                    ),
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+                raise HoldAlreadyResolved from exc
+
+    def expired_holds(self, now: datetime) -> list[Hold]:
+        """Pending holds whose expiry has passed, from the sparse pending-holds index."""
+        holds: list[Hold] = []
+        with _store_errors():
+            for shard in range(PENDING_SHARDS):
+                kwargs: dict[str, Any] = {
+                    "TableName": self._budget,
+                    "IndexName": PENDING_HOLDS_INDEX,
+                    "KeyConditionExpression": "pending_shard = :shard AND expires_at_epoch < :now",
+                    "ExpressionAttributeValues": _to_item(
+                        {":shard": str(shard), ":now": _epoch(now)}
+                    ),
+                }
+                while True:
+                    page = self._db.query(**kwargs)
+                    holds += [Hold.model_validate(_from_item(i)) for i in page["Items"]]
+                    if "LastEvaluatedKey" not in page:
+                        break
+                    kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [h for h in holds if h.status is HoldStatus.PENDING]
+
+    def scan_budget(self) -> Iterator[dict[str, Any]]:
+        """Every budget-table item (operator jobs only: reconciliation)."""
+        kwargs: dict[str, Any] = {"TableName": self._budget, "ConsistentRead": True}
+        with _store_errors():
+            while True:
+                page = self._db.scan(**kwargs)
+                yield from map(_from_item, page["Items"])
+                if "LastEvaluatedKey" not in page:
+                    return
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # Idempotency keys --------------------------------------------------------------------
+    def claim_idempotency(
+        self, account_id: str, key: str, record: IdempotencyRecord, now: int
+    ) -> IdempotencyRecord | None:
+        """Claim a key (None), or return the record of whoever holds it."""
+        item = {
+            "pk": f"IDEM#{account_id}#{key}",
+            "sk": "IDEM",
+            **_dump(record),
+            "ttl": now + REPLAY_TTL_SECONDS,
+        }
+        with _store_errors():
+            try:
+                self._db.put_item(
+                    TableName=self._budget,
+                    Item=_to_item(item),
+                    ConditionExpression="attribute_not_exists(pk)"
+                    " OR (#state = :running AND lease_until < :now)",
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues=_to_item({":running": "in_progress", ":now": now}),
+                )
+                return None
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+        return self.read_idempotency(account_id, key) or record
+
+    def read_idempotency(self, account_id: str, key: str) -> IdempotencyRecord | None:
+        item = self.get_item(f"IDEM#{account_id}#{key}", "IDEM")
+        return IdempotencyRecord.model_validate(item) if item else None
+
+    def finish_idempotency(
+        self, account_id: str, key: str, request_id: str, response: StoredResponse | None
+    ) -> None:
+        """Store the response for replays, or (None) release the claim for a clean retry."""
+        key_item = _to_item({"pk": f"IDEM#{account_id}#{key}", "sk": "IDEM"})
+        with _store_errors():
+            try:
+                if response is None:
+                    self._db.delete_item(
+                        TableName=self._budget,
+                        Key=key_item,
+                        ConditionExpression="request_id = :rid",
+                        ExpressionAttributeValues=_to_item({":rid": request_id}),
+                    )
+                else:
+                    self._db.update_item(
+                        TableName=self._budget,
+                        Key=key_item,
+                        UpdateExpression="SET #state = :done, #response = :response",
+                        ConditionExpression="request_id = :rid",
+                        ExpressionAttributeNames={"#state": "state", "#response": "response"},
+                        ExpressionAttributeValues=_to_item(
+                            {":done": "done", ":response": _dump(response), ":rid": request_id}
+                        ),
+                    )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+                # Our lease ran out and another request took the key over: leave it to it.
 
     # Receipts and ledger -----------------------------------------------------------------
     def put_receipt(self, receipt: Receipt) -> None:
@@ -472,21 +707,50 @@ class DynamoStore:
 
     # Building blocks ---------------------------------------------------------------------
     def _hold_values(self, hold: Hold) -> dict[str, Any]:
-        return {**_dump(hold), "expires_at_epoch": _epoch(hold.expires_at)}
+        # pending_shard + expires_at_epoch key the sparse `pending-holds` index the sweeper
+        # reads; resolving a hold removes pending_shard, so only pending holds are indexed.
+        shard = int(hashlib.sha256(hold.request_id.encode()).hexdigest(), 16) % PENDING_SHARDS
+        return {
+            **_dump(hold),
+            "expires_at_epoch": _epoch(hold.expires_at),
+            "pending_shard": str(shard),
+        }
+
+    def _release_envelopes(self, hold: Hold, charge: int) -> list[dict[str, Any]]:
+        """Turn an envelope's hold into its charge: consumed moves by charge - hold."""
+        return [
+            {
+                "Update": {
+                    "TableName": self._budget,
+                    "Key": _to_item({"pk": envelope.pk, "sk": envelope.sk}),
+                    "UpdateExpression": "ADD consumed :delta, held :release, settled :charge",
+                    "ExpressionAttributeValues": _to_item(
+                        {
+                            ":delta": charge - hold.amount,
+                            ":release": -hold.amount,
+                            ":charge": charge,
+                        }
+                    ),
+                }
+            }
+            for envelope in hold.envelopes
+        ]
 
     def _resolve_hold(self, hold: Hold, status: HoldStatus) -> dict[str, Any]:
         return {
             "Update": {
                 "TableName": self._budget,
                 "Key": _hold_key(hold.request_id),
-                "UpdateExpression": "SET #status = :to, resolved_at = :now",
+                "UpdateExpression": "SET #status = :to, resolved_at = :now, #ttl = :ttl"
+                " REMOVE pending_shard",
                 "ConditionExpression": "#status = :pending",
-                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeNames": {"#status": "status", "#ttl": "ttl"},
                 "ExpressionAttributeValues": _to_item(
                     {
                         ":to": status.value,
                         ":pending": HoldStatus.PENDING.value,
                         ":now": datetime.now(UTC).isoformat(),
+                        ":ttl": int(time.time()) + RESOLVED_HOLD_RETENTION_SECONDS,
                     }
                 ),
             }

@@ -7,7 +7,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from forge.api.errors import install_error_handlers
-from forge.api.routes import account, chat, models
+from forge.api.routes import account, chat, models, money
 from forge.ids import new_id
 
 
@@ -42,4 +42,5 @@ def create_app() -> FastAPI:
     app.include_router(models.router)
     app.include_router(chat.router)
     app.include_router(account.router)
+    app.include_router(money.router)
     return app

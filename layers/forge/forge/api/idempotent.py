@@ -1,0 +1,100 @@
+"""Idempotency-Key for HTTP responses: claim, replay, or capture (see forge.idempotency)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+
+from fastapi.responses import Response, StreamingResponse
+
+from forge.adapters.dynamo import DynamoStore
+from forge.idempotency import IdempotencyRecord, StoredResponse, wait_for_first
+
+REPLAY_HEADER = "x-forge-idempotent-replay"
+
+
+class IdempotentCall:
+    def __init__(
+        self,
+        store: DynamoStore,
+        account_id: str,
+        key: str,
+        fingerprint: str,
+        request_id: str,
+        lease_seconds: int,
+        wait_seconds: float,
+    ) -> None:
+        self._store = store
+        self._account_id = account_id
+        self._key = key
+        self._fingerprint = fingerprint
+        self._request_id = request_id
+        self._lease_seconds = lease_seconds
+        self._wait_seconds = wait_seconds
+
+    async def begin(self) -> Response | None:
+        """None if this request now owns the key; else the replayed response (or a 409)."""
+        now = int(time.time())
+        record = IdempotencyRecord(
+            state="in_progress",
+            fingerprint=self._fingerprint,
+            request_id=self._request_id,
+            lease_until=now + self._lease_seconds,
+        )
+        holder = await asyncio.to_thread(
+            self._store.claim_idempotency, self._account_id, self._key, record, now
+        )
+        if holder is None:
+            return None
+
+        async def read(account_id: str, key: str) -> IdempotencyRecord | None:
+            return await asyncio.to_thread(self._store.read_idempotency, account_id, key)
+
+        stored = await wait_for_first(
+            read, self._account_id, self._key, self._fingerprint, self._wait_seconds
+        )
+        return replay(stored)
+
+    async def release(self) -> None:
+        """Nothing was charged: let a retry with the same key run afresh."""
+        await self._finish(None)
+
+    async def capture(self, response: Response) -> Response:
+        """Store what this request answered, so retries replay it."""
+        headers = {k: v for k, v in response.headers.items() if k.startswith("x-")}
+        if isinstance(response, StreamingResponse):
+            return StreamingResponse(
+                self._recording(response.body_iterator, response.status_code, headers),
+                status_code=response.status_code,
+                headers=dict(response.headers),
+                media_type=response.media_type,
+            )
+        stored = StoredResponse.of(
+            response.status_code, headers, bytes(response.body), response.media_type or ""
+        )
+        await self._finish(stored if stored.storable else None)
+        return response
+
+    async def _recording(
+        self, events: AsyncIterable[str | bytes | memoryview], status: int, headers: dict[str, str]
+    ) -> AsyncIterator[bytes]:
+        sent = bytearray()
+        try:
+            async for event in events:
+                chunk = event.encode() if isinstance(event, str) else bytes(event)
+                sent += chunk
+                yield chunk
+        finally:
+            stored = StoredResponse.of(status, headers, bytes(sent), "text/event-stream")
+            await asyncio.shield(self._finish(stored if stored.storable else None))
+
+    async def _finish(self, stored: StoredResponse | None) -> None:
+        await asyncio.to_thread(
+            self._store.finish_idempotency, self._account_id, self._key, self._request_id, stored
+        )
+
+
+def replay(stored: StoredResponse) -> Response:
+    headers = {**stored.headers, REPLAY_HEADER: "true"}
+    return Response(stored.body, stored.status, headers, media_type=stored.media_type)
