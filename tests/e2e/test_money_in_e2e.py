@@ -11,11 +11,12 @@ from typing import Any
 import httpx
 
 from forge.money import Bucket
-from forge.payments import PAYMENT_SUCCEEDED, create_code, sign_payload
+from forge.payments import PAYMENT_SUCCEEDED, create_code, normalize_code, sign_payload
 from forge.records import LedgerKind
 from tests.e2e.conftest import E2E_WEBHOOK_SECRET, LocalStack
 from tests.e2e.helpers import new_customer
 from tests.e2e.test_refusals import assert_openai_error, unchanged
+from tests.e2e.test_statement_trip import forge_admin
 
 
 def webhook_body(account_id: str, amount: str, bucket: str = "credit") -> tuple[str, bytes]:
@@ -154,3 +155,59 @@ def test_redeem_refusals_are_openai_errors(local_stack: LocalStack) -> None:
     response = httpx.post(f"{local_stack.base_url}/redeem", json={"code": "FORGE-0000-0000-0000"})
     assert_openai_error(response, 401, "invalid_api_key")
     check()
+
+
+def test_operator_cli_creates_lists_and_disables_codes_and_adjusts(
+    local_stack: LocalStack,
+) -> None:
+    _, first_key = new_customer(local_stack, credit="0", rmb="0")
+    second_account, second_key = new_customer(local_stack, credit="2.00", rmb="0")
+    code = forge_admin(
+        local_stack,
+        "code",
+        "create",
+        "--bucket",
+        "credit",
+        "--amount",
+        "0.75",
+        "--max-claims",
+        "10",
+        "--expires",
+        "2999-12-31",
+        "--memo",
+        "cli promo",
+    )
+    assert normalize_code(code) == code
+
+    assert redeem(local_stack, first_key, code).status_code == 200
+    listed = {c["code"]: c for c in json.loads(forge_admin(local_stack, "code", "list"))}
+    assert listed[code]["claims"] == 1 and listed[code]["status"] == "active"
+    assert listed[code]["amount"] == "0.750000" and listed[code]["max_claims"] == 10
+
+    disabled = json.loads(forge_admin(local_stack, "code", "disable", "--code", code))
+    assert disabled["status"] == "disabled" and disabled["claims"] == 1
+    assert_openai_error(redeem(local_stack, second_key, code), 409, "code_disabled")
+
+    adjusted = json.loads(
+        forge_admin(
+            local_stack,
+            "wallet",
+            "adjust",
+            "--account",
+            second_account,
+            "--bucket",
+            "credit",
+            "--amount",
+            "-0.5",
+            "--reason",
+            "reversed test credit",
+        )
+    )
+    assert adjusted["kind"] == "adjustment" and adjusted["amount"] == "-0.500000"
+    assert adjusted["balance_after"] == "1.500000" and adjusted["memo"] == "reversed test credit"
+    [entry] = [
+        e
+        for e in local_stack.store().list_entries(second_account, Bucket.CREDIT)
+        if e.kind is LedgerKind.ADJUSTMENT
+    ]
+    assert entry.source == "operator" and entry.amount == -500_000

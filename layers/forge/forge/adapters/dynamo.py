@@ -44,6 +44,9 @@ _MAX_WRITE_ATTEMPTS = 25
 PENDING_SHARDS = 8  # spreads the pending-holds index over partitions
 PENDING_HOLDS_INDEX = "pending-holds"
 RESOLVED_HOLD_RETENTION_SECONDS = 7 * 24 * 3600  # then TTL garbage-collects the hold item
+# Envelope counters; several are DynamoDB reserved words, so always go through names.
+_RESERVE_NAMES = {"#consumed": "consumed", "#held": "held", "#limit": "limit"}
+_RELEASE_NAMES = {"#consumed": "consumed", "#held": "held", "#settled": "settled"}
 
 
 class HoldAlreadyResolved(Exception):
@@ -320,10 +323,10 @@ class DynamoStore:
                     "Update": {
                         "TableName": self._budget,
                         "Key": _to_item({"pk": envelope.pk, "sk": envelope.sk}),
-                        "UpdateExpression": "ADD consumed :hold, held :hold SET #limit = :limit",
-                        "ConditionExpression": "attribute_not_exists(consumed)"
-                        " OR consumed <= :room",
-                        "ExpressionAttributeNames": {"#limit": "limit"},
+                        "UpdateExpression": "ADD #consumed :hold, #held :hold SET #limit = :limit",
+                        "ConditionExpression": "attribute_not_exists(#consumed)"
+                        " OR #consumed <= :room",
+                        "ExpressionAttributeNames": _RESERVE_NAMES,
                         "ExpressionAttributeValues": _to_item(
                             {
                                 ":hold": hold.amount,
@@ -723,7 +726,8 @@ class DynamoStore:
                 "Update": {
                     "TableName": self._budget,
                     "Key": _to_item({"pk": envelope.pk, "sk": envelope.sk}),
-                    "UpdateExpression": "ADD consumed :delta, held :release, settled :charge",
+                    "UpdateExpression": "ADD #consumed :delta, #held :release, #settled :charge",
+                    "ExpressionAttributeNames": _RELEASE_NAMES,
                     "ExpressionAttributeValues": _to_item(
                         {
                             ":delta": charge - hold.amount,

@@ -1,0 +1,213 @@
+"""Crash injection at each step of a request, then the sweeper and reconciliation: nothing is
+charged twice, nothing stays stranded, and conservation holds."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from forge.accounts import create_account, credit_wallet, issue_key
+from forge.adapters.dynamo import DynamoStore
+from forge.adapters.openai_compat import OpenAICompatProvider
+from forge.api.schemas import ChatCompletionRequest
+from forge.catalog import load_catalog
+from forge.gateway import CallPlan, Gateway, RequestLimits
+from forge.ids import new_id
+from forge.money import Bucket, Usage, charge_for
+from forge.reconcile import reconcile
+from forge.records import ApiKey, HoldStatus, LedgerKind, utcnow
+from forge.stores import get_store
+from forge.sweeper import sweep
+from forge_tools.emulator import Resources
+
+USAGE = {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
+REQUEST = ChatCompletionRequest.model_validate(
+    {"model": "demo-official", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 64}
+)
+
+
+class FlakyClient:
+    """A DynamoDB client that fails settle transactions: before sending them, or after they
+    were applied (the answer lost on the way back), as a crash or a network cut would."""
+
+    def __init__(self, client: Any, mode: str) -> None:
+        self._client = client
+        self.mode = mode
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        is_settle = any(
+            "ENTRY#" in str(item.get("Put", {}).get("Item", {}).get("sk", ""))
+            for item in kwargs["TransactItems"]
+        )
+        if is_settle and self.mode == "before":
+            raise EndpointConnectionError(endpoint_url="http://budget-store")
+        result = self._client.transact_write_items(**kwargs)
+        if is_settle and self.mode == "after":
+            raise EndpointConnectionError(endpoint_url="http://budget-store")
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def upstream_ok(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"id": "x", "choices": [], "usage": USAGE})
+
+
+def gateway_over(store: DynamoStore) -> Gateway:
+    provider = OpenAICompatProvider(
+        "http://up.test/v1", "k", transport=httpx.MockTransport(upstream_ok)
+    )
+    return Gateway(store, {"demo": provider}, load_catalog(), hold_ttl_seconds=960)
+
+
+def setup(store: DynamoStore) -> tuple[ApiKey, Gateway]:
+    account_id = create_account(store, "crash test")
+    credit_wallet(store, account_id, Bucket.CREDIT, "1", source="test", memo="fund")
+    return issue_key(store, account_id)[1], gateway_over(store)
+
+
+def reserved(gateway: Gateway, key: ApiKey) -> CallPlan:
+    async def run() -> CallPlan:
+        plan = await gateway.plan(key, REQUEST, new_id("req"), RequestLimits())
+        await gateway.reserve(plan)
+        return plan
+
+    return asyncio.run(run())
+
+
+def after_expiry() -> Any:
+    return utcnow() + timedelta(seconds=961)
+
+
+def assert_conserved(store: DynamoStore, *, at: Any = None) -> None:
+    report = reconcile(store, at or utcnow())
+    assert report.ok, report.drifts
+    assert report.pending_holds == 0
+
+
+def charges(store: DynamoStore, key: ApiKey) -> list[int]:
+    return [
+        e.amount
+        for e in store.list_entries(key.account_id, Bucket.CREDIT)
+        if e.kind is LedgerKind.CHARGE
+    ]
+
+
+@pytest.mark.parametrize("crash", ["after_reserve", "after_upstream_answered"])
+def test_a_request_that_dies_before_settling_is_released_by_the_sweeper(
+    aws_stack: Resources, crash: str
+) -> None:
+    store = get_store()
+    key, gateway = setup(store)
+    plan = reserved(gateway, key)
+    if crash == "after_upstream_answered":
+        asyncio.run(gateway._provider(plan.route).complete(plan.upstream_body))
+    # ... and the process is gone: the hold is pending, nobody will settle it.
+    wallet = store.get_wallet(key.account_id, Bucket.CREDIT)
+    assert wallet.held == plan.hold.amount
+
+    early = sweep(store, utcnow())  # not expired yet: a live request is never swept
+    assert early.voided == [] and early.settled == []
+    stale = reconcile(store, after_expiry())
+    assert [d.check for d in stale.drifts] == ["expired_hold_pending"]
+    assert stale.drifts[0].involved == [plan.request_id]
+
+    report = sweep(store, after_expiry())
+    assert report.voided == [plan.request_id]
+    assert sweep(store, after_expiry()).voided == []  # exactly once
+    wallet = store.get_wallet(key.account_id, Bucket.CREDIT)
+    assert (wallet.balance, wallet.held, wallet.available) == (1_000_000, 0, 1_000_000)
+    assert charges(store, key) == []
+    receipt = store.get_receipt(key.account_id, plan.request_id)
+    assert receipt is not None and receipt.error_code == "hold_expired"
+    assert_conserved(store, at=after_expiry())
+
+
+def test_settle_that_never_reached_the_store_is_settled_later_at_the_known_charge(
+    aws_stack: Resources, emulator: Any
+) -> None:
+    store = get_store()
+    key, _ = setup(store)
+    flaky = FlakyClient(emulator.client("dynamodb"), mode="before")
+    flaky_store = DynamoStore(
+        flaky, aws_stack.tables["BudgetTable"], aws_stack.tables["LedgerTable"]
+    )
+    gateway = gateway_over(flaky_store)
+    plan = reserved(gateway, key)
+
+    _, receipt = asyncio.run(gateway.complete(plan))
+
+    expected = charge_for(Usage(input_tokens=12, output_tokens=7), plan.prices)
+    assert receipt.settlement == "deferred" and receipt.charge == expected
+    hold = store.get_hold(plan.request_id)
+    assert hold is not None and hold.status is HoldStatus.PENDING
+    assert hold.outcome is not None and hold.outcome.charge == expected
+    assert charges(store, key) == []  # nothing charged yet...
+
+    report = sweep(store, after_expiry())
+    assert report.settled == [plan.request_id]
+    assert charges(store, key) == [-expected]  # ...then exactly once, at the known price
+    assert sweep(store, after_expiry()).settled == []
+    assert store.get_wallet(key.account_id, Bucket.CREDIT).balance == 1_000_000 - expected
+    assert_conserved(store, at=after_expiry())
+
+
+def test_settle_applied_but_answer_lost_is_never_charged_twice(
+    aws_stack: Resources, emulator: Any
+) -> None:
+    store = get_store()
+    key, _ = setup(store)
+    flaky = FlakyClient(emulator.client("dynamodb"), mode="after")
+    flaky_store = DynamoStore(
+        flaky, aws_stack.tables["BudgetTable"], aws_stack.tables["LedgerTable"]
+    )
+    gateway = gateway_over(flaky_store)
+    plan = reserved(gateway, key)
+
+    _, receipt = asyncio.run(gateway.complete(plan))
+
+    expected = charge_for(Usage(input_tokens=12, output_tokens=7), plan.prices)
+    assert receipt.charge == expected
+    assert charges(store, key) == [-expected]  # the transaction did commit, once
+    assert sweep(store, after_expiry()).model_dump() == {
+        "settled": [],
+        "voided": [],
+        "already_resolved": [],
+    }
+    assert charges(store, key) == [-expected]
+    assert_conserved(store, at=after_expiry())
+
+
+def test_reconcile_reports_drift_with_the_entries_involved(aws_stack: Resources) -> None:
+    store = get_store()
+    key, gateway = setup(store)
+    plan = reserved(gateway, key)
+    asyncio.run(gateway.complete(plan))
+    assert reconcile(store, utcnow()).ok
+
+    # Someone edits a balance behind the ledger's back.
+    item = store.get_item(f"ACCT#{key.account_id}", "BUCKET#credit")
+    assert item is not None
+    store.put_item(
+        f"ACCT#{key.account_id}",
+        "BUCKET#credit",
+        {
+            **{k: v for k, v in item.items() if k not in ("pk", "sk")},
+            "balance": item["balance"] + 5,
+        },
+        new=False,
+    )
+
+    report = reconcile(store, utcnow())
+    checks = {d.check: d for d in report.drifts}
+    assert set(checks) == {"ledger_vs_balance", "available_plus_held"}
+    drift = checks["ledger_vs_balance"]
+    assert drift.account_id == key.account_id and drift.bucket is Bucket.CREDIT
+    assert drift.actual == drift.expected + 5
+    assert f"le_{plan.request_id}" in drift.involved
