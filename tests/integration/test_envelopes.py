@@ -20,10 +20,11 @@ from forge.errors import BudgetExceeded
 from forge.gateway import MIN_OUTPUT_TOKENS, Gateway, RequestLimits
 from forge.ids import new_id
 from forge.money import Bucket
-from forge.records import ApiKey, Hold, KeyCaps, ProjectCaps, utcnow
 from forge.reconcile import reconcile
+from forge.records import ApiKey, Hold, KeyCaps, ProjectCaps, utcnow
 from forge.stores import get_store
 from forge_tools.emulator import Resources
+from tests.integration.test_budget_store import receipt_for
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -77,7 +78,7 @@ def test_each_key_cap_stops_spend_at_its_limit_and_names_itself(
     key = customer(store, caps)
     first = hold_for(key, 600)
     store.reserve(first)
-    store.settle(first, 600, _receipt(first))
+    store.settle(first, 600, receipt_for(first))
     with pytest.raises(BudgetExceeded) as refused:
         store.reserve(hold_for(key, 401))
     assert refused.value.details["envelope"] == envelope
@@ -142,7 +143,7 @@ def test_concurrent_holds_never_exceed_any_envelope(aws_stack: Resources) -> Non
             store.reserve(hold)
         except BudgetExceeded:
             return 0
-        store.settle(hold, 200, _receipt(hold))
+        store.settle(hold, 200, receipt_for(hold))
         return 200
 
     with ThreadPoolExecutor(max_workers=12) as pool:
@@ -190,7 +191,7 @@ def test_a_worst_case_that_does_not_fit_is_resized_to_what_is_left(aws_stack: Re
     granted = asyncio.run(run())
     assert MIN_OUTPUT_TOKENS <= granted < route.max_output_tokens
     assert upstream_bodies[0]["max_tokens"] == granted  # the upstream cannot exceed the hold
-    receipt_note = store.get_receipt(key.account_id, _last_request(store, key)).note or ""
+    receipt_note = store.getreceipt_for(key.account_id, _last_request(store, key)).note or ""
     assert f"max_tokens lowered from {route.max_output_tokens} to {granted} by key:daily" in (
         receipt_note
     )
@@ -220,9 +221,3 @@ def _last_request(store: DynamoStore, key: ApiKey) -> str:
     request_id = entries[-1].request_id
     assert request_id is not None
     return request_id
-
-
-def _receipt(hold: Hold):  # type: ignore[no-untyped-def]
-    from tests.integration.test_budget_store import receipt_for
-
-    return receipt_for(hold)
