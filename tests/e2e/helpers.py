@@ -3,6 +3,10 @@ token counts times the catalog's prices."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import openai
@@ -47,3 +51,14 @@ def sdk(stack: LocalStack, key: str) -> openai.OpenAI:
     client = openai.OpenAI(base_url=stack.base_url, api_key=key, max_retries=0)
     open_clients.append(client)
     return client
+
+
+def forge_admin(stack: LocalStack, *args: str) -> str:
+    """The operator CLI, configured only by the variables in .local/dev.env."""
+    env = {"PATH": os.environ["PATH"], **stack.env}
+    cli = Path(sys.executable).with_name("forge-admin")
+    done = subprocess.run(
+        [str(cli), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()

@@ -1,9 +1,11 @@
-"""40 concurrent requests against a wallet that can afford about 10: never below zero, every
-charge in the ledger exactly once, every refusal a 402 in OpenAI's error shape."""
+"""Concurrent requests through the running stack: a wallet that can afford about 10 of 40,
+and 100 requests against key, project and run budgets. Never below zero, never over an
+envelope, every charge in the ledger exactly once, every refusal a 402 naming its envelope."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 
@@ -13,7 +15,7 @@ from forge.gateway import worst_case_input_tokens
 from forge.money import Bucket, format_micros, token_cost
 from forge.records import LedgerKind
 from tests.e2e.conftest import LocalStack
-from tests.e2e.helpers import expected_reply_and_charge, new_customer
+from tests.e2e.helpers import expected_reply_and_charge, forge_admin, new_customer
 
 REQUESTS = 40
 MAX_TOKENS = 8
@@ -79,3 +81,95 @@ def test_forty_concurrent_requests_never_overdraw(local_stack: LocalStack) -> No
         assert (entry.seq, entry.balance_after) == (seq, running)
         assert entry.balance_after >= 0
     assert running == wallet.balance
+
+
+def test_a_hundred_concurrent_requests_never_exceed_key_project_or_run_budgets(
+    local_stack: LocalStack,
+) -> None:
+    """Two keys of one project, two agent runs, caps all far below the balance."""
+    _, charge = expected_reply_and_charge("demo-official", MESSAGES, MAX_TOKENS)
+    balance = 1_000_000
+    account_id = forge_admin(local_stack, "account", "create", "--name", "capped")
+    forge_admin(
+        local_stack,
+        "wallet",
+        "credit",
+        "--account",
+        account_id,
+        "--bucket",
+        "credit",
+        "--amount",
+        format_micros(balance),
+    )
+    key_cap, project_cap, run_budget = 35 * charge, 50 * charge, 30 * charge
+    keys = [
+        forge_admin(
+            local_stack,
+            "key",
+            "create",
+            "--account",
+            account_id,
+            "--project",
+            "agents",
+            "--daily",
+            f"credit={format_micros(key_cap)}",
+        )
+        for _ in range(2)
+    ]
+    forge_admin(
+        local_stack,
+        "project",
+        "caps",
+        "--account",
+        account_id,
+        "--project",
+        "agents",
+        "--daily",
+        f"credit={format_micros(project_cap)}",
+    )
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=100)) as c:
+            return await asyncio.gather(
+                *(
+                    c.post(
+                        f"{local_stack.base_url}/chat/completions",
+                        headers={
+                            "Authorization": f"Bearer {keys[i % 2]}",
+                            "X-Run-Id": f"run-{i % 3}",
+                            "X-Run-Budget": format_micros(run_budget),
+                        },
+                        json={
+                            "model": "demo-official",
+                            "messages": MESSAGES,
+                            "max_tokens": MAX_TOKENS,
+                        },
+                    )
+                    for i in range(100)
+                )
+            )
+
+    responses = asyncio.run(fire())
+
+    ok = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code != 200]
+    assert ok and refused
+    assert {r.status_code for r in refused} == {402}
+    assert {r.json()["error"]["envelope"] for r in refused} <= {"key:daily", "project:daily", "run"}
+    charges = [int(r.headers["x-forge-charge-micros"]) for r in ok]
+    store = local_stack.store()
+    wallet = store.get_wallet(account_id, Bucket.CREDIT)
+    assert balance - wallet.balance == sum(charges) <= project_cap
+    assert wallet.held == 0
+    entries = store.list_entries(account_id, Bucket.CREDIT)
+    assert sum(e.amount for e in entries) == wallet.balance
+    assert len([e for e in entries if e.kind is LedgerKind.CHARGE]) == len(ok)
+    # Every envelope in the store, read back: never over its limit, nothing left held.
+    envelopes = [item for item in store.scan_budget() if str(item["pk"]).startswith("ENV#")]
+    runs = {str(e["pk"]) for e in envelopes if str(e["pk"]).startswith(f"ENV#RUN#{account_id}")}
+    assert len(runs) == 3
+    for item in envelopes:
+        assert item["held"] == 0
+        assert item["consumed"] == item["settled"] <= item["limit"]
+    report = json.loads(forge_admin(local_stack, "reconcile"))
+    assert [d for d in report["drifts"] if d["account_id"] == account_id] == []

@@ -16,7 +16,7 @@ import httpx
 
 from forge.money import Bucket, format_micros
 from tests.e2e.conftest import LocalStack
-from tests.e2e.helpers import new_customer, sdk
+from tests.e2e.helpers import forge_admin, new_customer, sdk
 from tests.e2e.test_chat_completions import MESSAGES
 
 
@@ -88,17 +88,6 @@ def test_a_statement_link_only_ever_reaches_the_callers_own_account(
     assert f"/statements/{account_b}/" in str(download.url)
     assert account_a not in str(download.url)
     assert rows_b and {r["account_id"] for r in rows_b} == {account_b}
-
-
-def forge_admin(stack: LocalStack, *args: str) -> str:
-    """The operator CLI, configured only by the variables in .local/dev.env."""
-    env = {"PATH": os.environ["PATH"], **stack.env}
-    cli = Path(sys.executable).with_name("forge-admin")
-    done = subprocess.run(
-        [str(cli), *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 def test_admin_cli_creates_an_account_key_and_credit_that_work(local_stack: LocalStack) -> None:

@@ -51,6 +51,35 @@ def _describe_code(code: RedeemCode) -> dict[str, Any]:
     }
 
 
+_KEY_CAPS = ("daily", "monthly", "total", "run_budget", "max_request_charge")
+_PROJECT_CAPS = ("daily", "monthly")
+
+
+def _add_cap_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    for name in names:
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            action="append",
+            default=[],
+            metavar="BUCKET=AMOUNT",
+            help="e.g. credit=5.00 (repeat for the other bucket; AMOUNT 'none' removes it)",
+        )
+
+
+def _caps(args: argparse.Namespace, names: tuple[str, ...]) -> dict[Bucket, dict[str, int | None]]:
+    """--daily credit=5 --daily rmb=30 ... -> {Bucket.CREDIT: {"daily": 5_000_000}, ...}."""
+    from forge.money import decimal_to_micros
+
+    caps: dict[Bucket, dict[str, int | None]] = {}
+    for name in names:
+        for value in getattr(args, name):
+            bucket, _, amount = value.partition("=")
+            micros = None if amount == "none" else decimal_to_micros(amount)
+            caps.setdefault(Bucket(bucket), {})[name] = micros
+    return caps
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forge-admin", description=__doc__)
     parser.add_argument("--stack", help="deployed stack name (default: use the environment)")
@@ -64,6 +93,28 @@ def _parser() -> argparse.ArgumentParser:
     key_create = key.add_parser("create", help="create an API key; prints it once")
     key_create.add_argument("--account", required=True)
     key_create.add_argument("--project", default="default")
+    key_create.add_argument(
+        "--route-types", default="official,routed", help="which route types it may use"
+    )
+    _add_cap_flags(key_create, _KEY_CAPS)
+    key_caps = key.add_parser("caps", help="change a key's spend limits")
+    key_caps.add_argument("--account", required=True)
+    key_caps.add_argument("--key-id", required=True)
+    _add_cap_flags(key_caps, _KEY_CAPS)
+    for status, verb in (("paused", "pause"), ("revoked", "revoke"), ("active", "activate")):
+        change = key.add_parser(verb, help=f"mark a key {status} (applies within 10 s)")
+        change.add_argument("--account", required=True)
+        change.add_argument("--key-id", required=True)
+
+    project = groups.add_parser("project").add_subparsers(dest="action", required=True)
+    project_caps = project.add_parser("caps", help="set a project's daily/monthly limits")
+    project_caps.add_argument("--account", required=True)
+    project_caps.add_argument("--project", required=True)
+    _add_cap_flags(project_caps, _PROJECT_CAPS)
+
+    holds = groups.add_parser("holds").add_subparsers(dest="action", required=True)
+    holds.add_parser("sweep", help="resolve expired holds now (the scheduled sweeper's job)")
+    groups.add_parser("reconcile", help="check conservation of every account; exit 1 on drift")
 
     wallet = groups.add_parser("wallet").add_subparsers(dest="action", required=True)
     credit = wallet.add_parser("credit", help="top up a bucket (decimal amount)")
@@ -101,17 +152,57 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     from forge import accounts, payments
+    from forge.money import RouteType
+    from forge.reconcile import reconcile
+    from forge.records import KeyCaps, KeyStatus, ProjectCaps
     from forge.statements import ensure_statement
     from forge.stores import get_archive, get_store
+    from forge.sweeper import sweep
 
     store = get_store()
-    match (args.group, args.action):
+    match (args.group, getattr(args, "action", None)):
         case ("account", "create"):
             print(accounts.create_account(store, args.name))
         case ("key", "create"):
-            plaintext, key = accounts.issue_key(store, args.account, args.project)
+            plaintext, key = accounts.issue_key(
+                store,
+                args.account,
+                args.project,
+                route_types=frozenset(RouteType(t) for t in args.route_types.split(",")),
+                caps={b: KeyCaps(**c) for b, c in _caps(args, _KEY_CAPS).items()},
+            )
             print(plaintext)
             print(f"key id {key.key_id} (shown once; only its hash is stored)", file=sys.stderr)
+        case ("key", "caps"):
+            existing = store.update_api_key(args.account, args.key_id)
+            key_caps = {b: c.model_dump() for b, c in existing.caps.items()}
+            for bucket, changes in _caps(args, _KEY_CAPS).items():
+                key_caps[bucket] = {**key_caps.get(bucket, {}), **changes}
+            updated = store.update_api_key(args.account, args.key_id, caps=key_caps)
+            _print(updated.model_dump(mode="json", include={"key_id", "caps"}))
+        case ("key", "pause" | "revoke" | "activate" as verb):
+            status = {"pause": KeyStatus.PAUSED, "revoke": KeyStatus.REVOKED}.get(
+                verb, KeyStatus.ACTIVE
+            )
+            updated = store.update_api_key(args.account, args.key_id, status=status)
+            _print(updated.model_dump(mode="json", include={"key_id", "status"}))
+        case ("project", "caps"):
+            merged = {
+                b: c.model_dump()
+                for b, c in store.get_project_caps(args.account, args.project).items()
+            }
+            for bucket, changes in _caps(args, _PROJECT_CAPS).items():
+                merged[bucket] = {**merged.get(bucket, {}), **changes}
+            project_caps = {b: ProjectCaps(**c) for b, c in merged.items()}
+            store.put_project_caps(args.account, args.project, project_caps)
+            _print({b.value: c.model_dump() for b, c in project_caps.items()})
+        case ("holds", "sweep"):
+            _print(sweep(store, datetime.now(UTC)).model_dump())
+        case ("reconcile", _):
+            report = reconcile(store, datetime.now(UTC))
+            _print(report.model_dump(mode="json"))
+            if not report.ok:
+                raise SystemExit(1)
         case ("wallet", "credit"):
             entry = accounts.credit_wallet(
                 store,
