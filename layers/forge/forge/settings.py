@@ -27,6 +27,7 @@ class Settings(BaseModel):
     upstream_timeout_seconds: float = Field(default=120.0, alias="FORGE_UPSTREAM_TIMEOUT")
     # Verifies payment webhooks (Forge-Signature); without it the webhook credits nothing.
     webhook_secret: str | None = Field(default=None, alias="FORGE_WEBHOOK_SECRET", repr=False)
+    webhook_secret_arn: str | None = Field(default=None, alias="FORGE_WEBHOOK_SECRET_ARN")
 
 
 @cache

@@ -13,6 +13,7 @@ from forge.api.deps import KeyDep, SettingsDep, StoreDep
 from forge.errors import WebhooksNotConfigured
 from forge.money import format_micros
 from forge.payments import apply_payment, claim_code, parse_event, verify_signature
+from forge.secrets import webhook_secret
 
 router = APIRouter()
 
@@ -57,10 +58,11 @@ async def payment_webhook(
     forge_signature: Annotated[str | None, Header()] = None,
 ) -> PaymentAck:
     """No API key: the HMAC over the raw body is the authentication, checked before parsing."""
-    if not settings.webhook_secret:
+    secret = await asyncio.to_thread(webhook_secret, settings)
+    if not secret:
         raise WebhooksNotConfigured("Payment webhooks are not configured; nothing was credited")
     body = await request.body()
-    verify_signature(settings.webhook_secret, body, forge_signature)
+    verify_signature(secret, body, forge_signature)
     event = parse_event(body)
     outcome = await asyncio.to_thread(apply_payment, store, event)
     return PaymentAck(
