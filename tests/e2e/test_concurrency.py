@@ -86,7 +86,7 @@ def test_forty_concurrent_requests_never_overdraw(local_stack: LocalStack) -> No
 def test_a_hundred_concurrent_requests_never_exceed_key_project_or_run_budgets(
     local_stack: LocalStack,
 ) -> None:
-    """Two keys of one project, two agent runs, caps all far below the balance."""
+    """Two keys of one project, three agent runs, caps all far below the balance."""
     _, charge = expected_reply_and_charge("demo-official", MESSAGES, MAX_TOKENS)
     balance = 1_000_000
     account_id = forge_admin(local_stack, "account", "create", "--name", "capped")

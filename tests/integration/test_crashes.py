@@ -59,6 +59,12 @@ def upstream_ok(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"id": "x", "choices": [], "usage": USAGE})
 
 
+def flaky_store(stack: Resources, emulator: Any, mode: str) -> DynamoStore:
+    """The same tables, through a client that fails settle transactions (see FlakyClient)."""
+    flaky = FlakyClient(emulator.client("dynamodb"), mode)
+    return DynamoStore(flaky, stack.tables["BudgetTable"], stack.tables["LedgerTable"])
+
+
 def gateway_over(store: DynamoStore) -> Gateway:
     provider = OpenAICompatProvider(
         "http://up.test/v1", "k", transport=httpx.MockTransport(upstream_ok)
@@ -134,11 +140,7 @@ def test_settle_that_never_reached_the_store_is_settled_later_at_the_known_charg
 ) -> None:
     store = get_store()
     key, _ = setup(store)
-    flaky = FlakyClient(emulator.client("dynamodb"), mode="before")
-    flaky_store = DynamoStore(
-        flaky, aws_stack.tables["BudgetTable"], aws_stack.tables["LedgerTable"]
-    )
-    gateway = gateway_over(flaky_store)
+    gateway = gateway_over(flaky_store(aws_stack, emulator, "before"))
     plan = reserved(gateway, key)
 
     _, receipt = asyncio.run(gateway.complete(plan))
@@ -163,11 +165,7 @@ def test_settle_applied_but_answer_lost_is_never_charged_twice(
 ) -> None:
     store = get_store()
     key, _ = setup(store)
-    flaky = FlakyClient(emulator.client("dynamodb"), mode="after")
-    flaky_store = DynamoStore(
-        flaky, aws_stack.tables["BudgetTable"], aws_stack.tables["LedgerTable"]
-    )
-    gateway = gateway_over(flaky_store)
+    gateway = gateway_over(flaky_store(aws_stack, emulator, "after"))
     plan = reserved(gateway, key)
 
     _, receipt = asyncio.run(gateway.complete(plan))
