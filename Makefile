@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml layers/forge/requirements.txt | sha1sum | cut -c1-12)
 PORT ?= 8080
 
-.PHONY: dev test test-fast lint format typecheck build validate deploy deploy-prod clean
+.PHONY: dev test test-fast lint format typecheck bench build validate deploy deploy-prod clean
 
 $(STAMP): pyproject.toml layers/forge/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP) lint typecheck
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not sam"
 
+## Measure overhead, round trips, cold starts and a busy wallet (not part of `make test`).
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -35,7 +39,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy layers/forge/forge tools/forge_tools
+	$(BIN)/mypy layers/forge/forge tools/forge_tools bench
 	@# Each handler module is named `app`, as Lambda imports it: check them one at a time.
 	for handler in functions/*/app.py; do $(BIN)/mypy $$handler || exit 1; done
 

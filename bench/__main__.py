@@ -1,0 +1,420 @@
+"""`make bench`: gateway overhead, storage round trips, cold starts and a busy wallet.
+
+Writes bench/results.json and the tables in docs/performance.md. Every process runs on this
+machine: the emulator, the demo upstream and the gateway each in their own process, so the
+gateway's CPU is its own. Numbers are for comparing runs on one machine, not absolute truths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results.json"
+REPORT = ROOT / "docs" / "performance.md"
+MESSAGES = [{"role": "user", "content": "Benchmark me: how much does the gateway add?"}]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _summary_ms(values: list[float]) -> dict[str, float]:
+    return {
+        "median_ms": round(statistics.median(values) * 1000, 3),
+        "p99_ms": round(_percentile(values, 0.99) * 1000, 3),
+    }
+
+
+class Stack:
+    """Emulator, demo upstream and gateway as three processes."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen[str]] = []
+        self.env: dict[str, str] = {}
+
+    def _spawn(self, role: str, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.servers", role, str(port)],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def start(self) -> Stack:
+        emulator = self._spawn("emulator", _free_port(), {})
+        assert emulator.stdout is not None
+        self.env = dict(pair.split("=", 1) for pair in emulator.stdout.readline().split())
+        demo_port, gateway_port = _free_port(), _free_port()
+        self.demo_url = f"http://127.0.0.1:{demo_port}/v1"
+        self.gateway_url = f"http://127.0.0.1:{gateway_port}/v1"
+        self.env["FORGE_DEMO_BASE_URL"] = self.demo_url
+        self._spawn("demo", demo_port, self.env)
+        self._spawn("gateway", gateway_port, self.env)
+        _wait_http(f"http://127.0.0.1:{demo_port}/docs")
+        _wait_http(f"http://127.0.0.1:{gateway_port}/bench/stats")
+        os.environ.update(self.env)  # the seeding below talks to the same emulator
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(self.gateway_url.removesuffix("/v1") + "/bench/stats").json())
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=10)
+
+
+@contextmanager
+def running_stack() -> Iterator[Stack]:
+    stack = Stack().start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def seed(credit: str, **key_options: Any) -> tuple[str, str]:
+    from forge.accounts import create_account, credit_wallet, issue_key
+    from forge.money import Bucket
+    from forge.stores import get_store
+
+    store = get_store()
+    account_id = create_account(store, "bench")
+    credit_wallet(store, account_id, Bucket.CREDIT, credit, source="bench", memo="bench")
+    return account_id, issue_key(store, account_id, **key_options)[0]
+
+
+def overhead(stack: Stack, requests: int) -> dict[str, Any]:
+    """Same upstream, same body: called directly, and through the gateway, interleaved."""
+    _, key = seed("1000")
+    gateway_headers = {"Authorization": f"Bearer {key}"}
+    direct_headers = {"Authorization": "Bearer demo"}
+    body = {"messages": MESSAGES, "max_tokens": 64}
+    timings: dict[str, list[float]] = {
+        k: [] for k in ("direct", "gateway", "direct_ttfb", "gateway_ttfb")
+    }
+    with httpx.Client(timeout=30) as client:
+
+        def call(url: str, headers: dict[str, str], model: str) -> float:
+            started = time.perf_counter()
+            response = client.post(url, headers=headers, json={**body, "model": model})
+            response.raise_for_status()
+            return time.perf_counter() - started
+
+        def first_byte(url: str, headers: dict[str, str], model: str) -> float:
+            started = time.perf_counter()
+            with client.stream(
+                "POST", url, headers=headers, json={**body, "model": model, "stream": True}
+            ) as response:
+                lines = response.iter_lines()
+                for line in lines:
+                    if line.startswith("data:"):
+                        elapsed = time.perf_counter() - started
+                        break
+                for _ in lines:  # drain: the stream settles at its end
+                    pass
+            return elapsed
+
+        direct = f"{stack.demo_url}/chat/completions"
+        gateway = f"{stack.gateway_url}/chat/completions"
+        for _ in range(20):  # warm connections, caches and the key lookup
+            call(direct, direct_headers, "demo-official-1")
+            call(gateway, gateway_headers, "demo-official")
+        before = stack.stats()
+        for _ in range(requests):
+            timings["direct"].append(call(direct, direct_headers, "demo-official-1"))
+            timings["gateway"].append(call(gateway, gateway_headers, "demo-official"))
+        after = stack.stats()
+        for _ in range(requests // 2):
+            timings["direct_ttfb"].append(first_byte(direct, direct_headers, "demo-official-1"))
+            timings["gateway_ttfb"].append(first_byte(gateway, gateway_headers, "demo-official"))
+    direct_s, gateway_s = _summary_ms(timings["direct"]), _summary_ms(timings["gateway"])
+    ttfb_d, ttfb_g = _summary_ms(timings["direct_ttfb"]), _summary_ms(timings["gateway_ttfb"])
+    return {
+        "requests": requests,
+        "direct": direct_s,
+        "gateway": gateway_s,
+        "added": {k: round(gateway_s[k] - direct_s[k], 3) for k in direct_s},
+        "stream_ttfb_direct": ttfb_d,
+        "stream_ttfb_gateway": ttfb_g,
+        "stream_ttfb_added": {k: round(ttfb_g[k] - ttfb_d[k], 3) for k in ttfb_d},
+        "gateway_cpu_ms_per_request": round(
+            (after["cpu_seconds"] - before["cpu_seconds"]) / requests * 1000, 3
+        ),
+        "store_wait_ms_per_request": round(
+            (after["wait_seconds"] - before["wait_seconds"]) / requests * 1000, 3
+        ),
+    }
+
+
+def round_trips(stack: Stack, requests: int = 30) -> dict[str, Any]:
+    """DynamoDB calls per request, counted at the adapter, after the caches are warm."""
+    from forge.money import Bucket
+    from forge.records import KeyCaps, ProjectCaps
+    from forge.stores import get_store
+
+    plain_account, plain_key = seed("1000")
+    caps = KeyCaps(
+        daily=10**9, monthly=10**9, total=10**9, run_budget=10**9, max_request_charge=10**8
+    )
+    full_account, full_key = seed("1000", project_id="bench", caps={Bucket.CREDIT: caps})
+    get_store().put_project_caps(
+        full_account, "bench", {Bucket.CREDIT: ProjectCaps(daily=10**9, monthly=10**9)}
+    )
+    cases = {
+        "plain": ({"Authorization": f"Bearer {plain_key}"}, "demo-official"),
+        "every_envelope": (
+            {
+                "Authorization": f"Bearer {full_key}",
+                "X-Run-Id": "bench-run",
+                "X-Run-Budget": "1000",
+                "X-Max-Request-Charge": "100",
+            },
+            "demo-official",
+        ),
+    }
+    out: dict[str, Any] = {}
+    with httpx.Client(timeout=30) as client:
+        for name, (headers, model) in cases.items():
+            body = {"model": model, "messages": MESSAGES, "max_tokens": 64}
+            client.post(f"{stack.gateway_url}/chat/completions", headers=headers, json=body)
+            before = stack.stats()["calls"]
+            for _ in range(requests):
+                response = client.post(
+                    f"{stack.gateway_url}/chat/completions", headers=headers, json=body
+                )
+                response.raise_for_status()
+            after = stack.stats()["calls"]
+            per = {
+                op: round((after.get(op, 0) - before.get(op, 0)) / requests, 2)
+                for op in after
+                if after.get(op, 0) != before.get(op, 0)
+            }
+            out[name] = {"per_request": per, "total": round(sum(per.values()), 2)}
+    del plain_account
+    return out
+
+
+def busy_wallet(stack: Stack, clients: int = 50, per_client: int = 20) -> dict[str, Any]:
+    """50 clients, one wallet that affords about 60% of what they ask; invariants after."""
+    from forge.reconcile import reconcile
+    from forge.records import utcnow
+    from forge.stores import get_store
+
+    body = {"model": "demo-official", "messages": MESSAGES, "max_tokens": 16}
+    account_id, key = seed("0.05")
+    statuses: list[int] = []
+
+    async def client_loop(http: httpx.AsyncClient) -> None:
+        for _ in range(per_client):
+            response = await http.post(
+                f"{stack.gateway_url}/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            statuses.append(response.status_code)
+
+    async def run() -> float:
+        limits = httpx.Limits(max_connections=clients)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+            started = time.perf_counter()
+            await asyncio.gather(*(client_loop(http) for _ in range(clients)))
+            return time.perf_counter() - started
+
+    elapsed = asyncio.run(run())
+    report = reconcile(get_store(), utcnow())
+    from forge.money import Bucket
+
+    wallet = get_store().get_wallet(account_id, Bucket.CREDIT)
+    return {
+        "clients": clients,
+        "requests": len(statuses),
+        "seconds": round(elapsed, 2),
+        "requests_per_second": round(len(statuses) / elapsed, 1),
+        "served_per_second": round(statuses.count(200) / elapsed, 1),
+        "served": statuses.count(200),
+        "refused_402": statuses.count(402),
+        "other": len(statuses) - statuses.count(200) - statuses.count(402),
+        "balance_after": wallet.balance,
+        "held_after": wallet.held,
+        "reconciled": report.ok,
+    }
+
+
+_IMPORT_HANDLER = """
+import importlib.util, time
+started = time.perf_counter()
+spec = importlib.util.spec_from_file_location("app", {path!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(time.perf_counter() - started)
+"""
+
+_BASELINE = """
+import time
+started = time.perf_counter()
+import boto3, fastapi, httpx, mangum, pydantic
+from aws_lambda_powertools import Logger, Metrics, Tracer
+app = fastapi.FastAPI()
+handler = mangum.Mangum(app)
+client = boto3.client("dynamodb", region_name="us-east-1")
+http = httpx.Client()
+logger, metrics, tracer = Logger(), Metrics(namespace="bench"), Tracer(disabled=True)
+print(time.perf_counter() - started)
+"""
+
+
+def cold_starts(runs: int = 10) -> dict[str, Any]:
+    """Import + init of each handler in a fresh interpreter (median of `runs`)."""
+    env = {
+        **os.environ,
+        "BUDGET_TABLE": "b",
+        "LEDGER_TABLE": "l",
+        "ARCHIVE_BUCKET": "a",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_SERVICE_NAME": "bench",
+    }
+
+    def median_of(code: str) -> float:
+        samples = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", code],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            for _ in range(runs)
+        ]
+        return round(statistics.median(samples) * 1000, 1)
+
+    out = {
+        handler.parent.name: median_of(_IMPORT_HANDLER.format(path=str(handler)))
+        for handler in sorted((ROOT / "functions").glob("*/app.py"))
+    }
+    out["baseline_naive"] = median_of(_BASELINE)
+    return {"runs": runs, "median_ms": out}
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _timing_row(label: str, timing: dict[str, float], bold: bool = False) -> str:
+    median, p99 = f"{timing['median_ms']} ms", f"{timing['p99_ms']} ms"
+    if bold:
+        label, median, p99 = f"**{label}**", f"**{median}**", f"**{p99}**"
+    return _row(label, median, p99)
+
+
+def _calls(case: dict[str, Any]) -> str:
+    detail = ", ".join(f"{op} {n}" for op, n in sorted(case["per_request"].items()))
+    return f"{case['total']} ({detail})"
+
+
+def write_report(results: dict[str, Any]) -> None:
+    """Replace the measured section of docs/performance.md (between the bench markers)."""
+    o, rt, cs, bw = (results[k] for k in ("overhead", "round_trips", "cold_start", "busy_wallet"))
+    lines = [
+        "<!-- bench:start (written by `make bench`; edit outside these markers) -->",
+        f"Measured {results['measured_at']} on {results['machine']}.",
+        "",
+        _row("gateway overhead (same demo upstream, 127.0.0.1)", "median", "p99"),
+        _row("---", "---", "---"),
+        _timing_row("direct to upstream, non-stream", o["direct"]),
+        _timing_row("through the gateway, non-stream", o["gateway"]),
+        _timing_row("added by the gateway", o["added"], bold=True),
+        _timing_row("stream time to first byte, direct", o["stream_ttfb_direct"]),
+        _timing_row("stream time to first byte, through the gateway", o["stream_ttfb_gateway"]),
+        "",
+        f"Per request the gateway process spent **{o['gateway_cpu_ms_per_request']} ms of CPU**"
+        f" and **{o['store_wait_ms_per_request']} ms waiting on the (emulated) budget store**"
+        f" ({o['requests']} sequential requests).",
+        "",
+        _row("storage round trips per request", "calls"),
+        _row("---", "---"),
+        *(_row(name, _calls(case)) for name, case in rt.items()),
+        "",
+        _row("cold start: import + init, fresh interpreter", "median"),
+        _row("---", "---"),
+        *(_row(name, f"{ms} ms") for name, ms in cs["median_ms"].items()),
+        "",
+        f"Busy wallet: {bw['clients']} clients, {bw['requests']} requests in {bw['seconds']} s"
+        f" = {bw['requests_per_second']} req/s ({bw['served_per_second']} served/s);"
+        f" {bw['served']} served, {bw['refused_402']} refused with 402, {bw['other']} other;"
+        f" balance after {bw['balance_after']} µ, held {bw['held_after']} µ,"
+        f" reconciled: {bw['reconciled']}.",
+        "<!-- bench:end -->",
+    ]
+    head, _, rest = REPORT.read_text().partition("<!-- bench:start")
+    _, _, tail = rest.partition("<!-- bench:end -->")
+    REPORT.write_text(head + "\n".join(lines) + tail)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
+    args = parser.parse_args()
+    requests = 40 if args.quick else args.requests
+    results: dict[str, Any] = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores,"
+        f" Python {platform.python_version()}",
+    }
+    with running_stack() as stack:
+        results["overhead"] = overhead(stack, requests)
+        results["round_trips"] = round_trips(stack)
+        results["busy_wallet"] = busy_wallet(stack, per_client=5 if args.quick else 20)
+    results["cold_start"] = cold_starts(3 if args.quick else 10)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    write_report(results)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
