@@ -1,6 +1,6 @@
 """Statement Lambda: the monthly schedule builds last month's statements for every account
 with activity; a direct invocation {"account_id", "month"} builds one (add "rebuild": true to
-replace it)."""
+check a final one against a fresh build)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from forge.adapters.ledger_views import get_ledger_views
 from forge.statements import MonthlyRun, StatementRequest, run_statements
 from forge.stores import get_archive
 
@@ -17,7 +18,8 @@ logger = Logger()
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    result = run_statements(get_archive(), StatementRequest.from_event(event))
+    request = StatementRequest.from_event(event)
+    result = run_statements(get_archive(), get_ledger_views(), request)
     summary = result.model_dump(mode="json")
     if isinstance(result, MonthlyRun) and result.failed:
         # Fail the invocation so the Errors metric (and the schedule's retry) sees it.

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from forge.adapters.dynamo import DynamoStore
-from tests.e2e.helpers import open_clients
+from tests.e2e.helpers import open_clients, provider_environment
+from tests.integration.providers_kit import Fakes, start_fakes
 
 E2E_WEBHOOK_SECRET = "whsec_e2e_test_secret"  # the stack under test verifies webhooks with it
 
@@ -71,7 +72,15 @@ def _read_env(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def fake_providers() -> Iterator[Fakes]:
+    """OpenAI, Anthropic and Gemini fakes on 127.0.0.1 (this process) for the stack to call."""
+    yield from start_fakes()
+
+
+@pytest.fixture(scope="session")
+def local_stack(
+    tmp_path_factory: pytest.TempPathFactory, fake_providers: Fakes
+) -> Iterator[LocalStack]:
     state_dir = tmp_path_factory.mktemp("local")
     port = _free_port()
     env = {
@@ -79,6 +88,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         "PORT": str(port),
         "FORGE_LOCAL_DIR": str(state_dir),
         "FORGE_WEBHOOK_SECRET": E2E_WEBHOOK_SECRET,
+        **provider_environment(fake_providers, state_dir),
     }
     log = (state_dir / "stack.log").open("wb")
     process = subprocess.Popen(

@@ -3,6 +3,7 @@ token counts times the catalog's prices."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -62,3 +63,53 @@ def forge_admin(stack: LocalStack, *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+# Real providers, faked: what the stack under test is told about them ---------------------------
+E2E_MODELS: list[dict[str, Any]] = [
+    {
+        "id": "e2e-fallback",
+        "description": "An official OpenAI route that the tests make fail, then a routed Claude.",
+        "routes": [
+            {
+                "provider": "openai",
+                "upstream_model": "e2e-primary",
+                "route_type": "official",
+                "prices": {"input": "1", "cached_input": "0.5", "output": "4"},
+            },
+            {
+                "provider": "anthropic",
+                "upstream_model": "e2e-secondary",
+                "route_type": "routed",
+                "prices": {"input": "6", "cached_input": "0.6", "output": "20"},
+            },
+        ],
+    }
+]
+
+
+def e2e_catalog() -> dict[str, Any]:
+    shipped = load_catalog().model_dump(mode="json")
+    return {"models": [*shipped["models"], *E2E_MODELS]}
+
+
+def provider_environment(fakes: Any, state_dir: Path) -> dict[str, str]:
+    """Point the stack's providers at the fakes, seed the catalog with the test models, and
+    keep retries fast and route health out of the way (tests of it use their own gateway)."""
+    catalog_file = state_dir / "catalog.json"
+    catalog_file.write_text(json.dumps(e2e_catalog()), encoding="utf-8")
+    return {
+        "OPENAI_UPSTREAM_BASE_URL": f"{fakes.openai.base_url}/v1",
+        "OPENAI_UPSTREAM_API_KEY": fakes.openai.api_key,
+        "ANTHROPIC_UPSTREAM_BASE_URL": fakes.anthropic.base_url,
+        "ANTHROPIC_UPSTREAM_API_KEY": fakes.anthropic.api_key,
+        "GEMINI_UPSTREAM_BASE_URL": f"{fakes.gemini.base_url}/v1beta",
+        "GEMINI_UPSTREAM_API_KEY": fakes.gemini.api_key,
+        "FORGE_COMPAT_PROVIDERS": json.dumps({"deepseek": f"{fakes.openai.base_url}/v1"}),
+        "FORGE_COMPAT_API_KEYS": json.dumps({"deepseek": fakes.openai.api_key}),
+        "FORGE_CATALOG_FILE": str(catalog_file),
+        "FORGE_CATALOG_TTL_SECONDS": "1",
+        "FORGE_RETRY_BASE_DELAY": "0.01",
+        "FORGE_RETRY_MAX_DELAY": "0.05",
+        "FORGE_ROUTE_FAILURE_THRESHOLD": "1000",
+    }

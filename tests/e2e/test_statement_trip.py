@@ -117,10 +117,13 @@ def test_admin_cli_creates_an_account_key_and_credit_that_work(local_stack: Loca
     )
     wait_for_archive(local_stack, account_id, 2)
     month = datetime.now(UTC).strftime("%Y-%m")
-    statement_key = forge_admin(
+    statement_keys = forge_admin(
         local_stack, "statement", "build", "--account", account_id, "--month", month
     )
-    assert statement_key == f"statements/{account_id}/{month}.csv"
+    assert statement_keys.splitlines() == [
+        f"statements/{account_id}/{month}.csv",
+        f"statements/{account_id}/{month}.html",
+    ]
 
 
 def test_admin_cli_refuses_bad_amounts_clearly(local_stack: LocalStack) -> None:

@@ -206,8 +206,14 @@ def test_csv_lists_balances_entries_and_totals_with_exact_amounts() -> None:
     rows = csv_rows(render_csv(build_statement(ACCOUNT, "2025-03", ledger())))
     assert list(rows[0]) == list(CSV_COLUMNS)
     credit = [r for r in rows if r["bucket"] == "credit"]
+    # Two March charges, same key/project/model/route, on two days: one group each, two days.
     assert [r["row_type"] for r in credit] == (
-        ["opening"] + ["entry"] * 3 + ["total"] * len(LedgerKind) + ["closing"]
+        ["opening"]
+        + ["entry"] * 3
+        + ["total"] * len(LedgerKind)
+        + ["charges_by_key", "charges_by_project", "charges_by_model", "charges_by_route"]
+        + ["charges_by_day"] * 2
+        + ["closing"]
     )
     opening, first_charge = credit[0], credit[1]
     assert (opening["date"], opening["balance_after"]) == ("2025-03-01T00:00:00Z", "10.000000")
@@ -227,6 +233,9 @@ def test_csv_lists_balances_entries_and_totals_with_exact_amounts() -> None:
         "project_id": "proj_1",
         "model": "gpt-4o-mini",
         "route": "openai/gpt-4o-mini",
+        "source": "",
+        "memo": "",
+        "count": "",
     }
     totals = {r["kind"]: r["amount"] for r in credit if r["row_type"] == "total"}
     assert totals == {
@@ -236,6 +245,14 @@ def test_csv_lists_balances_entries_and_totals_with_exact_amounts() -> None:
         "refund": "0.000500",
         "adjustment": "0.000000",
     }
+    counts = {r["kind"]: r["count"] for r in credit if r["row_type"] == "total"}
+    assert counts == {"topup": "0", "grant": "0", "charge": "2", "refund": "1", "adjustment": "0"}
+    [by_key] = [r for r in credit if r["row_type"] == "charges_by_key"]
+    assert (by_key["key_id"], by_key["count"], by_key["amount"]) == ("key_1", "2", "-2.001234")
+    days = [
+        (r["date"], r["count"], r["amount"]) for r in credit if r["row_type"] == "charges_by_day"
+    ]
+    assert days == [("2025-03-01", "1", "-0.001234"), ("2025-03-15", "1", "-2.000000")]
     assert credit[-1]["date"] == "2025-04-01T00:00:00Z"
     assert credit[-1]["balance_after"] == "7.999266"
     rmb = [r for r in rows if r["bucket"] == "rmb"]

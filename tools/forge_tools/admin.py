@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from forge.errors import ForgeError
 from forge.money import Bucket, format_micros
+from forge_tools import catalog_admin
 
 if TYPE_CHECKING:
     from forge.payments import RedeemCode
@@ -129,6 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     adjust.add_argument("--bucket", choices=[b.value for b in Bucket], required=True)
     adjust.add_argument("--amount", required=True, help="signed decimal, e.g. -1.25 or 3")
     adjust.add_argument("--reason", required=True, help="kept on the ledger entry")
+    refund = wallet.add_parser("refund", help="credit back a request's charge (once per request)")
+    refund.add_argument("--account", required=True)
+    refund.add_argument("--request-id", required=True)
+    refund.add_argument("--amount", help="decimal, at most the charge (default: all of it)")
+    refund.add_argument("--reason", help="kept on the ledger entry")
 
     code = groups.add_parser("code").add_subparsers(dest="action", required=True)
     code_create = code.add_parser("create", help="create a redeem code; prints it")
@@ -144,21 +150,46 @@ def _parser() -> argparse.ArgumentParser:
     code.add_parser("list", help="every code with its status and claims")
 
     statement = groups.add_parser("statement").add_subparsers(dest="action", required=True)
-    build = statement.add_parser("build", help="build (or rebuild) a monthly statement")
-    build.add_argument("--account", required=True)
+    build = statement.add_parser(
+        "build", help="build a month's statement (CSV and HTML); a final one is only checked"
+    )
+    build.add_argument("--account", help="one account (default: every account with activity)")
     build.add_argument("--month", required=True, help="YYYY-MM")
+    statement_list = statement.add_parser("list", help="an account's statement months")
+    statement_list.add_argument("--account", required=True)
+
+    ledger = groups.add_parser("ledger").add_subparsers(dest="action", required=True)
+    ledger_show = ledger.add_parser("show", help="an account's ledger entries, newest first")
+    ledger_show.add_argument("--account", required=True)
+    ledger_show.add_argument("--bucket", choices=[b.value for b in Bucket])
+    ledger_show.add_argument("--from", dest="start", type=_instant, help="YYYY-MM-DD[THH:MM]")
+    ledger_show.add_argument("--to", dest="end", type=_instant, help="exclusive")
+    ledger_show.add_argument("--limit", type=int, default=50)
+    ledger_show.add_argument("--cursor", help="next_cursor of the previous page")
+    catalog_admin.add_parser(groups)
     return parser
+
+
+def _instant(text: str) -> datetime:
+    """A CLI date or time, UTC unless it says otherwise."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def run(args: argparse.Namespace) -> None:
     from forge import accounts, payments
+    from forge.adapters.ledger_views import get_ledger_views
     from forge.money import RouteType
     from forge.reconcile import reconcile
     from forge.records import KeyCaps, KeyStatus, ProjectCaps
-    from forge.statements import ensure_statement
+    from forge.statements import available_months, build_month_for_all, ensure_statement
     from forge.stores import get_archive, get_store
     from forge.sweeper import sweep
+    from forge.views import TimeRange, page_size
 
+    if args.group == "catalog":
+        catalog_admin.run(args)
+        return
     store = get_store()
     match (args.group, getattr(args, "action", None)):
         case ("account", "create"):
@@ -247,9 +278,57 @@ def run(args: argparse.Namespace) -> None:
             _print([_describe_code(c) for c in payments.list_codes(store)])
         case ("wallet", "show"):
             _print({b.value: store.get_wallet(args.account, b).model_dump() for b in Bucket})
+        case ("wallet", "refund"):
+            entry = payments.refund_charge(
+                store, args.account, args.request_id, args.amount, reason=args.reason
+            )
+            _print(payments.describe_entry(entry))
         case ("statement", "build"):
-            key_name = ensure_statement(get_archive(), args.account, args.month, rebuild=True)
-            print(key_name)
+            views = get_ledger_views()
+            if args.account is None:
+                run_all = build_month_for_all(get_archive(), views, args.month, rebuild=True)
+                _print(run_all.model_dump())
+                if run_all.failed:
+                    raise SystemExit(1)
+            else:
+                key_name = ensure_statement(
+                    get_archive(), views, args.account, args.month, rebuild=True
+                )
+                print(key_name)
+                print(key_name.removesuffix(".csv") + ".html")
+        case ("statement", "list"):
+            months = available_months(
+                get_ledger_views().first_entry_at(args.account), datetime.now(UTC)
+            )
+            archive = get_archive()
+            _print(
+                [
+                    {
+                        "month": m.month,
+                        "status": "final" if m.final else "provisional",
+                        "stored": m.final and archive.statement_exists(args.account, m.month),
+                    }
+                    for m in months
+                ]
+            )
+        case ("ledger", "show"):
+            page = get_ledger_views().entries(
+                args.account,
+                bucket=Bucket(args.bucket) if args.bucket else None,
+                window=TimeRange.of(args.start, args.end),
+                limit=page_size(args.limit),
+                cursor=args.cursor,
+            )
+            _print(
+                {
+                    "entries": [
+                        {**payments.describe_entry(e), "seq": e.seq, "created_at": e.created_at}
+                        | {"request_id": e.request_id, "model": e.model, "route": e.route}
+                        for e in page.items
+                    ],
+                    "next_cursor": page.next_cursor,
+                }
+            )
 
 
 def main(argv: list[str] | None = None) -> None:

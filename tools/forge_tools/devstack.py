@@ -60,7 +60,21 @@ def _seed(resources: Resources) -> dict[str, str]:
     credit_wallet(store, account_id, Bucket.CREDIT, "10.00", source="seed", memo="demo credit")
     credit_wallet(store, account_id, Bucket.RMB, "50.00", source="seed", memo="demo wallet")
     plaintext, key = issue_key(store, account_id)
+    _seed_catalog()
     return {"FORGE_ACCOUNT_ID": account_id, "FORGE_KEY_ID": key.key_id, "OPENAI_API_KEY": plaintext}
+
+
+def _seed_catalog() -> None:
+    """The catalog in the budget table, from FORGE_CATALOG_FILE or the file the package ships
+    (`forge-admin catalog ...` changes it while the stack runs)."""
+    from forge.adapters.aws import dynamodb_client
+    from forge.adapters.catalog_store import DynamoCatalogStore
+    from forge.catalog import read_catalog_file
+    from forge.settings import get_settings
+
+    path = os.environ.get("FORGE_CATALOG_FILE")
+    catalog = read_catalog_file(Path(path) if path else None)
+    DynamoCatalogStore(dynamodb_client(), get_settings().budget_table).seed(catalog)
 
 
 def _write_env(path: Path, values: dict[str, str]) -> None:

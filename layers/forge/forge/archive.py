@@ -7,6 +7,7 @@ is pure: the S3 side lives in forge.adapters.s3archive behind the `LedgerArchive
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any, Literal, Protocol, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from forge.errors import InvalidRequest
-from forge.records import LedgerEntry
+from forge.records import LEDGER_SCHEMA_VERSION, LedgerEntry
 
 LEDGER_PREFIX = "ledger/"
 STATEMENT_PREFIX = "statements/"
@@ -101,13 +102,27 @@ def ledger_month_prefix(account_id: str, month: Month) -> str:
     return f"{ledger_account_prefix(account_id)}{month.year:04d}/{month.month:02d}/"
 
 
-def statement_key(account_id: str, month: Month) -> str:
-    """`statements/{account_id}/{yyyy-mm}.csv`."""
-    return f"{STATEMENT_PREFIX}{check_account_id(account_id)}/{month}.csv"
+class StatementFormat(enum.StrEnum):
+    """How a statement is rendered; the value is the file extension."""
+
+    CSV = "csv"
+    HTML = "html"
+
+    @property
+    def content_type(self) -> str:
+        return f"text/{self.value}; charset=utf-8"
 
 
-def statement_filename(account_id: str, month: Month) -> str:
-    return f"tokens-forge-{check_account_id(account_id)}-{month}.csv"
+def statement_key(account_id: str, month: Month, fmt: StatementFormat = StatementFormat.CSV) -> str:
+    """`statements/{account_id}/{yyyy-mm}.{csv|html}`."""
+    return f"{STATEMENT_PREFIX}{check_account_id(account_id)}/{month}.{fmt.value}"
+
+
+def statement_filename(
+    account_id: str, month: Month, fmt: StatementFormat = StatementFormat.CSV
+) -> str:
+    """The name a downloaded statement is saved under."""
+    return f"tokens-forge-{check_account_id(account_id)}-{month}.{fmt.value}"
 
 
 def archive_line(entry: LedgerEntry) -> bytes:
@@ -179,6 +194,11 @@ def ledger_entry_from_image(image: Mapping[str, Mapping[str, Any]]) -> LedgerEnt
         raise MalformedStreamRecord(f"unreadable image: {exc}") from exc
     if plain.get("record_type") != LEDGER_RECORD_TYPE:
         return None
+    version = plain.get("schema_version", LEDGER_SCHEMA_VERSION)
+    if not isinstance(version, int) or not 1 <= version <= LEDGER_SCHEMA_VERSION:
+        # A newer writer's entry may mean something this reader cannot see: fail it (and
+        # retry until the archiver is upgraded) rather than archive a misreading.
+        raise MalformedStreamRecord(f"ledger entry schema_version {version!r} is not supported")
     try:
         return LedgerEntry.model_validate(plain)
     except ValidationError as exc:
@@ -217,11 +237,25 @@ class LedgerArchive(Protocol):
     def accounts_with_activity(self, month: Month | str) -> list[str]: ...
 
     def put_statement(
-        self, account_id: str, month: Month | str, body: bytes, *, final: bool = True
+        self,
+        account_id: str,
+        month: Month | str,
+        body: bytes,
+        *,
+        final: bool = True,
+        fmt: StatementFormat = StatementFormat.CSV,
     ) -> str: ...
 
-    def statement_exists(self, account_id: str, month: Month | str) -> bool:
+    def statement_exists(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> bool:
         """Whether a *final* statement is stored (provisional ones do not count)."""
+        ...
+
+    def final_statement(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> bytes | None:
+        """The stored final statement's bytes; None if there is none (or only a provisional)."""
         ...
 
 

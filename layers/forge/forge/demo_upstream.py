@@ -6,6 +6,7 @@ Token counts are a documented function of the request, so tests can predict ever
   follow it (like OpenAI's prompt caching);
 - completion: 8 + (sha256(last user text) mod 17) words, one token each, cut at max_tokens.
 Upstream models named `demo-fail-<status>` always fail with that HTTP status.
+Embeddings: 8 numbers from sha256 of each input; prompt tokens ceil(utf8 bytes / 4) each.
 """
 
 from __future__ import annotations
@@ -70,8 +71,43 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+def embed_input(items: list[str]) -> tuple[list[list[float]], int]:
+    """The demo embeddings of `items` and their prompt tokens."""
+    vectors = []
+    for text in items:
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        vectors.append([round(b / 255 - 0.5, 6) for b in digest[:8]])
+    return vectors, sum(_tokens(t) for t in items)
+
+
 def create_demo_app() -> FastAPI:
     app = FastAPI(title="Tokens Forge demo provider", docs_url=None, redoc_url=None)
+
+    @app.post("/v1/embeddings", response_model=None)
+    async def embeddings(
+        request: Request, authorization: str | None = Header(default=None)
+    ) -> JSONResponse:
+        if not authorization or not authorization.startswith("Bearer "):
+            return _error(401, "Missing bearer key", "invalid_api_key")
+        body = await request.json()
+        model = str(body.get("model", ""))
+        if model.startswith("demo-fail-"):
+            status = int(model.removeprefix("demo-fail-") or 500)
+            return _error(status, "This demo model always fails", "demo_failure")
+        raw = body.get("input")
+        items = [raw] if isinstance(raw, str) else [str(i) for i in raw or []]
+        vectors, tokens = embed_input(items)
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": v}
+                    for i, v in enumerate(vectors)
+                ],
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(

@@ -1,28 +1,36 @@
-"""The chat gateway: authenticate, plan, reserve, call upstream, settle. Transport-agnostic:
-the API layer turns its results into HTTP, adapters do the I/O."""
+"""The gateway: authenticate, plan, reserve, call upstream (retrying, falling back), settle.
+Transport-agnostic: the API layer turns its results into HTTP, adapters do the I/O.
+
+Money rules kept here: the hold is sized at the serving route's price in that route's bucket;
+before a fallback route is called the hold is moved to its price and bucket (one transaction,
+same conditions as a reservation); a charge never exceeds the hold; a stream is stopped when
+its running cost reaches the hold; a call no route served charges nothing.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import anyio
 
 from forge.adapters.dynamo import DynamoStore, HoldAlreadyResolved
-from forge.api.schemas import ChatCompletionRequest
-from forge.catalog import Catalog, CatalogModel, RouteSpec
+from forge.api.schemas import ChatCompletionRequest, EmbeddingsRequest
+from forge.catalog import Catalog, CatalogModel, CatalogSource, RouteSpec
 from forge.envelopes import affordable_output_tokens, envelopes_for, request_limit
 from forge.errors import (
     BudgetExceeded,
     BudgetStoreUnavailable,
     ForgeError,
     InvalidApiKey,
+    InvalidRequest,
     ScopeDenied,
     UpstreamUnavailable,
 )
@@ -38,23 +46,40 @@ from forge.records import (
     Receipt,
     utcnow,
 )
-from forge.upstream import ChatProvider, ChatStream, StreamState, UpstreamError
+from forge.routing import FallbackNotAllowed, RetryPolicy, RouteHealth, jitter, rejected
+from forge.upstream import (
+    ChatProvider,
+    ChatStream,
+    Completion,
+    FailureKind,
+    StreamState,
+    UpstreamError,
+    openai_usage,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _KEY_CACHE_SECONDS = 10.0  # a paused or revoked key stops working within this long
 MIN_OUTPUT_TOKENS = 16  # below this a budget-sized answer is useless: refuse instead
+# Providers add a hidden prompt when tools are offered (Anthropic documents a few hundred
+# tokens); the input bound adds this much so the hold still covers the worst case.
+TOOL_PROMPT_TOKENS = 1024
+
+CallRequest = ChatCompletionRequest | EmbeddingsRequest
 
 
-def worst_case_input_tokens(request: ChatCompletionRequest) -> int:
+def worst_case_input_tokens(request: CallRequest) -> int:
     """An upper bound on prompt tokens: byte-level tokenizers never emit more tokens than the
     UTF-8 bytes they read, and the JSON framing covers each message's role overhead."""
+    if isinstance(request, EmbeddingsRequest):
+        return len(json.dumps(request.input, ensure_ascii=False).encode("utf-8"))
     payload = [m.model_dump(exclude_none=True) for m in request.messages]
     extras = {k: v for k, v in (request.model_extra or {}).items() if k in ("tools", "functions")}
-    return len(json.dumps([payload, extras], ensure_ascii=False).encode("utf-8"))
+    bound = len(json.dumps([payload, extras], ensure_ascii=False).encode("utf-8"))
+    return bound + (TOOL_PROMPT_TOKENS if extras else 0)
 
 
-def estimated_input_tokens(request: ChatCompletionRequest) -> int:
+def estimated_input_tokens(request: CallRequest) -> int:
     """The documented estimate used when an upstream never reported usage: 4 bytes a token."""
     return -(-worst_case_input_tokens(request) // 4)
 
@@ -69,35 +94,85 @@ class RequestLimits:
 
 
 @dataclass
-class CallPlan:
-    request_id: str
-    key: ApiKey
-    request: ChatCompletionRequest
-    model: CatalogModel
+class Binding:
+    """One route's terms for a call: its price, the hold in its bucket, the upstream body."""
+
     route: RouteSpec
     prices: Prices
     hold: Hold
-    upstream_body: dict[str, Any]
-    limits: RequestLimits
+    body: dict[str, Any]
     input_cost: int
-    max_output: int
-    attempts: list[Attempt] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def run_id(self) -> str | None:
-        return self.limits.run_id
+    max_output: int = 0
 
     def set_max_output(self, tokens: int) -> None:
         """Size the hold for `tokens` of output and make sure the upstream stops there."""
         self.max_output = tokens
         self.hold.amount = self.input_cost + token_cost(tokens, self.prices.output)
-        self.upstream_body.pop("max_completion_tokens", None)
-        self.upstream_body["max_tokens"] = tokens
+        if "messages" in self.body:
+            self.body.pop("max_completion_tokens", None)
+            self.body["max_tokens"] = tokens
+
+
+@dataclass
+class CallPlan:
+    request_id: str
+    key: ApiKey
+    request: CallRequest
+    model: CatalogModel
+    binding: Binding
+    limits: RequestLimits
+    fallbacks: list[RouteSpec] = field(default_factory=list)  # allowed routes not tried yet
+    refused: list[RouteSpec] = field(default_factory=list)  # routes the key may not use
+    attempts: list[Attempt] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    route_calls: int = 0  # calls made to the current route
+    cache_write_tokens: int = 0
+
+    @property
+    def route(self) -> RouteSpec:
+        return self.binding.route
+
+    @property
+    def prices(self) -> Prices:
+        return self.binding.prices
+
+    @property
+    def hold(self) -> Hold:
+        return self.binding.hold
+
+    @property
+    def upstream_body(self) -> dict[str, Any]:
+        return self.binding.body
+
+    @property
+    def input_cost(self) -> int:
+        return self.binding.input_cost
+
+    @property
+    def max_output(self) -> int:
+        return self.binding.max_output
+
+    def set_max_output(self, tokens: int) -> None:
+        self.binding.set_max_output(tokens)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.limits.run_id
+
+    @property
+    def stream(self) -> bool:
+        return isinstance(self.request, ChatCompletionRequest) and self.request.stream
+
+    @property
+    def calls(self) -> int:
+        """Upstream calls made so far (routes skipped as unhealthy are not calls)."""
+        return sum(1 for a in self.attempts if a.outcome != "skipped")
 
     @property
     def include_usage(self) -> bool:
         """OpenAI sends the usage chunk when asked; we send it unless explicitly declined."""
+        if not isinstance(self.request, ChatCompletionRequest):
+            return False
         options = self.request.stream_options
         return options is None or options.include_usage is not False
 
@@ -110,7 +185,7 @@ class CallPlan:
                 "project_id": self.key.project_id,
                 "run_id": self.run_id,
                 "requested_model": self.request.model,
-                "stream": self.request.stream,
+                "stream": self.stream,
                 "status": status,
                 "attempts": self.attempts,
                 "final_route": self.route.name,
@@ -119,6 +194,7 @@ class CallPlan:
                 "prices": self.prices,
                 "hold": self.hold.amount,
                 "bucket": self.hold.bucket,
+                "cache_write_input_tokens": self.cache_write_tokens,
                 "note": _join(*self.notes, values.pop("note", None)) or None,
                 **values,
             }
@@ -126,9 +202,24 @@ class CallPlan:
 
 
 @dataclass
+class StreamItem:
+    """What a relayed stream produces: an OpenAI chunk, the end (the usage chunk with the
+    receipt), or an error event after the first byte (with the receipt of what was charged)."""
+
+    kind: Literal["chunk", "end", "error"]
+    payload: dict[str, Any]
+    receipt: Receipt | None = None
+
+
+@dataclass
 class StreamResult:
     plan: CallPlan
-    events: AsyncIterator[bytes]
+    items: AsyncGenerator[StreamItem, None]
+
+    @property
+    def events(self) -> AsyncIterator[bytes]:
+        """The stream as OpenAI sends it (SSE, usage chunk if asked, [DONE]); read it once."""
+        return _openai_sse(self.plan, self.items)
 
 
 class Gateway:
@@ -136,16 +227,26 @@ class Gateway:
         self,
         store: DynamoStore,
         providers: Mapping[str, ChatProvider],
-        catalog: Catalog,
+        catalog: Catalog | CatalogSource,
         *,
         hold_ttl_seconds: int,
         clock: Callable[[], float] = time.monotonic,
+        retry: RetryPolicy | None = None,
+        health: RouteHealth | None = None,
+        sleep: Callable[[float], Any] = anyio.sleep,
+        rand: Callable[[], float] = jitter,
     ) -> None:
         self._store = store
         self._providers = providers
-        self._catalog = catalog
+        self._catalog = (
+            catalog if isinstance(catalog, CatalogSource) else CatalogSource.fixed(catalog)
+        )
         self._hold_ttl = timedelta(seconds=hold_ttl_seconds)
         self._clock = clock
+        self._retry = retry or RetryPolicy()
+        self.health = health or RouteHealth()
+        self._sleep = sleep
+        self._rand = rand
         self._key_cache: dict[str, tuple[float, ApiKey]] = {}
         self._project_cache: dict[str, tuple[float, dict[Bucket, ProjectCaps]]] = {}
 
@@ -157,10 +258,19 @@ class Gateway:
         """Run a blocking store call off the event loop."""
         return await anyio.to_thread.run_sync(partial(fn, *args))
 
+    async def catalog(self) -> Catalog:
+        """The catalog, re-read from the store at most once per TTL per container."""
+        if self._catalog.fresh:
+            return self._catalog.current()
+        return await self._io(self._catalog.current)
+
     async def authenticate(self, authorization: str | None) -> ApiKey:
         if not authorization or not authorization.startswith("Bearer "):
             raise InvalidApiKey("Missing API key: send 'Authorization: Bearer <key>'")
-        key_hash = hash_api_key(authorization.removeprefix("Bearer ").strip())
+        return await self.authenticate_key(authorization.removeprefix("Bearer ").strip())
+
+    async def authenticate_key(self, plaintext: str) -> ApiKey:
+        key_hash = hash_api_key(plaintext)
         cached = self._key_cache.get(key_hash)
         if cached and self._clock() - cached[0] < _KEY_CACHE_SECONDS:
             key: ApiKey | None = cached[1]
@@ -172,65 +282,108 @@ class Gateway:
             raise InvalidApiKey("Incorrect, paused or revoked API key")
         return key
 
+    # Planning ------------------------------------------------------------------------------
     async def plan(
-        self, key: ApiKey, request: ChatCompletionRequest, request_id: str, limits: RequestLimits
+        self, key: ApiKey, request: CallRequest, request_id: str, limits: RequestLimits
     ) -> CallPlan:
         """Choose the route and size the hold at that route's price, in that route's bucket,
         against every envelope that applies."""
-        model = self._catalog.resolve(request.model, self.provider_names)
+        model = (await self.catalog()).resolve(request.model, self.provider_names)
+        mode = "embeddings" if isinstance(request, EmbeddingsRequest) else "chat"
+        if model.mode != mode:
+            endpoint = "embeddings" if model.mode == "embeddings" else "chat/completions"
+            kind = "an embeddings" if model.mode == "embeddings" else "a chat"
+            raise InvalidRequest(
+                f"'{model.id}' is {kind} model; call /v1/{endpoint}", param="model"
+            )
         allowed = [r for r in model.routes if r.route_type in key.route_types]
         if not allowed:
             raise ScopeDenied(
                 f"This key may not use {model.routes[0].route_type.value} routes",
                 param="model",
             )
-        route = allowed[0]
-        prices = route.effective_prices
-        project = (await self._project_caps(key)).get(route.bucket) or ProjectCaps()
-        body = request.model_dump(exclude_none=True)
-        body["model"] = route.upstream_model
-        body.pop("stream_options", None)
+        healthy = [r for r in allowed if self.health.healthy(r.name)]
+        skipped = [r for r in allowed if r not in healthy] if healthy else []
+        ordered = healthy or allowed
         hold = Hold(
             request_id=request_id,
             account_id=key.account_id,
             key_id=key.key_id,
             project_id=key.project_id,
             requested_model=request.model,
-            bucket=route.bucket,
+            bucket=ordered[0].bucket,
             amount=0,
             expires_at=utcnow() + self._hold_ttl,
-            envelopes=envelopes_for(
-                key, project, route.bucket, utcnow(), limits.run_id, limits.run_budget
-            ),
+        )
+        binding = await self._bind(key, request, ordered[0], hold, limits)
+        plan = CallPlan(
+            request_id,
+            key,
+            request,
+            model,
+            binding,
+            limits,
+            fallbacks=ordered[1:],
+            refused=[r for r in model.routes if r not in allowed],
+        )
+        for route in skipped:
+            plan.attempts.append(
+                Attempt(
+                    route=route.name,
+                    upstream_model=route.upstream_model,
+                    status=None,
+                    latency_ms=0,
+                    outcome="skipped",
+                    reason="failing repeatedly; skipped for a while",
+                    route_type=route.route_type,
+                    bucket=route.bucket,
+                )
+            )
+        if not healthy:
+            plan.notes.append("every route was failing; tried them anyway")
+        requested = _requested_output(request)
+        if requested is not None and binding.max_output < requested:
+            plan.notes.append(
+                f"max_tokens lowered from {requested} to {binding.max_output} by request"
+            )
+        return plan
+
+    async def _bind(
+        self, key: ApiKey, request: CallRequest, route: RouteSpec, hold: Hold, limits: RequestLimits
+    ) -> Binding:
+        """`route`'s terms: its prices, a hold in its bucket against that bucket's envelopes
+        (same request id and expiry as `hold`), and an output limit the hold pays for."""
+        prices = route.effective_prices
+        project = (await self._project_caps(key)).get(route.bucket) or ProjectCaps()
+        body = request.model_dump(exclude_none=True)
+        body["model"] = route.upstream_model
+        body.pop("stream_options", None)
+        now = utcnow()
+        moved = hold.model_copy(
+            update={
+                "bucket": route.bucket,
+                "amount": 0,
+                "envelopes": envelopes_for(
+                    key, project, route.bucket, now, limits.run_id, limits.run_budget
+                ),
+            }
         )
         input_cost = token_cost(worst_case_input_tokens(request), prices.input)
-        requested = request.max_completion_tokens or request.max_tokens
-        plan = CallPlan(
-            request_id, key, request, model, route, prices, hold, body, limits, input_cost, 0
-        )
+        binding = Binding(route, prices, moved, body, input_cost)
+        if isinstance(request, EmbeddingsRequest):
+            binding.set_max_output(0)
+            cap = request_limit(key, route.bucket, limits.max_charge)
+            if cap is not None and binding.hold.amount > cap:
+                raise _refusal("request", cap, cap, binding)
+            return binding
         # The upstream must never be able to produce more than the hold pays for.
+        requested = _requested_output(request)
         ceiling = min(requested or route.max_output_tokens, route.max_output_tokens)
         request_cap = request_limit(key, route.bucket, limits.max_charge)
         if request_cap is not None:
-            ceiling = min(ceiling, self._fit(plan, "request", request_cap, request_cap))
-        plan.set_max_output(ceiling)
-        if requested is not None and ceiling < requested:
-            plan.notes.append(f"max_tokens lowered from {requested} to {ceiling} by request")
-        return plan
-
-    def _fit(self, plan: CallPlan, envelope: str, limit: int, room: int) -> int:
-        """The output tokens `room` can pay for, or a refusal naming the envelope."""
-        tokens = affordable_output_tokens(room, plan.input_cost, plan.prices.output)
-        if tokens < MIN_OUTPUT_TOKENS:
-            raise BudgetExceeded(
-                f"The {envelope} budget leaves {format_micros(room)}"
-                f" {plan.hold.bucket.currency}: not enough for this prompt and"
-                f" {MIN_OUTPUT_TOKENS} output tokens",
-                envelope=envelope,
-                limit=format_micros(limit),
-                remaining=format_micros(room),
-            )
-        return tokens
+            ceiling = min(ceiling, _fit(binding, "request", request_cap, request_cap))
+        binding.set_max_output(ceiling)
+        return binding
 
     async def _project_caps(self, key: ApiKey) -> dict[Bucket, ProjectCaps]:
         cache_key = f"{key.account_id}#{key.project_id}"
@@ -241,6 +394,7 @@ class Gateway:
         self._project_cache[cache_key] = (self._clock(), caps)
         return caps
 
+    # Reserving -----------------------------------------------------------------------------
     async def reserve(self, plan: CallPlan) -> None:
         """Reserve the worst case. If an envelope is too small for it, size the output to what
         is left (never below MIN_OUTPUT_TOKENS) and try once more; else refuse with a 402."""
@@ -252,18 +406,26 @@ class Gateway:
                 rooms = await self._io(
                     self._store.rooms, plan.key.account_id, plan.hold.bucket, plan.hold.envelopes
                 )
-                tightest = min(rooms, key=lambda name: rooms[name][1])
-                tokens = self._fit(plan, tightest, *rooms[tightest])
-                if tokens >= plan.max_output:
-                    raise
+                tokens = self._resize(plan.binding, rooms)
                 plan.notes.append(
-                    f"max_tokens lowered from {plan.max_output} to {tokens} by {tightest}"
+                    f"max_tokens lowered from {plan.max_output} to {tokens} by {_tightest(rooms)}"
                 )
                 plan.set_max_output(tokens)
                 await self._io(self._store.reserve, plan.hold)
         except BudgetExceeded as exc:
             await self.record_refusal(plan, exc)
             raise
+
+    def _resize(self, binding: Binding, rooms: dict[str, tuple[int, int]]) -> int:
+        """The output a refused hold can still pay for, or the refusal if it is too little
+        (or no less than what was refused)."""
+        tightest = _tightest(rooms)
+        if binding.max_output == 0:  # embeddings: nothing to resize
+            raise _refusal(tightest, *rooms[tightest], binding)
+        tokens = _fit(binding, tightest, *rooms[tightest])
+        if tokens >= binding.max_output:
+            raise _refusal(tightest, *rooms[tightest], binding)
+        return tokens
 
     async def record_refusal(self, plan: CallPlan, error: ForgeError) -> None:
         """A receipt for a request refused before any money was held."""
@@ -273,27 +435,138 @@ class Gateway:
         except BudgetStoreUnavailable:
             logger.warning("receipt_not_written", extra={"request_id": plan.request_id})
 
+    async def _move_hold(self, plan: CallPlan, route: RouteSpec) -> None:
+        """Re-reserve at the fallback route's price and in its bucket before calling it: the
+        hold moves in one transaction, resized to what is left if it does not fit."""
+        binding = await self._bind(plan.key, plan.request, route, plan.hold, plan.limits)
+        note = None
+        try:
+            await self._io(self._store.rehold, plan.hold, binding.hold)
+        except BudgetExceeded:
+            # What is left, seen from the fallback's bucket and envelopes.
+            rooms = await self._io(
+                self._store.rooms, plan.key.account_id, binding.hold.bucket, binding.hold.envelopes
+            )
+            if binding.hold.bucket is plan.hold.bucket:  # our own hold is not spent: count it
+                shared = {e.name for e in plan.hold.envelopes} | {f"bucket:{plan.hold.bucket}"}
+                rooms = {
+                    name: (limit, left + plan.hold.amount if name in shared else left)
+                    for name, (limit, left) in rooms.items()
+                }
+            tokens = self._resize(binding, rooms)
+            note = f"max_tokens lowered from {binding.max_output} to {tokens} by {_tightest(rooms)}"
+            binding.set_max_output(tokens)
+            await self._io(self._store.rehold, plan.hold, binding.hold)
+        plan.binding = binding
+        plan.route_calls = 0
+        plan.notes.append(f"fell back to {route.name}")
+        if note:
+            plan.notes.append(note)
+
+    # Calling -------------------------------------------------------------------------------
     def _provider(self, route: RouteSpec) -> ChatProvider:
         return self._providers[route.provider]
 
     def _record_attempt(
-        self, plan: CallPlan, started: float, status: int | None, error: str | None
+        self,
+        plan: CallPlan,
+        started: float,
+        status: int | None,
+        error: UpstreamError | None,
+        action: str | None = None,
+        wait: float | None = None,
     ) -> None:
         plan.attempts.append(
-            Attempt(
-                route=plan.route.name,
-                upstream_model=plan.route.upstream_model,
-                status=status,
-                latency_ms=int((self._clock() - started) * 1000),
-                outcome="error" if error else "ok",
-                reason=error,
+            Attempt.model_validate(
+                {
+                    "route": plan.route.name,
+                    "upstream_model": plan.route.upstream_model,
+                    "status": status,
+                    "latency_ms": int((self._clock() - started) * 1000),
+                    "outcome": "error" if error else "ok",
+                    "reason": error.reason if error else None,
+                    "route_type": plan.route.route_type,
+                    "bucket": plan.hold.bucket,
+                    "action": action,
+                    "wait_ms": None if wait is None else int(wait * 1000),
+                }
             )
+        )
+
+    async def _void(self, plan: CallPlan, error_code: str, note: str) -> Receipt:
+        receipt = plan.receipt("failed", error_code=error_code, note=note)
+        return await self._io(self._store.void, plan.hold, receipt)
+
+    async def _after_failure(self, plan: CallPlan, started: float, exc: UpstreamError) -> None:
+        """Decide what follows a failed call: retry the route (after a capped, jittered wait
+        or the provider's Retry-After), fall back to the next route (re-reserving first), or
+        end the request charging nothing. Returns when there is something to call next."""
+        route = plan.route
+        if exc.kind is FailureKind.CLIENT:
+            self._record_attempt(plan, started, exc.status, exc, "return")
+            detail = exc.message or exc.reason
+            await self._void(plan, "upstream_rejected_request", f"{route.name}: {detail}")
+            raise rejected(
+                exc.status,
+                f"The provider refused the request ({detail}); nothing was charged",
+                upstream_status=exc.status,
+                route=route.name,
+            )
+        self.health.failed(route.name)
+        plan.route_calls += 1
+        ceiling = plan.key.max_upstream_attempts or self._retry.max_attempts
+        may_call = plan.calls + 1 < ceiling
+        retry = self._retry
+        if (
+            exc.kind is FailureKind.RETRY
+            and may_call
+            and plan.route_calls < retry.attempts_per_route
+            and retry.waits_for(exc.retry_after)
+        ):
+            wait = retry.delay(plan.route_calls - 1, exc.retry_after, self._rand)
+            self._record_attempt(plan, started, exc.status, exc, "retry", wait)
+            await self._sleep(wait)
+            return
+        if may_call and plan.fallbacks:
+            self._record_attempt(plan, started, exc.status, exc, "fallback")
+            try:
+                await self._move_hold(plan, plan.fallbacks.pop(0))
+            except (BudgetExceeded, BudgetStoreUnavailable) as refused:
+                # The hold did not move: release it (or, if the store is down, let it expire).
+                with contextlib.suppress(BudgetStoreUnavailable, HoldAlreadyResolved):
+                    await self._void(plan, refused.code, f"fallback refused: {refused.message}")
+                raise
+            return
+        self._record_attempt(plan, started, exc.status, exc, "give_up")
+        position = plan.model.routes.index(plan.route)
+        barred = [r for r in plan.model.routes[position + 1 :] if r in plan.refused]
+        if may_call and barred:
+            raise await self._fallback_not_allowed(plan, exc, barred[0])
+        if not may_call:
+            plan.notes.append(f"stopped after {plan.calls} upstream calls (the key's ceiling)")
+        raise await self._fail(plan, exc)
+
+    async def _fallback_not_allowed(
+        self, plan: CallPlan, exc: UpstreamError, refused: RouteSpec
+    ) -> ForgeError:
+        message = (
+            f"The route {plan.route.name} failed ({exc.reason}) and the next route,"
+            f" {refused.name}, is a {refused.route_type.value} route paid from the"
+            f" {refused.bucket.value} bucket, which this key may not use; nothing was charged"
+        )
+        await self._void(plan, FallbackNotAllowed.code, message)
+        return FallbackNotAllowed(
+            message,
+            param="model",
+            failed_route=plan.route.name,
+            refused_route=refused.name,
+            refused_route_type=refused.route_type.value,
+            refused_bucket=refused.bucket.value,
         )
 
     async def _fail(self, plan: CallPlan, exc: UpstreamError) -> UpstreamUnavailable:
         """No route served the call: release the whole hold, charge nothing."""
-        receipt = plan.receipt("failed", error_code=UpstreamUnavailable.code, note=exc.reason)
-        await self._io(self._store.void, plan.hold, receipt)
+        await self._void(plan, UpstreamUnavailable.code, exc.reason)
         return UpstreamUnavailable(
             f"The upstream for '{plan.request.model}' failed ({exc.reason}); nothing was charged",
             upstream_status=exc.status,
@@ -326,70 +599,195 @@ class Gateway:
             return deferred
 
     async def complete(self, plan: CallPlan) -> tuple[dict[str, Any], Receipt]:
-        started = self._clock()
-        try:
-            completion = await self._provider(plan.route).complete(plan.upstream_body)
-        except UpstreamError as exc:
-            self._record_attempt(plan, started, exc.status, exc.reason)
-            raise await self._fail(plan, exc) from exc
-        self._record_attempt(plan, started, completion.status, None)
-        receipt = await self._settle(plan, completion.usage, "succeeded", None)
-        return completion.body, receipt
+        """A non-streamed call (chat or embeddings), retried and fallen back as needed."""
+        while True:
+            started = self._clock()
+            provider: Any = self._provider(plan.route)
+            try:
+                if isinstance(plan.request, EmbeddingsRequest):
+                    if not hasattr(provider, "embed"):
+                        raise UpstreamError("embeddings_not_supported", kind=FailureKind.ROUTE)
+                    completion: Completion = await provider.embed(plan.upstream_body)
+                else:
+                    completion = await provider.complete(plan.upstream_body)
+            except UpstreamError as exc:
+                await self._after_failure(plan, started, exc)
+                continue
+            self._record_attempt(plan, started, completion.status, None)
+            self.health.succeeded(plan.route.name)
+            plan.cache_write_tokens = completion.cache_write_tokens
+            body = completion.body
+            body["model"] = body.get("model") or plan.route.upstream_model
+            receipt = await self._settle(plan, completion.usage, "succeeded", None)
+            return body, receipt
 
     async def open_stream(self, plan: CallPlan) -> StreamResult:
-        """Open the upstream stream before answering, so early failures are plain errors."""
-        started = self._clock()
-        try:
-            upstream = await self._provider(plan.route).open_stream(plan.upstream_body)
-        except UpstreamError as exc:
-            self._record_attempt(plan, started, exc.status, exc.reason)
-            raise await self._fail(plan, exc) from exc
-        self._record_attempt(plan, started, upstream.status, None)
-        return StreamResult(plan, self._relay(plan, upstream))
+        """Open the upstream stream and read its first chunk before answering: a stream that
+        fails before its first byte retries or falls back like any call."""
+        while True:
+            started = self._clock()
+            try:
+                upstream = await self._provider(plan.route).open_stream(plan.upstream_body)
+                chunks = cast(AsyncGenerator[dict[str, Any], None], upstream.chunks())
+                try:
+                    first = await anext(chunks)
+                except StopAsyncIteration:
+                    await upstream.aclose()
+                    raise UpstreamError(
+                        "empty_stream", upstream.status, kind=FailureKind.RETRY
+                    ) from None
+                except BaseException:
+                    await chunks.aclose()
+                    await upstream.aclose()
+                    raise
+            except UpstreamError as exc:
+                await self._after_failure(plan, started, exc)
+                continue
+            self._record_attempt(plan, started, upstream.status, None)
+            self.health.succeeded(plan.route.name)
+            return StreamResult(plan, self._relay(plan, upstream, first, chunks))
 
     def _stream_usage(self, plan: CallPlan, state: StreamState) -> tuple[Usage, str | None]:
-        if state.usage is not None:
-            return state.usage, None
+        """What a stream used: the provider's final count, or for a stream that did not
+        finish, what it reported so far completed by the documented estimate (input: the byte
+        bound / 4; output: one token per content chunk delivered)."""
+        plan.cache_write_tokens = state.cache_write_tokens
+        known = state.usage
+        if state.finished and known is not None:
+            return known, None
+        input_known = known is not None and known.input_tokens > 0
         estimate = Usage(
-            input_tokens=estimated_input_tokens(plan.request),
-            output_tokens=state.content_chunks,
+            input_tokens=known.input_tokens
+            if known is not None and input_known
+            else estimated_input_tokens(plan.request),
+            cached_input_tokens=known.cached_input_tokens if known is not None else 0,
+            output_tokens=max(
+                state.content_chunks,
+                state.output_tokens,
+                known.output_tokens if known is not None else 0,
+            ),
         )
-        return estimate, "upstream reported no usage; charged the documented estimate"
+        what = "output" if input_known else "input and output"
+        return (
+            estimate,
+            f"upstream reported no final usage; charged the documented estimate ({what})",
+        )
 
-    async def _relay(self, plan: CallPlan, upstream: ChatStream) -> AsyncIterator[bytes]:
+    def _running_cost(self, plan: CallPlan, state: StreamState) -> int:
+        """A lower bound of what the stream has cost so far, against the hold's own terms."""
+        produced = max(state.content_chunks, state.output_tokens)
+        return plan.input_cost + token_cost(produced, plan.prices.output)
+
+    async def _relay(
+        self,
+        plan: CallPlan,
+        upstream: ChatStream,
+        first: dict[str, Any],
+        rest: AsyncIterator[dict[str, Any]],
+    ) -> AsyncGenerator[StreamItem, None]:
         settled = False
         usage_chunk: dict[str, Any] | None = None
+        state = upstream.state
+        at_hold = stopped = False
         try:
             try:
-                async for chunk in upstream.chunks():
-                    if chunk.get("usage") and not chunk.get("choices"):
-                        usage_chunk = chunk  # held back until the charge is known
-                        continue
-                    yield _sse(chunk)
-                if not upstream.state.finished:
-                    raise UpstreamError("stream ended without [DONE]", upstream.status)
+                chunk: dict[str, Any] | None = first
+                while chunk is not None:
+                    if chunk.get("usage") is not None:
+                        if not chunk.get("choices"):
+                            usage_chunk = chunk  # held back until the charge is known
+                            chunk = await anext(rest, None)
+                            continue
+                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                    if at_hold and _has_content(chunk):
+                        stopped = True  # one more token would cost more than the hold
+                        break
+                    yield StreamItem("chunk", chunk)
+                    at_hold = at_hold or self._running_cost(plan, state) >= plan.hold.amount
+                    chunk = await anext(rest, None)
+                if not stopped and not state.finished:
+                    raise UpstreamError("stream ended before it finished", upstream.status)
             except UpstreamError as exc:
                 # After the first byte there is no falling back: settle what was delivered
                 # and end the stream with an error event, never a [DONE].
-                usage, note = self._stream_usage(plan, upstream.state)
+                self.health.failed(plan.route.name)
+                await _close(rest, upstream)
+                usage, note = self._stream_usage(plan, state)
                 settled = True
                 receipt = await self._settle(plan, usage, "partial", _join(exc.reason, note))
-                yield _sse(_interrupted(receipt))
+                yield StreamItem("error", _interrupted(receipt), receipt)
                 return
-            usage, note = self._stream_usage(plan, upstream.state)
+            note = None
+            if stopped:
+                await _close(rest, upstream)
+                yield StreamItem("chunk", _finish_chunk(first, plan, "length"))
+                note = "stream stopped: its running cost reached the hold"
+            usage, estimate = self._stream_usage(plan, state)
+            if stopped:  # the upstream ignored max_tokens: what went past it was not delivered
+                usage = usage.model_copy(
+                    update={"output_tokens": min(usage.output_tokens, plan.max_output)}
+                )
             settled = True
-            receipt = await self._settle(plan, usage, "succeeded", note)
-            if plan.include_usage:
-                final = usage_chunk or _usage_chunk(plan, usage)
-                final["receipt"] = receipt_summary(receipt)
-                yield _sse(final)
-            yield b"data: [DONE]\n\n"
+            receipt = await self._settle(plan, usage, "succeeded", _join(note, estimate) or None)
+            final = (
+                dict(usage_chunk)
+                if usage_chunk and not stopped
+                else _usage_chunk(plan, first, usage)
+            )
+            final["receipt"] = receipt_summary(receipt)
+            yield StreamItem("end", final, receipt)
         finally:
             with anyio.CancelScope(shield=True):
+                await _close(rest, upstream)
                 if not settled:  # the client went away: settle what the upstream produced
-                    usage, note = self._stream_usage(plan, upstream.state)
+                    usage, note = self._stream_usage(plan, state)
                     await self._settle(plan, usage, "partial", _join("client disconnected", note))
-                await upstream.aclose()
+
+
+async def _close(rest: AsyncIterator[dict[str, Any]], upstream: ChatStream) -> None:
+    aclose = getattr(rest, "aclose", None)
+    try:
+        if aclose is not None:
+            await aclose()
+    except UpstreamError:
+        pass
+    await upstream.aclose()
+
+
+def _requested_output(request: CallRequest) -> int | None:
+    if isinstance(request, EmbeddingsRequest):
+        return None
+    return request.max_completion_tokens or request.max_tokens
+
+
+def _tightest(rooms: dict[str, tuple[int, int]]) -> str:
+    return min(rooms, key=lambda name: rooms[name][1])
+
+
+def _fit(binding: Binding, envelope: str, limit: int, room: int) -> int:
+    """The output tokens `room` can pay for, or a refusal naming the envelope."""
+    tokens = affordable_output_tokens(room, binding.input_cost, binding.prices.output)
+    if tokens < MIN_OUTPUT_TOKENS:
+        raise _refusal(envelope, limit, room, binding)
+    return tokens
+
+
+def _refusal(envelope: str, limit: int, room: int, binding: Binding) -> BudgetExceeded:
+    bucket = binding.hold.bucket
+    return BudgetExceeded(
+        f"The {envelope} budget leaves {format_micros(room)} {bucket.currency}: not enough"
+        f" for this prompt and {MIN_OUTPUT_TOKENS} output tokens on {binding.route.name}",
+        envelope=envelope,
+        limit=format_micros(limit),
+        remaining=format_micros(room),
+    )
+
+
+def _has_content(chunk: dict[str, Any]) -> bool:
+    return any(
+        (c.get("delta") or {}).get("content") or (c.get("delta") or {}).get("tool_calls")
+        for c in chunk.get("choices") or []
+    )
 
 
 def _join(*notes: str | None) -> str:
@@ -413,19 +811,36 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _usage_chunk(plan: CallPlan, usage: Usage) -> dict[str, Any]:
+async def _openai_sse(
+    plan: CallPlan, items: AsyncGenerator[StreamItem, None]
+) -> AsyncIterator[bytes]:
+    try:
+        async for item in items:
+            if item.kind == "end":
+                if plan.include_usage:
+                    yield _sse(item.payload)
+                yield b"data: [DONE]\n\n"
+            else:
+                yield _sse(item.payload)
+    finally:
+        await items.aclose()
+
+
+def _finish_chunk(first: dict[str, Any], plan: CallPlan, reason: str) -> dict[str, Any]:
     return {
-        "id": f"chatcmpl-{plan.request_id}",
+        "id": first.get("id") or f"chatcmpl-{plan.request_id}",
         "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": plan.route.upstream_model,
+        "created": first.get("created") or int(time.time()),
+        "model": first.get("model") or plan.route.upstream_model,
+        "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}],
+    }
+
+
+def _usage_chunk(plan: CallPlan, first: dict[str, Any], usage: Usage) -> dict[str, Any]:
+    return {
+        **_finish_chunk(first, plan, "stop"),
         "choices": [],
-        "usage": {
-            "prompt_tokens": usage.input_tokens,
-            "completion_tokens": usage.output_tokens,
-            "total_tokens": usage.input_tokens + usage.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
-        },
+        "usage": openai_usage(usage, plan.cache_write_tokens),
     }
 
 
@@ -434,8 +849,9 @@ def receipt_summary(receipt: Receipt) -> dict[str, Any]:
     return {
         "request_id": receipt.request_id,
         "route": receipt.final_route,
+        "route_type": receipt.route_type.value if receipt.route_type else None,
         "upstream_model": receipt.upstream_model,
-        "attempts": len(receipt.attempts),
+        "attempts": sum(1 for a in receipt.attempts if a.outcome != "skipped"),
         "charge": format_micros(receipt.charge),
         "charge_micros": receipt.charge,
         "settlement": receipt.settlement,

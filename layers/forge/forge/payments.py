@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from forge.adapters.dynamo import DynamoStore, GuardFailed
 from forge.errors import (
     BudgetStoreUnavailable,
+    ForgeError,
     InvalidJson,
     InvalidRequest,
     NotFound,
@@ -558,3 +559,69 @@ def describe_entry(entry: LedgerEntry) -> dict[str, Any]:
         "source": entry.source,
         "memo": entry.memo,
     }
+
+
+# Operator refunds -----------------------------------------------------------------------------
+class RefundAlreadyIssued(ForgeError):
+    """A request's charge was refunded before: a request is refunded at most once."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "refund_already_issued"
+
+
+def refund_marker_key(account_id: str, request_id: str) -> tuple[str, str]:
+    return f"REFUND#{account_id}#{request_id}", "REFUND"
+
+
+def refund_charge(
+    store: DynamoStore,
+    account_id: str,
+    request_id: str,
+    amount: str | None = None,
+    *,
+    reason: str | None = None,
+) -> LedgerEntry:
+    """Credit back (part of) one request's charge to the bucket it was paid from: one `refund`
+    ledger entry with source `refund:{request_id}`, at most once per request, guarded by a
+    marker item written in the same transaction. Spend caps already consumed stay consumed."""
+    receipt = store.get_receipt(account_id, request_id)
+    if receipt is None:
+        raise NotFound(f"No request '{request_id}' in account '{account_id}'", param="request_id")
+    if receipt.bucket is None or receipt.charge <= 0 or receipt.ledger_entry_id is None:
+        raise InvalidRequest(f"Request '{request_id}' was not charged", param="request_id")
+    micros = receipt.charge if amount is None else _parse_amount(amount, positive=True)
+    if micros > receipt.charge:
+        raise InvalidRequest(
+            f"A refund cannot exceed the charge ({format_micros(receipt.charge)}"
+            f" {receipt.bucket.currency})",
+            param="amount",
+        )
+    memo = _clean_memo(reason, "reason") or f"refund of {request_id}"
+    entry_id = f"le_refund_{request_id}"
+    marker = store.new_item_guard(
+        *refund_marker_key(account_id, request_id),
+        record_type="refund",
+        account_id=account_id,
+        request_id=request_id,
+        charge_entry_id=receipt.ledger_entry_id,
+        bucket=receipt.bucket.value,
+        amount=micros,
+        ledger_entry_id=entry_id,
+        refunded_at=utcnow().isoformat(),
+    )
+    try:
+        return store.credit(
+            account_id,
+            receipt.bucket,
+            micros,
+            kind=LedgerKind.REFUND,
+            entry_id=entry_id,
+            source=f"refund:{request_id}",
+            memo=memo,
+            guards=[marker],
+        )
+    except GuardFailed:
+        raise RefundAlreadyIssued(
+            f"Request '{request_id}' has already been refunded", param="request_id"
+        ) from None

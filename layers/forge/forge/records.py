@@ -60,6 +60,8 @@ class ApiKey(BaseModel):
     status: KeyStatus = KeyStatus.ACTIVE
     route_types: frozenset[RouteType] = frozenset(RouteType)
     caps: dict[Bucket, KeyCaps] = Field(default_factory=dict)
+    # Upstream calls one request may make, retries and fallbacks included (None: the default).
+    max_upstream_attempts: int | None = Field(default=None, ge=1)
     created_at: datetime = Field(default_factory=utcnow)
 
     def caps_for(self, bucket: Bucket) -> KeyCaps:
@@ -148,12 +150,20 @@ class LedgerEntry(BaseModel):
 
 
 class Attempt(BaseModel):
+    """One upstream call (or a route skipped as unhealthy) and what the gateway did next."""
+
     route: str
     upstream_model: str
     status: int | None  # upstream HTTP status; None when no response arrived
     latency_ms: int
-    outcome: Literal["ok", "error"]
+    outcome: Literal["ok", "error", "skipped"]
     reason: str | None = None
+    route_type: RouteType | None = None
+    bucket: Bucket | None = None
+    # After a failure: retried the same route (after wait_ms), fell back to the next route,
+    # returned the provider's refusal to the client, or gave up (nothing left to try).
+    action: Literal["retry", "fallback", "return", "give_up"] | None = None
+    wait_ms: int | None = None
 
 
 class Receipt(BaseModel):
@@ -172,6 +182,8 @@ class Receipt(BaseModel):
     route_type: RouteType | None = None
     upstream_model: str | None = None
     usage: Usage = Field(default_factory=Usage)
+    # Input tokens written to the provider's prompt cache (Anthropic), part of usage's input.
+    cache_write_input_tokens: NonNegativeInt = 0
     prices: Prices | None = None
     hold: int = 0
     charge: int = 0

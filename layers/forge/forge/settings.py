@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import cache
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Json
 
 
 class Settings(BaseModel):
@@ -21,6 +21,38 @@ class Settings(BaseModel):
     openai_base_url: str = Field(
         default="https://api.openai.com/v1", alias="OPENAI_UPSTREAM_BASE_URL"
     )
+    # Providers (see forge.providers): a key in the environment, or in the JSON secret
+    # FORGE_PROVIDER_SECRET_ID names ({"openai": "...", "anthropic": "...", ...}) on AWS.
+    anthropic_api_key: str | None = Field(
+        default=None, alias="ANTHROPIC_UPSTREAM_API_KEY", repr=False
+    )
+    anthropic_base_url: str = Field(
+        default="https://api.anthropic.com", alias="ANTHROPIC_UPSTREAM_BASE_URL"
+    )
+    gemini_api_key: str | None = Field(default=None, alias="GEMINI_UPSTREAM_API_KEY", repr=False)
+    gemini_base_url: str = Field(
+        default="https://generativelanguage.googleapis.com/v1beta",
+        alias="GEMINI_UPSTREAM_BASE_URL",
+    )
+    # Other OpenAI-compatible endpoints, as JSON: {"deepseek": "https://api.deepseek.com/v1"}.
+    compat_providers: Json[dict[str, str]] = Field(
+        default_factory=dict, alias="FORGE_COMPAT_PROVIDERS"
+    )
+    compat_api_keys: Json[dict[str, str]] = Field(
+        default_factory=dict, alias="FORGE_COMPAT_API_KEYS", repr=False
+    )
+    provider_secret_id: str | None = Field(default=None, alias="FORGE_PROVIDER_SECRET_ID")
+    # Retry and fallback (forge.routing): attempts per route and per request (a key may set
+    # its own ceiling), backoff, the longest Retry-After worth waiting for, route health.
+    upstream_route_attempts: int = Field(default=2, ge=1, alias="FORGE_UPSTREAM_ROUTE_ATTEMPTS")
+    upstream_max_attempts: int = Field(default=4, ge=1, alias="FORGE_UPSTREAM_MAX_ATTEMPTS")
+    retry_base_delay: float = Field(default=0.2, ge=0, alias="FORGE_RETRY_BASE_DELAY")
+    retry_max_delay: float = Field(default=2.0, ge=0, alias="FORGE_RETRY_MAX_DELAY")
+    retry_after_max: float = Field(default=5.0, ge=0, alias="FORGE_RETRY_AFTER_MAX")
+    route_failure_threshold: int = Field(default=3, ge=1, alias="FORGE_ROUTE_FAILURE_THRESHOLD")
+    route_cooldown_seconds: float = Field(default=30.0, ge=0, alias="FORGE_ROUTE_COOLDOWN")
+    # How long a container keeps the catalog it read from the budget table.
+    catalog_ttl_seconds: float = Field(default=30.0, ge=0, alias="FORGE_CATALOG_TTL_SECONDS")
     # A hold must outlive the request that made it: past the function's maximum run time.
     hold_ttl_seconds: int = Field(default=960, alias="FORGE_HOLD_TTL_SECONDS")
     statement_url_ttl_seconds: int = Field(default=900, le=900, alias="FORGE_STATEMENT_URL_TTL")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,6 +21,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from forge.adapters.ledger_views import entry_index_attributes, receipt_index_attributes
 from forge.errors import BudgetExceeded, BudgetStoreUnavailable, ConcurrentUpdate, NotFound
 from forge.idempotency import REPLAY_TTL_SECONDS, IdempotencyRecord, StoredResponse
 from forge.money import Bucket, format_micros
@@ -40,7 +41,9 @@ from forge.records import (
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
-_MAX_WRITE_ATTEMPTS = 25
+# A lost race on a busy wallet is retried (re-read, then write) for this long before the
+# caller is told the store is unavailable; a settle then defers to the sweeper.
+_CONTENTION_SECONDS = 10.0
 PENDING_SHARDS = 8  # spreads the pending-holds index over partitions
 PENDING_HOLDS_INDEX = "pending-holds"
 RESOLVED_HOLD_RETENTION_SECONDS = 7 * 24 * 3600  # then TTL garbage-collects the hold item
@@ -100,8 +103,15 @@ def _is_cancelled(exc: ClientError) -> bool:
     return bool(exc.response.get("Error", {}).get("Code") == "TransactionCanceledException")
 
 
-def _backoff(attempt: int) -> None:
-    time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))  # noqa: S311 - jitter only
+def _contended_attempts() -> Iterator[int]:
+    """Attempt numbers until the contention deadline, sleeping a capped, fully jittered
+    exponential backoff between them."""
+    deadline = time.monotonic() + _CONTENTION_SECONDS
+    attempt = 0
+    while time.monotonic() < deadline:
+        yield attempt
+        time.sleep(random.uniform(0, min(0.1, 0.004 * 2**attempt)))  # noqa: S311 - jitter only
+        attempt += 1
 
 
 # Keys. Budget table: accounts, wallets, API keys, holds. Ledger table: entries and receipts.
@@ -124,10 +134,20 @@ def entry_sort_key(bucket: Bucket, seq: int) -> str:
 class DynamoStore:
     """The budget store and ledger writer, over one DynamoDB client and two tables."""
 
-    def __init__(self, client: Any, budget_table: str, ledger_table: str) -> None:
+    def __init__(
+        self,
+        client: Any,
+        budget_table: str,
+        ledger_table: str,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._db = client
         self._budget = budget_table
         self._ledger = ledger_table
+        # When ledger entries are stamped (created_at). Tests inject a clock to write a
+        # month's history on chosen days; money itself is never faked.
+        self._clock = clock
 
     # Accounts and keys -------------------------------------------------------------------
     def create_account(self, account_id: str, name: str) -> None:
@@ -248,7 +268,7 @@ class DynamoStore:
 
         `guards` are extra transaction items (a payment-event marker, a code claim...) that
         commit with the money or not at all; a failed guard raises GuardFailed."""
-        for attempt in range(_MAX_WRITE_ATTEMPTS):
+        for _ in _contended_attempts():
             wallet = self.get_wallet(account_id, bucket)
             entry = LedgerEntry(
                 entry_id=entry_id,
@@ -258,6 +278,7 @@ class DynamoStore:
                 kind=kind,
                 amount=amount,
                 balance_after=wallet.balance + amount,
+                created_at=self._clock(),
                 source=source,
                 memo=memo,
             )
@@ -291,7 +312,7 @@ class DynamoStore:
                         limit=format_micros(wallet.balance),
                         remaining=format_micros(wallet.available),
                     ) from None
-                _backoff(attempt)
+                continue
         raise BudgetStoreUnavailable("The wallet is too busy; try again")
 
     # Holds -------------------------------------------------------------------------------
@@ -404,7 +425,7 @@ class DynamoStore:
         one transaction, exactly once per hold."""
         if not 0 <= charge <= hold.amount:
             raise ValueError("a settlement charges between zero and the hold")
-        for attempt in range(_MAX_WRITE_ATTEMPTS):
+        for _ in _contended_attempts():
             wallet = self.get_wallet(hold.account_id, hold.bucket)
             entry = LedgerEntry(
                 entry_id=f"le_{hold.request_id}",
@@ -414,6 +435,7 @@ class DynamoStore:
                 kind=LedgerKind.CHARGE,
                 amount=-charge,
                 balance_after=wallet.balance - charge,
+                created_at=self._clock(),
                 request_id=hold.request_id,
                 key_id=receipt.key_id,
                 project_id=receipt.project_id,
@@ -457,7 +479,7 @@ class DynamoStore:
                 self._transact(items, hold_index=0)
                 return final
             except ConcurrentUpdate:
-                _backoff(attempt)
+                continue
         raise BudgetStoreUnavailable("Could not settle; the hold stays for the sweeper")
 
     def void(self, hold: Hold, receipt: Receipt) -> Receipt:
@@ -766,6 +788,7 @@ class DynamoStore:
             "sk": entry_sort_key(entry.bucket, entry.seq),
             "record_type": "ledger_entry",
             **_dump(entry),
+            **entry_index_attributes(entry),  # the account views' indexes (ledger_views)
         }
         return {
             "Put": {
@@ -781,6 +804,7 @@ class DynamoStore:
             "sk": f"RCPT#{receipt.request_id}",
             "record_type": "receipt",
             **_dump(receipt),
+            **receipt_index_attributes(receipt),
         }
         return {
             "Put": {
@@ -818,3 +842,101 @@ class DynamoStore:
             raise BudgetStoreUnavailable(
                 "The budget store is unavailable; nothing was charged"
             ) from exc
+
+    # Fallback: a pending hold moved to another route's price and bucket -----------------
+    def rehold(self, current: Hold, moved: Hold) -> None:
+        """Re-reserve a pending hold at another route's worst case, in that route's bucket and
+        envelopes, in one transaction: what `current` held is released as `moved` is taken,
+        under the same conditions as reserve(). When refused (BudgetExceeded, naming the
+        envelope) or already resolved (HoldAlreadyResolved), nothing changes."""
+        if moved.request_id != current.request_id:
+            raise ValueError("a hold moves within its own request")
+        for envelope in moved.envelopes:
+            if envelope.limit < moved.amount:
+                raise self._refusal(moved, envelope, self._consumed(envelope))
+        put_hold = {
+            "Put": {
+                "TableName": self._budget,
+                "Item": {**_hold_key(moved.request_id), **_to_item(self._hold_values(moved))},
+                "ConditionExpression": "#status = :pending AND #amount = :old AND #bucket = :from",
+                "ExpressionAttributeNames": {
+                    "#status": "status",
+                    "#amount": "amount",
+                    "#bucket": "bucket",
+                },
+                "ExpressionAttributeValues": _to_item(
+                    {
+                        ":pending": HoldStatus.PENDING.value,
+                        ":old": current.amount,
+                        ":from": current.bucket.value,
+                    }
+                ),
+            }
+        }
+        moves: list[tuple[Bucket, int, int]] = (  # (bucket, take, release)
+            [(current.bucket, moved.amount, current.amount)]
+            if current.bucket is moved.bucket
+            else [(current.bucket, 0, current.amount), (moved.bucket, moved.amount, 0)]
+        )
+        buckets = [
+            {
+                "Update": {
+                    "TableName": self._budget,
+                    "Key": _bucket_key(current.account_id, bucket),
+                    "UpdateExpression": "SET available = available - :delta, held = held + :delta",
+                    "ConditionExpression": "available >= :delta AND held >= :release",
+                    "ExpressionAttributeValues": _to_item(
+                        {":delta": take - release, ":release": release}
+                    ),
+                }
+            }
+            for bucket, take, release in moves
+        ]
+        before = {(e.pk, e.sk): e for e in current.envelopes}
+        after = {(e.pk, e.sk): e for e in moved.envelopes}
+        released = [e for k, e in before.items() if k not in after]
+        envelopes = self._release_envelopes(current.model_copy(update={"envelopes": released}), 0)
+        checked: list[EnvelopeRef] = []  # envelopes whose update carries a room condition
+        for key, envelope in after.items():
+            delta = moved.amount - (current.amount if key in before else 0)
+            update: dict[str, Any] = {
+                "TableName": self._budget,
+                "Key": _to_item({"pk": envelope.pk, "sk": envelope.sk}),
+                "UpdateExpression": "ADD #consumed :delta, #held :delta SET #limit = :limit",
+                "ExpressionAttributeNames": _RESERVE_NAMES,
+                "ExpressionAttributeValues": _to_item(
+                    {":delta": delta, ":limit": envelope.limit, ":room": envelope.limit - delta}
+                ),
+            }
+            if delta > 0:
+                update["ConditionExpression"] = (
+                    "attribute_not_exists(#consumed) OR #consumed <= :room"
+                )
+            else:
+                del update["ExpressionAttributeValues"][":room"]
+            envelopes.append({"Update": update})
+            checked.append(envelope)
+        items = [put_hold, *buckets, *envelopes]
+        first_checked = 1 + len(buckets) + len(released)
+        for _ in range(5):
+            try:
+                self._transact(items, hold_index=0)
+                return
+            except ConcurrentUpdate as exc:
+                codes = _cancellation_codes(exc.__cause__) if exc.__cause__ else []
+                if "ConditionalCheckFailed" not in codes:
+                    continue  # a transaction conflict: try again
+                for index, envelope in enumerate(checked, start=first_checked):
+                    if codes[index : index + 1] == ["ConditionalCheckFailed"]:
+                        raise self._refusal(moved, envelope, self._consumed(envelope)) from None
+                wallet = self.get_wallet(moved.account_id, moved.bucket)
+                raise BudgetExceeded(
+                    f"The {moved.bucket.value} bucket cannot cover the fallback route's worst"
+                    f" case ({format_micros(moved.amount)} {moved.bucket.currency});"
+                    f" {format_micros(wallet.available)} is available",
+                    envelope=f"bucket:{moved.bucket.value}",
+                    limit=format_micros(wallet.balance),
+                    remaining=format_micros(wallet.available),
+                    requested=format_micros(moved.amount),
+                ) from None
+        raise BudgetStoreUnavailable("Could not move the hold; try again")

@@ -1,4 +1,5 @@
-"""S3 adapter of the ledger archive: one object per ledger entry, one CSV per statement.
+"""S3 adapter of the ledger archive: one object per ledger entry, a CSV and an HTML page per
+statement.
 
 Entry objects are written with `If-None-Match: *`, so a redelivered stream record can never
 overwrite (or duplicate) what is archived. botocore errors become ArchiveUnavailable here;
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from forge.archive import (
     LEDGER_PREFIX,
     Month,
+    StatementFormat,
     archive_key,
     archive_line,
     ledger_account_prefix,
@@ -32,7 +34,6 @@ MAX_URL_TTL_SECONDS = 900
 _ALREADY_WRITTEN = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 _JSONL = "application/x-ndjson"
-_CSV = "text/csv; charset=utf-8"
 _FINAL = "forge-final"  # object metadata: "false" marks a provisional statement
 
 
@@ -119,23 +120,32 @@ class S3Archive:
 
     # Statements ----------------------------------------------------------------------------
     def put_statement(
-        self, account_id: str, month: Month | str, body: bytes, *, final: bool = True
+        self,
+        account_id: str,
+        month: Month | str,
+        body: bytes,
+        *,
+        final: bool = True,
+        fmt: StatementFormat = StatementFormat.CSV,
     ) -> str:
-        """Store (or replace) a statement; returns its key."""
-        key = statement_key(account_id, _as_month(month))
+        """Store a statement (a provisional one is replaced as the month goes on); returns its
+        key. statements.ensure_statement never writes over a final one."""
+        key = statement_key(account_id, _as_month(month), fmt)
         with _archive_errors("put statement"):
             self._s3.put_object(
                 Bucket=self._bucket,
                 Key=key,
                 Body=body,
-                ContentType=_CSV,
+                ContentType=fmt.content_type,
                 Metadata={_FINAL: "true" if final else "false"},
             )
         return key
 
-    def statement_exists(self, account_id: str, month: Month | str) -> bool:
+    def statement_exists(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> bool:
         """Whether a final statement is stored; a provisional one (month not over) is not."""
-        key = statement_key(account_id, _as_month(month))
+        key = statement_key(account_id, _as_month(month), fmt)
         try:
             head = self._s3.head_object(Bucket=self._bucket, Key=key)
         except ClientError as exc:
@@ -146,28 +156,51 @@ class S3Archive:
             raise ArchiveUnavailable("The ledger archive is unavailable (head statement)") from exc
         return bool(head.get("Metadata", {}).get(_FINAL) == "true")
 
-    def read_statement(self, account_id: str, month: Month | str) -> bytes:
-        key = statement_key(account_id, _as_month(month))
+    def final_statement(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> bytes | None:
+        """The stored final statement's bytes; None if missing or only provisional."""
+        key = statement_key(account_id, _as_month(month), fmt)
+        try:
+            got = self._s3.get_object(Bucket=self._bucket, Key=key)
+            if got.get("Metadata", {}).get(_FINAL) != "true":
+                return None
+            return bytes(got["Body"].read())
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING:
+                return None
+            raise ArchiveUnavailable("The ledger archive is unavailable (get statement)") from exc
+        except BotoCoreError as exc:
+            raise ArchiveUnavailable("The ledger archive is unavailable (get statement)") from exc
+
+    def read_statement(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> bytes:
+        key = statement_key(account_id, _as_month(month), fmt)
         with _archive_errors("get statement"):
             return bytes(self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read())
 
     def presigned_statement_url(
-        self, account_id: str, month: Month | str, expires_in: int = MAX_URL_TTL_SECONDS
+        self,
+        account_id: str,
+        month: Month | str,
+        expires_in: int = MAX_URL_TTL_SECONDS,
+        fmt: StatementFormat = StatementFormat.CSV,
     ) -> str:
-        """A short-lived GET link that downloads the statement as a named CSV attachment."""
+        """A short-lived GET link that downloads the statement as a named attachment."""
         if not 1 <= expires_in <= MAX_URL_TTL_SECONDS:
             raise ValueError(f"expires_in must be 1..{MAX_URL_TTL_SECONDS} seconds")
         month = _as_month(month)
-        filename = statement_filename(account_id, month)
+        filename = statement_filename(account_id, month, fmt)
         with _archive_errors("presign statement"):
             return str(
                 self._s3.generate_presigned_url(
                     "get_object",
                     Params={
                         "Bucket": self._bucket,
-                        "Key": statement_key(account_id, month),
+                        "Key": statement_key(account_id, month, fmt),
                         "ResponseContentDisposition": f'attachment; filename="{filename}"',
-                        "ResponseContentType": _CSV,
+                        "ResponseContentType": fmt.content_type,
                     },
                     ExpiresIn=expires_in,
                 )

@@ -7,7 +7,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from forge.api.errors import install_error_handlers
-from forge.api.routes import account, chat, models, money
+from forge.api.routes import account, chat, messages, models, money
 from forge.ids import new_id
 
 
@@ -41,6 +41,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.include_router(models.router)
     app.include_router(chat.router)
+    app.include_router(messages.router)
     app.include_router(account.router)
     app.include_router(money.router)
     return app

@@ -9,9 +9,8 @@ from fastapi import Depends, Header
 
 from forge.adapters.dynamo import DynamoStore
 from forge.adapters.s3archive import S3Archive
-from forge.catalog import load_catalog
 from forge.gateway import Gateway
-from forge.providers import configured_providers
+from forge.providers import build_gateway
 from forge.records import ApiKey
 from forge.settings import Settings, get_settings
 from forge.stores import get_archive, get_store
@@ -19,13 +18,7 @@ from forge.stores import get_archive, get_store
 
 @cache
 def get_gateway() -> Gateway:
-    settings = get_settings()
-    return Gateway(
-        get_store(),
-        configured_providers(settings),
-        load_catalog(),
-        hold_ttl_seconds=settings.hold_ttl_seconds,
-    )
+    return build_gateway(get_settings(), get_store())
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

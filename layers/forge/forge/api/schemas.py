@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +34,34 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
 
 
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's embeddings request. Unknown fields are forwarded to the upstream as-is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=200)
+    input: str | list[str] | list[int] | list[list[int]] = Field(min_length=1)
+
+
+class MessagesRequest(BaseModel):
+    """Anthropic's Messages request (POST /v1/messages), validated at the edge; blocks stay
+    JSON and are translated by forge.formats.anthropic."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=200)
+    max_tokens: int = Field(ge=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    stream: bool = False
+    stop_sequences: list[str] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+
 class ModelPrices(BaseModel):
     """Prices per 1M tokens in the paying bucket's currency, after the operator multiplier."""
 
@@ -48,6 +77,18 @@ class ModelCard(BaseModel):
     created: int = 0
     owned_by: str = "tokens-forge"
     description: str
+    mode: str = "chat"
+    route_type: str
+    bucket: str
+    prices: ModelPrices
+    routes: list[ModelRoute] = Field(default_factory=list)  # in fallback order
+
+
+class ModelRoute(BaseModel):
+    """One route the caller's key may use: who serves it and what it costs."""
+
+    provider: str
+    upstream_model: str
     route_type: str
     bucket: str
     prices: ModelPrices
@@ -76,8 +117,114 @@ class BalanceView(BaseModel):
 
 
 class StatementLink(BaseModel):
+    """A short-lived download link to the caller's own statement."""
+
     object: Literal["statement"] = "statement"
     month: str
-    format: Literal["csv"] = "csv"
+    format: Literal["csv", "html"] = "csv"
+    status: Literal["final", "provisional"] = "final"
     url: str
     expires_in: int
+
+
+# Account views: statements list, ledger, usage, runs ----------------------------------------
+class StatementMonthView(BaseModel):
+    object: Literal["statement_month"] = "statement_month"
+    month: str
+    status: Literal["final", "provisional"]
+    formats: list[Literal["csv", "html"]]
+    url: str  # the API path that returns the download link
+
+
+class StatementList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[StatementMonthView]
+
+
+class LedgerEntryView(BaseModel):
+    """One ledger entry; amounts as decimals of the bucket's currency and in micro-units."""
+
+    object: Literal["ledger_entry"] = "ledger_entry"
+    entry_id: str
+    bucket: str
+    currency: str
+    seq: int
+    kind: str
+    amount: str
+    amount_micros: int
+    balance_after: str
+    balance_after_micros: int
+    created_at: datetime
+    request_id: str | None = None
+    key_id: str | None = None
+    project_id: str | None = None
+    model: str | None = None
+    route: str | None = None
+    source: str | None = None
+    memo: str | None = None
+
+
+class LedgerPage(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[LedgerEntryView]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class UsageLineView(BaseModel):
+    """Totals of one group in one bucket (charges of different buckets never add up)."""
+
+    group: str
+    bucket: str | None
+    currency: str | None
+    requests: int
+    succeeded: int
+    partial: int
+    failed: int
+    attempts: int
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    charge: str
+    charge_micros: int
+
+
+class UsageView(BaseModel):
+    object: Literal["usage"] = "usage"
+    start: datetime = Field(serialization_alias="from")
+    end: datetime = Field(serialization_alias="to")
+    group_by: str
+    data: list[UsageLineView]
+    totals: list[UsageLineView]
+
+
+class RunCallView(BaseModel):
+    """One call of a run: its receipt's essentials, every attempt included."""
+
+    request_id: str
+    created_at: datetime
+    status: str
+    requested_model: str
+    final_route: str | None = None
+    upstream_model: str | None = None
+    key_id: str
+    project_id: str
+    attempts: list[dict[str, Any]]
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    charge: str
+    charge_micros: int
+    bucket: str | None = None
+    settlement: str
+    error_code: str | None = None
+    note: str | None = None
+
+
+class RunView(BaseModel):
+    object: Literal["run"] = "run"
+    run_id: str
+    totals: list[UsageLineView]  # the whole run, per bucket
+    calls: list[RunCallView]  # this page of calls, oldest first
+    has_more: bool
+    next_cursor: str | None = None

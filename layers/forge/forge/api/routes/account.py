@@ -1,21 +1,51 @@
-"""Account views: balance, receipts, statements. Every lookup is keyed by the caller's own
-account id, so another tenant's ids simply do not exist from here."""
+"""Account views: balance, receipts, ledger, usage, runs, statements. Every lookup is keyed by
+the caller's own account id, so another tenant's ids simply do not exist from here (404)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path, Query
 
+from forge.adapters.ledger_views import LedgerViews, get_ledger_views
 from forge.api.deps import ArchiveDep, KeyDep, SettingsDep, StoreDep
-from forge.api.schemas import BalanceView, BucketBalance, StatementLink
+from forge.api.schemas import (
+    BalanceView,
+    BucketBalance,
+    LedgerEntryView,
+    LedgerPage,
+    RunCallView,
+    RunView,
+    StatementLink,
+    StatementList,
+    StatementMonthView,
+    UsageLineView,
+    UsageView,
+)
+from forge.archive import Month, StatementFormat
 from forge.errors import NotFound
 from forge.money import Bucket, format_micros
-from forge.records import Receipt
-from forge.statements import ensure_statement
+from forge.records import LedgerEntry, Receipt, utcnow
+from forge.statements import available_months, ensure_statement
+from forge.views import (
+    MAX_PAGE_SIZE,
+    MAX_USAGE_RANGE,
+    TimeRange,
+    UsageGroupBy,
+    UsageLine,
+    summarize_usage,
+)
 
 router = APIRouter()
+
+ViewsDep = Annotated[LedgerViews, Depends(get_ledger_views)]
+# Query strings: `from`/`to` take a date (UTC midnight) or an ISO 8601 instant; `to` is exclusive.
+FromQuery = Annotated[datetime | None, Query(alias="from")]
+ToQuery = Annotated[datetime | None, Query(alias="to")]
+CursorQuery = Annotated[str | None, Query(max_length=2048)]
+_FORMATS: list[Literal["csv", "html"]] = ["csv", "html"]
 
 
 @router.get("/v1/balance")
@@ -48,15 +78,193 @@ async def get_receipt(
     return receipt
 
 
+# Ledger, usage, runs ---------------------------------------------------------------------------
+def _entry_view(entry: LedgerEntry) -> LedgerEntryView:
+    return LedgerEntryView(
+        entry_id=entry.entry_id,
+        bucket=entry.bucket.value,
+        currency=entry.bucket.currency,
+        seq=entry.seq,
+        kind=entry.kind.value,
+        amount=format_micros(entry.amount),
+        amount_micros=entry.amount,
+        balance_after=format_micros(entry.balance_after),
+        balance_after_micros=entry.balance_after,
+        created_at=entry.created_at,
+        request_id=entry.request_id,
+        key_id=entry.key_id,
+        project_id=entry.project_id,
+        model=entry.model,
+        route=entry.route,
+        source=entry.source,
+        memo=entry.memo,
+    )
+
+
+def _usage_view(line: UsageLine) -> UsageLineView:
+    sums = line.totals
+    return UsageLineView(
+        group=line.group,
+        bucket=line.bucket.value if line.bucket else None,
+        currency=line.bucket.currency if line.bucket else None,
+        requests=sums.requests,
+        succeeded=sums.succeeded,
+        partial=sums.partial,
+        failed=sums.failed,
+        attempts=sums.attempts,
+        input_tokens=sums.input_tokens,
+        cached_input_tokens=sums.cached_input_tokens,
+        output_tokens=sums.output_tokens,
+        charge=format_micros(sums.charge),
+        charge_micros=sums.charge,
+    )
+
+
+def _call_view(receipt: Receipt) -> RunCallView:
+    return RunCallView(
+        request_id=receipt.request_id,
+        created_at=receipt.created_at,
+        status=receipt.status,
+        requested_model=receipt.requested_model,
+        final_route=receipt.final_route,
+        upstream_model=receipt.upstream_model,
+        key_id=receipt.key_id,
+        project_id=receipt.project_id,
+        attempts=[a.model_dump(mode="json") for a in receipt.attempts],
+        input_tokens=receipt.usage.input_tokens,
+        cached_input_tokens=receipt.usage.cached_input_tokens,
+        output_tokens=receipt.usage.output_tokens,
+        charge=format_micros(receipt.charge),
+        charge_micros=receipt.charge,
+        bucket=receipt.bucket.value if receipt.bucket else None,
+        settlement=receipt.settlement,
+        error_code=receipt.error_code,
+        note=receipt.note,
+    )
+
+
+@router.get("/v1/ledger")
+async def get_ledger(
+    key: KeyDep,
+    views: ViewsDep,
+    bucket: Bucket | None = None,
+    start: FromQuery = None,
+    end: ToQuery = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    cursor: CursorQuery = None,
+    order: Literal["desc", "asc"] = "desc",
+) -> LedgerPage:
+    """The caller's ledger entries by time (newest first unless order=asc), one page at a
+    time; pass `next_cursor` back as `cursor`, with the same filters, for the next page."""
+    window = TimeRange.of(start, end)
+    page = await asyncio.to_thread(
+        lambda: views.entries(
+            key.account_id,
+            bucket=bucket,
+            window=window,
+            limit=limit,
+            cursor=cursor,
+            newest_first=order == "desc",
+        )
+    )
+    return LedgerPage(
+        data=[_entry_view(e) for e in page.items],
+        has_more=page.next_cursor is not None,
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/v1/usage")
+async def get_usage(
+    key: KeyDep,
+    views: ViewsDep,
+    group_by: UsageGroupBy = UsageGroupBy.MODEL,
+    start: FromQuery = None,
+    end: ToQuery = None,
+) -> UsageView:
+    """Requests, tokens and charges from the caller's receipts in [from, to) (default: this
+    month so far), grouped by key, project, model, route or UTC day, per bucket."""
+    window = TimeRange.of(start, end).bounded(utcnow(), MAX_USAGE_RANGE)
+    receipts = await asyncio.to_thread(lambda: list(views.receipts(key.account_id, window)))
+    lines, totals = summarize_usage(receipts, group_by)
+    assert window.start is not None and window.end is not None  # bounded() closes both
+    return UsageView(
+        start=window.start,
+        end=window.end,
+        group_by=group_by.value,
+        data=[_usage_view(line) for line in lines],
+        totals=[_usage_view(line) for line in totals],
+    )
+
+
+@router.get("/v1/runs/{run_id}")
+async def get_run(
+    key: KeyDep,
+    views: ViewsDep,
+    run_id: Annotated[str, Path(max_length=128)],
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
+    cursor: CursorQuery = None,
+) -> RunView:
+    """A run's calls (oldest first, paged) with every attempt, and the whole run's totals."""
+    page = await asyncio.to_thread(
+        lambda: views.run_calls(key.account_id, run_id, limit=limit, cursor=cursor)
+    )
+    receipts = await asyncio.to_thread(views.run_receipts, key.account_id, run_id)
+    if not receipts:
+        raise NotFound(f"No run '{run_id}' for this account", param="run_id")
+    _, totals = summarize_usage(receipts, UsageGroupBy.DAY)
+    return RunView(
+        run_id=run_id,
+        totals=[_usage_view(line.model_copy(update={"group": run_id})) for line in totals],
+        calls=[_call_view(r) for r in page.items],
+        has_more=page.next_cursor is not None,
+        next_cursor=page.next_cursor,
+    )
+
+
+# Statements ------------------------------------------------------------------------------------
+@router.get("/v1/statements")
+async def list_statements(key: KeyDep, views: ViewsDep) -> StatementList:
+    """Every month the caller has a statement for: from its first ledger entry to now."""
+    first = await asyncio.to_thread(views.first_entry_at, key.account_id)
+    return StatementList(
+        data=[
+            StatementMonthView(
+                month=m.month,
+                status="final" if m.final else "provisional",
+                formats=_FORMATS,
+                url=f"/v1/statements/{m.month}",
+            )
+            for m in available_months(first, utcnow())
+        ]
+    )
+
+
 @router.get("/v1/statements/{month}")
 async def get_statement(
     key: KeyDep,
     archive: ArchiveDep,
+    views: ViewsDep,
     settings: SettingsDep,
     month: Annotated[str, Path(pattern=r"^\d{4}-\d{2}$")],
+    format: StatementFormat = StatementFormat.CSV,
 ) -> StatementLink:
-    """A short-lived link to the caller's own statement, built first if it does not exist."""
-    await asyncio.to_thread(ensure_statement, archive, key.account_id, month)
+    """A short-lived link to the caller's own statement, built first if needed. Months
+    before the account's first ledger entry, or after now, have none (404)."""
+    wanted = Month.parse(month)
+    first = await asyncio.to_thread(views.first_entry_at, key.account_id)
+    months = {m.month: m for m in available_months(first, utcnow())}
+    if str(wanted) not in months:
+        raise NotFound(f"No statement for {wanted} in this account", param="month")
+    await asyncio.to_thread(ensure_statement, archive, views, key.account_id, wanted)
     ttl = settings.statement_url_ttl_seconds
-    url = await asyncio.to_thread(archive.presigned_statement_url, key.account_id, month, ttl)
-    return StatementLink(month=month, url=url, expires_in=ttl)
+    url = await asyncio.to_thread(
+        archive.presigned_statement_url, key.account_id, wanted, ttl, format
+    )
+    return StatementLink(
+        month=str(wanted),
+        format=format.value,
+        status="final" if months[str(wanted)].final else "provisional",
+        url=url,
+        expires_in=ttl,
+    )

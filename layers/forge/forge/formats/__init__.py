@@ -1,0 +1,1 @@
+"""Providers' wire formats translated to and from OpenAI's chat shapes (pure functions)."""

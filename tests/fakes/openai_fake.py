@@ -1,0 +1,278 @@
+"""A fake OpenAI (or OpenAI-compatible) API: POST /v1/chat/completions (JSON and SSE with
+`stream_options.include_usage`) and POST /v1/embeddings, in OpenAI's documented shapes.
+
+Usage: prompt tokens are the fake tokenizer over each message's text plus 4 per message and
+3 for the reply; a system message of at least 1024 bytes seen before is cached (reported in
+prompt_tokens_details.cached_tokens, a subset of prompt_tokens, as OpenAI does)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from tests.fakes.base import (
+    CACHE_MIN_BYTES,
+    Call,
+    FakeProvider,
+    Fault,
+    guarded,
+    hang,
+    reply_words,
+    tokens_of,
+    wants_tool,
+)
+
+_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _error(status: int, message: str, code: str, retry_after: str | None = None) -> JSONResponse:
+    body = {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }
+    headers = {"retry-after": retry_after} if retry_after else {}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _fault_response(fault: Fault) -> Response | None:
+    if fault.kind == "status":
+        codes = {429: "rate_limit_exceeded", 500: "server_error", 503: "overloaded"}
+        return _error(
+            fault.status,
+            "scripted failure",
+            codes.get(fault.status, "bad_request"),
+            fault.retry_after,
+        )
+    if fault.kind == "malformed":
+        return Response("{this is not json", media_type="application/json")
+    return None
+
+
+class FakeOpenAI(FakeProvider):
+    def __init__(self, name: str = "openai") -> None:
+        super().__init__(name=name)
+        self.app.post("/v1/chat/completions", response_model=None)(self.chat)
+        self.app.post("/v1/embeddings", response_model=None)(self.embeddings)
+
+    def usage(self, messages: list[dict[str, Any]], completion: int) -> dict[str, Any]:
+        prompt = sum(tokens_of(_text(m.get("content"))) + 4 for m in messages) + 3
+        cached = 0
+        first = messages[0]
+        first_text = _text(first.get("content"))
+        long_system = first.get("role") == "system" and len(first_text.encode()) >= CACHE_MIN_BYTES
+        if long_system and self.cache_lookup(first_text):
+            cached = tokens_of(first_text) + 4
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        }
+
+    def _check(self, request: Request, body: Any) -> JSONResponse | None:
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Incorrect API key provided", "invalid_api_key")
+        if not isinstance(body, dict) or not body.get("model"):
+            return _error(400, "you must provide a model parameter", "missing_model")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return _error(400, "messages must be a non-empty array", "invalid_messages")
+        for message in messages:
+            if message.get("role") not in _ROLES:
+                return _error(400, f"invalid role {message.get('role')!r}", "invalid_role")
+            parts = message.get("content") if isinstance(message.get("content"), list) else []
+            for part in parts:
+                unknown = set(part) - {"type", "text", "image_url", "input_audio", "file"}
+                if unknown:
+                    return _error(400, f"Unrecognized content part field {unknown}", "invalid_part")
+            if message.get("role") == "tool" and not message.get("tool_call_id"):
+                return _error(400, "tool messages need tool_call_id", "invalid_tool_message")
+        if body.get("stream") and not (body.get("stream_options") or {}).get("include_usage"):
+            return _error(400, "the gateway must ask for usage", "usage_not_requested")
+        return None
+
+    async def chat(self, request: Request) -> Response:
+        body = await request.json()
+        model = str(body.get("model", "")) if isinstance(body, dict) else ""
+        call = Call(request.url.path, model, bool(body.get("stream")), body, dict(request.headers))
+        self.calls.append(call)
+        if (refusal := self._check(request, body)) is not None:
+            call.status = refusal.status_code
+            return refusal
+        fault = self.fault_for(model)
+        call.fault = fault.kind if fault else None
+        if fault is not None and fault.kind == "timeout":
+            await hang(fault)
+        if fault is not None and not call.stream and (failed := _fault_response(fault)):
+            call.status = failed.status_code
+            return failed
+        if fault is not None and call.stream and fault.kind == "status":
+            failed = _fault_response(fault)
+            assert failed is not None
+            call.status = failed.status_code
+            return failed
+        messages = body["messages"]
+        prompt = _text(
+            next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
+        )
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        endless = fault is not None and fault.kind == "endless"
+        words = reply_words(prompt, max_tokens, endless=endless)
+        tool = wants_tool(prompt, body.get("tools"))
+        completion_id = f"chatcmpl-fake{len(self.calls)}"
+        created = int(time.time())
+        served_model = f"{model}-2024-fake"
+        if tool:
+            name = body["tools"][0]["function"]["name"]
+            arguments = json.dumps({"city": "Paris"})
+            usage = self.usage(messages, 9)
+            call.text = ""
+        else:
+            usage = self.usage(messages, len(words))
+            call.text = " ".join(words)
+        call.usage = usage
+        finish = (
+            "tool_calls"
+            if tool
+            else ("length" if max_tokens and len(words) >= max_tokens and not endless else "stop")
+        )
+        if not call.stream:
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": call.text or None,
+                "refusal": None,
+            }
+            if tool:
+                message["tool_calls"] = [
+                    {
+                        "id": "call_fake1",
+                        "type": "function",
+                        "function": {"name": name, "arguments": arguments},
+                    }
+                ]
+            return JSONResponse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": served_model,
+                    "choices": [
+                        {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+                    ],
+                    "usage": usage,
+                    "system_fingerprint": "fp_fake",
+                }
+            )
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
+            payload = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": served_model,
+                "system_fingerprint": "fp_fake",
+                "choices": choices,
+                **extra,
+            }
+            return f"data: {json.dumps(payload)}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            yield chunk(
+                [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            )
+            if tool:
+                yield chunk(
+                    [
+                        {
+                            "index": 0,
+                            "delta": {
+                                "tool_calls": [
+                                    {
+                                        "index": 0,
+                                        "id": "call_fake1",
+                                        "type": "function",
+                                        "function": {"name": name, "arguments": ""},
+                                    }
+                                ]
+                            },
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+                for piece in (arguments[:6], arguments[6:]):
+                    yield chunk(
+                        [
+                            {
+                                "index": 0,
+                                "delta": {
+                                    "tool_calls": [{"index": 0, "function": {"arguments": piece}}]
+                                },
+                                "finish_reason": None,
+                            }
+                        ]
+                    )
+            for i, word in enumerate(words):
+                if fault is not None and fault.kind == "error_event" and i == fault.after:
+                    error = {"message": "scripted", "type": "server_error", "code": "server_error"}
+                    yield f"data: {json.dumps({'error': error})}\n\n"
+                    return
+                yield chunk(
+                    [
+                        {
+                            "index": 0,
+                            "delta": {"content": word if i == 0 else " " + word},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+            yield chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}])
+            yield chunk([], usage=usage)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(
+            guarded(call, events(), fault, lambda: "data: {broken json\n\n"),
+            media_type="text/event-stream",
+        )
+
+    async def embeddings(self, request: Request) -> Response:
+        body = await request.json()
+        model = str(body.get("model", ""))
+        call = Call(request.url.path, model, False, body, dict(request.headers))
+        self.calls.append(call)
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            call.status = 401
+            return _error(401, "Incorrect API key provided", "invalid_api_key")
+        fault = self.fault_for(model)
+        if fault is not None and (failed := _fault_response(fault)):
+            call.status = failed.status_code
+            return failed
+        raw = body.get("input")
+        items = [raw] if isinstance(raw, str) else list(raw)
+        tokens = sum(tokens_of(str(i)) for i in items)
+        call.usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        data = [
+            {"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]}
+            for i in range(len(items))
+        ]
+        return JSONResponse({"object": "list", "data": data, "model": model, "usage": call.usage})
