@@ -58,11 +58,18 @@ def assert_conserved(store: DynamoStore, account_id: str) -> None:
         assert wallet.available >= 0 and wallet.held >= 0
 
 
+def container(store: DynamoStore) -> DynamoStore:
+    """Another store over the same tables, as another Lambda container would have: its own
+    in-process wallet locks, so only DynamoDB's conditions stand between the two."""
+    return DynamoStore(store._db, store._budget, store._ledger)
+
+
 def test_concurrent_reserve_and_settle_never_overdraw(aws_stack: Resources) -> None:
     store = get_store()
     account_id = funded(store, "0.001000")  # 1000 micros: room for 10 holds of 100
 
     def request(_: int) -> str:
+        store = container(get_store())  # every request from its own container
         hold = make_hold(account_id, 100)
         try:
             store.reserve(hold)
@@ -109,7 +116,7 @@ def test_concurrent_double_settle_charges_once(aws_stack: Resources) -> None:
 
     def settle(_: int) -> str:
         try:
-            store.settle(hold, 300, receipt_for(hold))
+            container(store).settle(hold, 300, receipt_for(hold))
         except HoldAlreadyResolved:
             return "already"
         return "charged"

@@ -24,7 +24,7 @@ from forge.reconcile import reconcile
 from forge.records import ApiKey, Hold, KeyCaps, ProjectCaps, utcnow
 from forge.stores import get_store
 from forge_tools.emulator import Resources
-from tests.integration.test_budget_store import receipt_for
+from tests.integration.test_budget_store import container, receipt_for
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -138,6 +138,7 @@ def test_concurrent_holds_never_exceed_any_envelope(aws_stack: Resources) -> Non
     project = ProjectCaps(monthly=4000)
 
     def attempt(_: int) -> tuple[int, str | None]:
+        store = container(get_store())  # every request from its own container
         hold = hold_for(key, 250, project=project, run_id="agent-run")
         try:
             store.reserve(hold)
