@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from forge.adapters.dynamo_types import TypeDeserializer, TypeSerializer
 from forge.catalog import Catalog, CatalogModel
 from forge.errors import BudgetStoreUnavailable, ConcurrentUpdate, NotFound
 from forge.records import utcnow

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from forge.adapters.dynamo_types import TypeDeserializer, TypeSerializer
 from forge.adapters.ledger_views import entry_index_attributes, receipt_index_attributes
 from forge.errors import BudgetExceeded, BudgetStoreUnavailable, ConcurrentUpdate, NotFound
 from forge.idempotency import REPLAY_TTL_SECONDS, IdempotencyRecord, StoredResponse

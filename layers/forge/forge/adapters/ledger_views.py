@@ -29,11 +29,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from forge.adapters.aws import dynamodb_client
+from forge.adapters.dynamo_types import TypeDeserializer, TypeSerializer
 from forge.archive import as_utc
 from forge.errors import BudgetStoreUnavailable, NotFound
 from forge.money import Bucket
