@@ -231,6 +231,24 @@ def round_trips(stack: Stack, requests: int = 30) -> dict[str, Any]:
                 if after.get(op, 0) != before.get(op, 0)
             }
             out[name] = {"per_request": per, "total": round(sum(per.values()), 2)}
+        # A fallback, counted on the first call only: after it the failing route is skipped
+        # for a while (route health), and later calls look like plain ones.
+        headers = cases["plain"][0]
+        body = {"model": "demo-fallback", "messages": MESSAGES, "max_tokens": 64}
+        before = stack.stats()["calls"]
+        response = client.post(f"{stack.gateway_url}/chat/completions", headers=headers, json=body)
+        response.raise_for_status()
+        after = stack.stats()["calls"]
+        per = {
+            op: after.get(op, 0) - before.get(op, 0)
+            for op in after
+            if after.get(op, 0) != before.get(op, 0)
+        }
+        out["fallback (first call)"] = {
+            "per_request": per,
+            "total": sum(per.values()),
+            "attempts": response.headers.get("x-forge-attempts"),
+        }
     del plain_account
     return out
 
