@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from forge.accounts import create_account, credit_wallet, issue_key
 from forge.adapters.dynamo import DynamoStore
@@ -209,3 +209,49 @@ def test_reconcile_reports_drift_with_the_entries_involved(aws_stack: Resources)
     assert drift.account_id == key.account_id and drift.bucket is Bucket.CREDIT
     assert drift.actual == drift.expected + 5
     assert f"le_{plan.request_id}" in drift.involved
+
+
+class ConflictingClient:
+    """DynamoDB answering the first transactions with TransactionConflict, as it does when
+    two transactions touch one item at the same moment (the serialised emulator never does)."""
+
+    def __init__(self, client: Any, conflicts: int) -> None:
+        self._client = client
+        self.conflicts = conflicts
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        if self.conflicts > 0:
+            self.conflicts -= 1
+            reasons = [{"Code": "None"}] * len(kwargs["TransactItems"])
+            reasons[1] = {"Code": "TransactionConflict", "Message": "conflict"}
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+                    "CancellationReasons": reasons,
+                },
+                "TransactWriteItems",
+            )
+        return self._client.transact_write_items(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_a_transaction_conflict_is_retried_never_refused_or_charged_twice(
+    aws_stack: Resources, emulator: Any
+) -> None:
+    store = get_store()
+    key, _ = setup(store)
+    client = ConflictingClient(emulator.client("dynamodb"), conflicts=2)
+    conflicted = DynamoStore(
+        client, aws_stack.tables["BudgetTable"], aws_stack.tables["LedgerTable"]
+    )
+    gateway = gateway_over(conflicted)
+    plan = reserved(gateway, key)  # two conflicts, then the reservation goes through
+    assert client.conflicts == 0
+    client.conflicts = 2
+    _, receipt = asyncio.run(gateway.complete(plan))  # and the settle, likewise
+    assert client.conflicts == 0
+    assert receipt.settlement == "settled"
+    assert charges(store, key) == [-receipt.charge]
+    assert_conserved(store)

@@ -370,13 +370,17 @@ class DynamoStore:
                     }
                 }
             )
-        try:
-            self._transact([put_hold, take, *envelopes])
-        except ConcurrentUpdate as exc:
-            codes = _cancellation_codes(exc.__cause__) if exc.__cause__ else []
+        for _ in _contended_attempts():
+            try:
+                self._transact([put_hold, take, *envelopes])
+                return
+            except ConcurrentUpdate as exc:
+                codes = _cancellation_codes(exc.__cause__) if exc.__cause__ else []
+            if "ConditionalCheckFailed" not in codes:
+                continue  # a TransactionConflict with a concurrent writer: not a refusal
             for index, envelope in enumerate(hold.envelopes, start=2):
                 if codes[index : index + 1] == ["ConditionalCheckFailed"]:
-                    raise self._refusal(hold, envelope, self._consumed(envelope)) from None
+                    raise self._refusal(hold, envelope, self._consumed(envelope))
             wallet = self.get_wallet(hold.account_id, hold.bucket)
             raise BudgetExceeded(
                 f"The {hold.bucket.value} bucket cannot cover this request's worst case"
@@ -386,7 +390,8 @@ class DynamoStore:
                 limit=format_micros(wallet.balance),
                 remaining=format_micros(wallet.available),
                 requested=format_micros(hold.amount),
-            ) from None
+            )
+        raise BudgetStoreUnavailable("The wallet is too busy; nothing was charged")
 
     @staticmethod
     def _refusal(hold: Hold, envelope: EnvelopeRef, consumed: int) -> BudgetExceeded:
@@ -507,19 +512,19 @@ class DynamoStore:
             }
         }
         final = receipt.model_copy(update={"charge": 0, "bucket": hold.bucket})
-        try:
-            self._transact(
-                [
-                    self._resolve_hold(hold, HoldStatus.VOIDED),
-                    release,
-                    self._put_receipt(final),
-                    *self._release_envelopes(hold, 0),
-                ],
-                hold_index=0,
-            )
-        except ConcurrentUpdate:
-            raise BudgetStoreUnavailable("Could not release the hold") from None
-        return final
+        items = [
+            self._resolve_hold(hold, HoldStatus.VOIDED),
+            release,
+            self._put_receipt(final),
+            *self._release_envelopes(hold, 0),
+        ]
+        for _ in _contended_attempts():
+            try:
+                self._transact(items, hold_index=0)
+                return final
+            except ConcurrentUpdate:
+                continue  # a transaction conflict; the hold item's condition is the guard
+        raise BudgetStoreUnavailable("Could not release the hold; it stays for the sweeper")
 
     def get_hold(self, request_id: str) -> Hold | None:
         with _store_errors():
