@@ -78,9 +78,9 @@ def setup(store: DynamoStore) -> tuple[ApiKey, Gateway]:
     return issue_key(store, account_id)[1], gateway_over(store)
 
 
-def reserved(gateway: Gateway, key: ApiKey) -> CallPlan:
+def reserved(gateway: Gateway, key: ApiKey, run_id: str | None = None) -> CallPlan:
     async def run() -> CallPlan:
-        plan = await gateway.plan(key, REQUEST, new_id("req"), RequestLimits())
+        plan = await gateway.plan(key, REQUEST, new_id("req"), RequestLimits(run_id=run_id))
         await gateway.reserve(plan)
         return plan
 
@@ -111,7 +111,7 @@ def test_a_request_that_dies_before_settling_is_released_by_the_sweeper(
 ) -> None:
     store = get_store()
     key, gateway = setup(store)
-    plan = reserved(gateway, key)
+    plan = reserved(gateway, key, run_id="agent-7")
     if crash == "after_upstream_answered":
         asyncio.run(gateway._provider(plan.route).complete(plan.upstream_body))
     # ... and the process is gone: the hold is pending, nobody will settle it.
@@ -132,6 +132,7 @@ def test_a_request_that_dies_before_settling_is_released_by_the_sweeper(
     assert charges(store, key) == []
     receipt = store.get_receipt(key.account_id, plan.request_id)
     assert receipt is not None and receipt.error_code == "hold_expired"
+    assert receipt.run_id == "agent-7"  # the swept call still shows under its run
     assert_conserved(store, at=after_expiry())
 
 

@@ -98,10 +98,15 @@ def _parser() -> argparse.ArgumentParser:
         "--route-types", default="official,routed", help="which route types it may use"
     )
     _add_cap_flags(key_create, _KEY_CAPS)
-    key_caps = key.add_parser("caps", help="change a key's spend limits")
+    key_caps = key.add_parser("caps", help="change a key's spend limits and retry ceiling")
     key_caps.add_argument("--account", required=True)
     key_caps.add_argument("--key-id", required=True)
     _add_cap_flags(key_caps, _KEY_CAPS)
+    key_caps.add_argument(
+        "--max-upstream-attempts",
+        type=int,
+        help="upstream calls one request may make, retries and fallbacks included (0: default)",
+    )
     for status, verb in (("paused", "pause"), ("revoked", "revoke"), ("active", "activate")):
         change = key.add_parser(verb, help=f"mark a key {status} (applies within 10 s)")
         change.add_argument("--account", required=True)
@@ -207,10 +212,15 @@ def run(args: argparse.Namespace) -> None:
         case ("key", "caps"):
             existing = store.update_api_key(args.account, args.key_id)
             key_caps = {b: c.model_dump() for b, c in existing.caps.items()}
-            for bucket, changes in _caps(args, _KEY_CAPS).items():
-                key_caps[bucket] = {**key_caps.get(bucket, {}), **changes}
-            updated = store.update_api_key(args.account, args.key_id, caps=key_caps)
-            _print(updated.model_dump(mode="json", include={"key_id", "caps"}))
+            for bucket, bucket_caps in _caps(args, _KEY_CAPS).items():
+                key_caps[bucket] = {**key_caps.get(bucket, {}), **bucket_caps}
+            update: dict[str, Any] = {"caps": key_caps}
+            if args.max_upstream_attempts is not None:
+                update["max_upstream_attempts"] = args.max_upstream_attempts or None
+            updated = store.update_api_key(args.account, args.key_id, **update)
+            _print(
+                updated.model_dump(mode="json", include={"key_id", "caps", "max_upstream_attempts"})
+            )
         case ("key", "pause" | "revoke" | "activate" as verb):
             status = {"pause": KeyStatus.PAUSED, "revoke": KeyStatus.REVOKED}.get(
                 verb, KeyStatus.ACTIVE

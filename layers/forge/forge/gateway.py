@@ -311,6 +311,7 @@ class Gateway:
             key_id=key.key_id,
             project_id=key.project_id,
             requested_model=request.model,
+            run_id=limits.run_id,
             bucket=ordered[0].bucket,
             amount=0,
             expires_at=utcnow() + self._hold_ttl,

@@ -111,6 +111,7 @@ class Hold(BaseModel):
     key_id: str
     project_id: str = "default"
     requested_model: str = ""
+    run_id: str | None = None
     bucket: Bucket
     amount: int = Field(ge=0)
     status: HoldStatus = HoldStatus.PENDING

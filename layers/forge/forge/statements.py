@@ -85,6 +85,7 @@ class StatementNotReady(ForgeError):
     status = 503
     type = "api_error"
     code = "statement_not_ready"
+    retry_after = 30  # the stream poller / Lambda mapping catches up within seconds
 
 
 class StatementMismatch(ForgeError):

@@ -31,6 +31,7 @@ def _expired_receipt(hold: Hold) -> Receipt:
         key_id=hold.key_id,
         project_id=hold.project_id,
         requested_model=hold.requested_model,
+        run_id=hold.run_id,
         status="failed",
         hold=hold.amount,
         bucket=hold.bucket,

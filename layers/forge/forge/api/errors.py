@@ -32,7 +32,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status >= 500:
             logger.warning("request_failed", extra={"code": exc.code, "status": exc.status})
         body = error_body(exc.message, exc.type, exc.code, exc.param, **exc.details)
-        return JSONResponse(body, status_code=exc.status, headers=_request_id(request))
+        headers = _request_id(request)
+        if exc.retry_after is not None:
+            headers["retry-after"] = str(exc.retry_after)
+        return JSONResponse(body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
