@@ -9,21 +9,24 @@ from typing import Any
 
 import httpx
 
-from forge.adapters.http import HttpUpstream, KeySource, parse_event, sse_events
+from forge.adapters.http import (
+    HttpProvider,
+    UpstreamStream,
+    parse_event,
+    sse_events,
+)
 from forge.formats.anthropic import (
     ANTHROPIC_VERSION,
     MessagesStreamReader,
     completion_from_message,
     to_messages_request,
 )
-from forge.upstream import Completion, StreamState
+from forge.upstream import Completion
 
 
-class AnthropicStream:
+class AnthropicStream(UpstreamStream):
     def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.state = StreamState()
+        super().__init__(response)
         self._reader = MessagesStreamReader(created=int(time.time()))
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
@@ -45,21 +48,11 @@ class AnthropicStream:
             if reader.stopped:
                 self.state.finished = True
 
-    async def aclose(self) -> None:
-        await self._response.aclose()
 
-
-class AnthropicProvider:
-    def __init__(
-        self,
-        base_url: str,
-        api_key: KeySource,
-        *,
-        timeout: float = 120.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._http = HttpUpstream(base_url, api_key, timeout=timeout, transport=transport)
-        self._url = self._http.base_url + "/v1/messages"
+class AnthropicProvider(HttpProvider):
+    @property
+    def _url(self) -> str:
+        return self._http.base_url + "/v1/messages"
 
     def _headers(self) -> dict[str, str]:
         return {"x-api-key": self._http.key(), "anthropic-version": ANTHROPIC_VERSION}

@@ -11,20 +11,23 @@ from urllib.parse import quote
 
 import httpx
 
-from forge.adapters.http import HttpUpstream, KeySource, parse_event, sse_events
+from forge.adapters.http import (
+    HttpProvider,
+    UpstreamStream,
+    parse_event,
+    sse_events,
+)
 from forge.formats.gemini import (
     GenerateStreamReader,
     completion_from_response,
     to_generate_content_request,
 )
-from forge.upstream import Completion, StreamState, UpstreamError
+from forge.upstream import Completion, UpstreamError
 
 
-class GeminiStream:
+class GeminiStream(UpstreamStream):
     def __init__(self, response: httpx.Response, model: str) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.state = StreamState()
+        super().__init__(response)
         self._reader = GenerateStreamReader(model, created=int(time.time()))
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
@@ -45,21 +48,8 @@ class GeminiStream:
             yield final
         self.state.finished = True
 
-    async def aclose(self) -> None:
-        await self._response.aclose()
 
-
-class GeminiProvider:
-    def __init__(
-        self,
-        base_url: str,
-        api_key: KeySource,
-        *,
-        timeout: float = 120.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._http = HttpUpstream(base_url, api_key, timeout=timeout, transport=transport)
-
+class GeminiProvider(HttpProvider):
     def _url(self, model: str, method: str) -> str:
         return f"{self._http.base_url}/models/{quote(model, safe='-._')}:{method}"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from forge.upstream import FailureKind, UpstreamError
+from forge.upstream import FailureKind, StreamState, UpstreamError
 
 # One connection pool per event loop: Mangum may run each invocation on a new loop.
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
@@ -28,6 +28,32 @@ def _shared_client(origin: str, timeout: float) -> httpx.AsyncClient:
     if origin not in pool:
         pool[origin] = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT))
     return pool[origin]
+
+
+class UpstreamStream:
+    """What every provider's open stream shares: its response, status and running state."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.state = StreamState()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class HttpProvider:
+    """What every provider adapter shares: the HTTP side of one upstream."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: KeySource,
+        *,
+        timeout: float = 120.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = HttpUpstream(base_url, api_key, timeout=timeout, transport=transport)
 
 
 class HttpUpstream:

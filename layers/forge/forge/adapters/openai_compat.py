@@ -11,8 +11,13 @@ from typing import Any
 
 import httpx
 
-from forge.adapters.http import HttpUpstream, KeySource, parse_event, sse_events
-from forge.upstream import Completion, FailureKind, StreamState, UpstreamError, usage_from_openai
+from forge.adapters.http import (
+    HttpProvider,
+    UpstreamStream,
+    parse_event,
+    sse_events,
+)
+from forge.upstream import Completion, FailureKind, UpstreamError, usage_from_openai
 
 
 def _openai_body(body: dict[str, Any]) -> dict[str, Any]:
@@ -37,13 +42,11 @@ def _openai_body(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "messages": messages}
 
 
-class OpenAIStream:
+class OpenAIStream(UpstreamStream):
     """SSE data lines -> chunk dicts; remembers the usage chunk and how much was delivered."""
 
     def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.state = StreamState()
+        super().__init__(response)
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         async for _, data in sse_events(self._response):
@@ -67,22 +70,9 @@ class OpenAIStream:
                     self.state.content_chunks += 1
             yield chunk
 
-    async def aclose(self) -> None:
-        await self._response.aclose()
 
-
-class OpenAICompatProvider:
+class OpenAICompatProvider(HttpProvider):
     """`{base_url}/chat/completions` and `{base_url}/embeddings` with a bearer key."""
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key: KeySource,
-        *,
-        timeout: float = 120.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._http = HttpUpstream(base_url, api_key, timeout=timeout, transport=transport)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._http.key()}"}
