@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import anyio
 
@@ -59,6 +59,7 @@ from forge.upstream import (
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+V = TypeVar("V")
 _KEY_CACHE_SECONDS = 10.0  # a paused or revoked key stops working within this long
 MIN_OUTPUT_TOKENS = 16  # below this a budget-sized answer is useless: refuse instead
 # Providers add a hidden prompt when tools are offered (Anthropic documents a few hundred
@@ -82,6 +83,24 @@ def worst_case_input_tokens(request: CallRequest) -> int:
 def estimated_input_tokens(request: CallRequest) -> int:
     """The documented estimate used when an upstream never reported usage: 4 bytes a token."""
     return -(-worst_case_input_tokens(request) // 4)
+
+
+class TtlCache(Generic[V]):
+    """Values remembered per container for `seconds` (key and project lookups)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
+        self._seconds = seconds
+        self._clock = clock
+        self._entries: dict[str, tuple[float, V]] = {}
+
+    def get(self, key: str) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None or self._clock() - entry[0] >= self._seconds:
+            return None
+        return entry[1]
+
+    def put(self, key: str, value: V) -> None:
+        self._entries[key] = (self._clock(), value)
 
 
 @dataclass(frozen=True)
@@ -247,8 +266,11 @@ class Gateway:
         self.health = health or RouteHealth()
         self._sleep = sleep
         self._rand = rand
-        self._key_cache: dict[str, tuple[float, ApiKey]] = {}
-        self._project_cache: dict[str, tuple[float, dict[Bucket, ProjectCaps]]] = {}
+        # A paused or revoked key, or a changed project cap, applies within this long.
+        self._keys: TtlCache[ApiKey] = TtlCache(_KEY_CACHE_SECONDS, clock)
+        self._project_caps_cache: TtlCache[dict[Bucket, ProjectCaps]] = TtlCache(
+            _KEY_CACHE_SECONDS, clock
+        )
 
     @property
     def provider_names(self) -> frozenset[str]:
@@ -271,13 +293,11 @@ class Gateway:
 
     async def authenticate_key(self, plaintext: str) -> ApiKey:
         key_hash = hash_api_key(plaintext)
-        cached = self._key_cache.get(key_hash)
-        if cached and self._clock() - cached[0] < _KEY_CACHE_SECONDS:
-            key: ApiKey | None = cached[1]
-        else:
+        key = self._keys.get(key_hash)
+        if key is None:
             key = await self._io(self._store.get_api_key, key_hash)
             if key is not None:
-                self._key_cache[key_hash] = (self._clock(), key)
+                self._keys.put(key_hash, key)
         if key is None or key.status is not KeyStatus.ACTIVE:
             raise InvalidApiKey("Incorrect, paused or revoked API key")
         return key
@@ -388,11 +408,10 @@ class Gateway:
 
     async def _project_caps(self, key: ApiKey) -> dict[Bucket, ProjectCaps]:
         cache_key = f"{key.account_id}#{key.project_id}"
-        cached = self._project_cache.get(cache_key)
-        if cached and self._clock() - cached[0] < _KEY_CACHE_SECONDS:
-            return cached[1]
-        caps = await self._io(self._store.get_project_caps, key.account_id, key.project_id)
-        self._project_cache[cache_key] = (self._clock(), caps)
+        caps = self._project_caps_cache.get(cache_key)
+        if caps is None:
+            caps = await self._io(self._store.get_project_caps, key.account_id, key.project_id)
+            self._project_caps_cache.put(cache_key, caps)
         return caps
 
     # Reserving -----------------------------------------------------------------------------

@@ -4,8 +4,10 @@ Idempotency-Key handling around the call."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
+from fastapi import Depends, Header
 from fastapi.responses import Response
 
 from forge.adapters.dynamo import DynamoStore
@@ -19,14 +21,30 @@ from forge.records import Receipt
 from forge.settings import Settings
 
 
-def request_limits(
-    run_id: str | None, run_budget: str | None, max_charge: str | None
-) -> RequestLimits:
-    return RequestLimits(
-        run_id=parse_run_id(run_id),
-        run_budget=parse_header_amount(run_budget, "X-Run-Budget"),
-        max_charge=parse_header_amount(max_charge, "X-Max-Request-Charge"),
-    )
+@dataclass(frozen=True)
+class CallHeaders:
+    """The optional headers of every paid call, as sent (validated by `limits()`, inside the
+    endpoint, so each endpoint answers a bad value in its own error shape)."""
+
+    run_id: str | None = Header(default=None, alias="x-run-id")
+    run_budget: str | None = Header(default=None, alias="x-run-budget")
+    max_charge: str | None = Header(default=None, alias="x-max-request-charge")
+    idempotency_key: str | None = Header(default=None, alias="idempotency-key")
+
+    def limits(self) -> RequestLimits:
+        return RequestLimits(
+            run_id=parse_run_id(self.run_id),
+            run_budget=parse_header_amount(self.run_budget, "X-Run-Budget"),
+            max_charge=parse_header_amount(self.max_charge, "X-Max-Request-Charge"),
+        )
+
+    @property
+    def budget(self) -> dict[str, str | None]:
+        """The headers that make two requests with one Idempotency-Key different."""
+        return {"run_id": self.run_id, "run_budget": self.run_budget, "max_charge": self.max_charge}
+
+
+CallHeadersDep = Annotated[CallHeaders, Depends()]
 
 
 def route_headers(plan: CallPlan) -> dict[str, str]:
@@ -71,19 +89,18 @@ async def idempotent(
     settings: Settings,
     account_id: str,
     request_id: str,
-    idempotency_key: str | None,
+    headers: CallHeaders,
     body: dict[str, Any],
-    budget_headers: dict[str, str | None],
 ) -> Response:
     """Run `serve` once per Idempotency-Key: a retry replays the first answer, another body
     is a 409, a refusal that charged nothing releases the key."""
-    if idempotency_key is None:
+    if headers.idempotency_key is None:
         return await serve()
     call = IdempotentCall(
         store,
         account_id,
-        validate_key(idempotency_key),
-        fingerprint(body, budget_headers),
+        validate_key(headers.idempotency_key),
+        fingerprint(body, headers.budget),
         request_id,
         lease_seconds=settings.hold_ttl_seconds,
         wait_seconds=settings.upstream_timeout_seconds,

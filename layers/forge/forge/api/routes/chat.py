@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from forge.api.calls import idempotent, receipt_headers, request_limits, stream_headers
+from forge.api.calls import CallHeadersDep, idempotent, receipt_headers, stream_headers
 from forge.api.deps import GatewayDep, KeyDep, SettingsDep, StoreDep
 from forge.api.schemas import ChatCompletionRequest, EmbeddingsRequest
 from forge.errors import InvalidRequest
@@ -15,10 +13,6 @@ from forge.gateway import Gateway, RequestLimits
 from forge.records import ApiKey
 
 router = APIRouter()
-RunId = Annotated[str | None, Header(alias="x-run-id")]
-RunBudget = Annotated[str | None, Header(alias="x-run-budget")]
-MaxCharge = Annotated[str | None, Header(alias="x-max-request-charge")]
-IdempotencyKey = Annotated[str | None, Header(alias="idempotency-key")]
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -29,16 +23,13 @@ async def chat_completions(
     gateway: GatewayDep,
     store: StoreDep,
     settings: SettingsDep,
-    run_id: RunId = None,
-    run_budget: RunBudget = None,
-    max_charge: MaxCharge = None,
-    idempotency_key: IdempotencyKey = None,
+    headers: CallHeadersDep,
 ) -> Response:
     if body.stream_options is not None and not body.stream:
         raise InvalidRequest(
             "stream_options is only allowed with stream=true", param="stream_options"
         )
-    limits = request_limits(run_id, run_budget, max_charge)
+    limits = headers.limits()
     request_id = request.state.request_id
     return await idempotent(
         lambda: _serve(gateway, key, body, request_id, limits),
@@ -46,9 +37,8 @@ async def chat_completions(
         settings=settings,
         account_id=key.account_id,
         request_id=request_id,
-        idempotency_key=idempotency_key,
+        headers=headers,
         body=body.model_dump(exclude_none=True),
-        budget_headers={"run_id": run_id, "run_budget": run_budget, "max_charge": max_charge},
     )
 
 
@@ -78,12 +68,9 @@ async def embeddings(
     gateway: GatewayDep,
     store: StoreDep,
     settings: SettingsDep,
-    run_id: RunId = None,
-    run_budget: RunBudget = None,
-    max_charge: MaxCharge = None,
-    idempotency_key: IdempotencyKey = None,
+    headers: CallHeadersDep,
 ) -> Response:
-    limits = request_limits(run_id, run_budget, max_charge)
+    limits = headers.limits()
     request_id = request.state.request_id
 
     async def serve() -> Response:
@@ -98,7 +85,6 @@ async def embeddings(
         settings=settings,
         account_id=key.account_id,
         request_id=request_id,
-        idempotency_key=idempotency_key,
+        headers=headers,
         body=body.model_dump(exclude_none=True),
-        budget_headers={"run_id": run_id, "run_budget": run_budget, "max_charge": max_charge},
     )

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
-from forge.api.calls import idempotent, receipt_headers, request_limits, stream_headers
+from forge.api.calls import CallHeadersDep, idempotent, receipt_headers, stream_headers
 from forge.api.deps import GatewayDep, SettingsDep, StoreDep
 from forge.api.schemas import ChatCompletionRequest, MessagesRequest
 from forge.errors import ForgeError, InvalidJson, InvalidRequest
@@ -55,12 +55,9 @@ async def create_message(
     gateway: GatewayDep,
     store: StoreDep,
     settings: SettingsDep,
+    headers: CallHeadersDep,
     x_api_key: Annotated[str | None, Header(alias="x-api-key")] = None,
     authorization: Annotated[str | None, Header()] = None,
-    run_id: Annotated[str | None, Header(alias="x-run-id")] = None,
-    run_budget: Annotated[str | None, Header(alias="x-run-budget")] = None,
-    max_charge: Annotated[str | None, Header(alias="x-max-request-charge")] = None,
-    idempotency_key: Annotated[str | None, Header(alias="idempotency-key")] = None,
 ) -> Response:
     request_id: str = request.state.request_id
     try:
@@ -69,7 +66,7 @@ async def create_message(
         else:
             key = await gateway.authenticate(authorization)
         body = await _parse(request)
-        limits = request_limits(run_id, run_budget, max_charge)
+        limits = headers.limits()
         chat = _as_chat(body)
         return await idempotent(
             lambda: _serve(gateway, key, chat, request_id, limits),
@@ -77,9 +74,8 @@ async def create_message(
             settings=settings,
             account_id=key.account_id,
             request_id=request_id,
-            idempotency_key=idempotency_key,
+            headers=headers,
             body=body.model_dump(exclude_none=True),
-            budget_headers={"run_id": run_id, "run_budget": run_budget, "max_charge": max_charge},
         )
     except ForgeError as exc:
         return anthropic_error(exc, request_id)
