@@ -378,20 +378,32 @@ class DynamoStore:
                 codes = _cancellation_codes(exc.__cause__) if exc.__cause__ else []
             if "ConditionalCheckFailed" not in codes:
                 continue  # a TransactionConflict with a concurrent writer: not a refusal
-            for index, envelope in enumerate(hold.envelopes, start=2):
-                if codes[index : index + 1] == ["ConditionalCheckFailed"]:
-                    raise self._refusal(hold, envelope, self._consumed(envelope))
-            wallet = self.get_wallet(hold.account_id, hold.bucket)
-            raise BudgetExceeded(
-                f"The {hold.bucket.value} bucket cannot cover this request's worst case"
-                f" ({format_micros(hold.amount)} {hold.bucket.currency});"
-                f" {format_micros(wallet.available)} is available",
-                envelope=f"bucket:{hold.bucket.value}",
-                limit=format_micros(wallet.balance),
-                remaining=format_micros(wallet.available),
-                requested=format_micros(hold.amount),
-            )
+            raise self._refused(hold, codes, hold.envelopes, 2, "this request's worst case")
         raise BudgetStoreUnavailable("The wallet is too busy; nothing was charged")
+
+    def _refused(
+        self,
+        hold: Hold,
+        codes: list[str],
+        envelopes: Sequence[EnvelopeRef],
+        first_index: int,
+        what: str,
+    ) -> BudgetExceeded:
+        """The refusal a cancelled reservation deserves: the envelope whose condition failed
+        (`envelopes[i]` is transaction item `first_index + i`), else the bucket."""
+        for index, envelope in enumerate(envelopes, start=first_index):
+            if codes[index : index + 1] == ["ConditionalCheckFailed"]:
+                return self._refusal(hold, envelope, self._consumed(envelope))
+        wallet = self.get_wallet(hold.account_id, hold.bucket)
+        return BudgetExceeded(
+            f"The {hold.bucket.value} bucket cannot cover {what}"
+            f" ({format_micros(hold.amount)} {hold.bucket.currency});"
+            f" {format_micros(wallet.available)} is available",
+            envelope=f"bucket:{hold.bucket.value}",
+            limit=format_micros(wallet.balance),
+            remaining=format_micros(wallet.available),
+            requested=format_micros(hold.amount),
+        )
 
     @staticmethod
     def _refusal(hold: Hold, envelope: EnvelopeRef, consumed: int) -> BudgetExceeded:
@@ -936,25 +948,15 @@ class DynamoStore:
             checked.append(envelope)
         items = [put_hold, *buckets, *envelopes]
         first_checked = 1 + len(buckets) + len(released)
-        for _ in range(5):
+        for _ in _contended_attempts():
             try:
                 self._transact(items, hold_index=0)
                 return
             except ConcurrentUpdate as exc:
                 codes = _cancellation_codes(exc.__cause__) if exc.__cause__ else []
-                if "ConditionalCheckFailed" not in codes:
-                    continue  # a transaction conflict: try again
-                for index, envelope in enumerate(checked, start=first_checked):
-                    if codes[index : index + 1] == ["ConditionalCheckFailed"]:
-                        raise self._refusal(moved, envelope, self._consumed(envelope)) from None
-                wallet = self.get_wallet(moved.account_id, moved.bucket)
-                raise BudgetExceeded(
-                    f"The {moved.bucket.value} bucket cannot cover the fallback route's worst"
-                    f" case ({format_micros(moved.amount)} {moved.bucket.currency});"
-                    f" {format_micros(wallet.available)} is available",
-                    envelope=f"bucket:{moved.bucket.value}",
-                    limit=format_micros(wallet.balance),
-                    remaining=format_micros(wallet.available),
-                    requested=format_micros(moved.amount),
-                ) from None
+            if "ConditionalCheckFailed" not in codes:
+                continue  # a transaction conflict: try again
+            raise self._refused(
+                moved, codes, checked, first_checked, "the fallback route's worst case"
+            )
         raise BudgetStoreUnavailable("Could not move the hold; try again")
