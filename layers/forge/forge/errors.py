@@ -88,6 +88,15 @@ class ArchiveUnavailable(ForgeError):
     code = "archive_unavailable"
 
 
+class InternalError(ForgeError):
+    """A defect of ours, contained: the request's hold was resolved and its receipt written
+    before this answer left (see Gateway.serve)."""
+
+    status = 500
+    type = "api_error"
+    code = "internal_error"
+
+
 class ConcurrentUpdate(Exception):
     """Internal: an optimistic write lost a race and should be retried."""
 

@@ -29,6 +29,7 @@ from forge.errors import (
     BudgetExceeded,
     BudgetStoreUnavailable,
     ForgeError,
+    InternalError,
     InvalidApiKey,
     InvalidRequest,
     ScopeDenied,
@@ -146,6 +147,8 @@ class CallPlan:
     notes: list[str] = field(default_factory=list)
     route_calls: int = 0  # calls made to the current route
     cache_write_tokens: int = 0
+    closed: bool = False  # the hold is resolved (or its outcome recorded) and the receipt kept
+    finished: bool = False  # a stream ran to its end (not cut, not disconnected)
 
     @property
     def route(self) -> RouteSpec:
@@ -231,6 +234,15 @@ class StreamItem:
 
 
 @dataclass
+class Completed(Generic[T]):
+    """A non-streamed call, served and settled: the answer as rendered before the charge."""
+
+    plan: CallPlan
+    answer: T
+    receipt: Receipt
+
+
+@dataclass
 class StreamResult:
     plan: CallPlan
     items: AsyncGenerator[StreamItem, None]
@@ -301,6 +313,95 @@ class Gateway:
         if key is None or key.status is not KeyStatus.ACTIVE:
             raise InvalidApiKey("Incorrect, paused or revoked API key")
         return key
+
+    # One paid call ------------------------------------------------------------------------
+    async def serve(
+        self,
+        key: ApiKey,
+        request: CallRequest,
+        request_id: str,
+        limits: RequestLimits,
+        render: Callable[[Completion], T],
+    ) -> Completed[T] | StreamResult:
+        """Plan, reserve and call, inside one guarded boundary: a refusal leaves a receipt, and
+        any exception after the reservation resolves the hold and writes a `failed` receipt
+        before it propagates. A non-streamed answer is rendered by `render` before it is
+        charged, so an answer that cannot be sent is never paid for."""
+        plan: CallPlan | None = None
+        try:
+            plan = await self.plan(key, request, request_id, limits)
+            await self.reserve(plan)
+        except ForgeError as exc:
+            await self._record_refusal(key, request, request_id, limits, plan, exc)
+            raise
+        try:
+            if plan.stream:
+                return await self.open_stream(plan)
+            answer, receipt = await self._complete(plan, render)
+            return Completed(plan, answer, receipt)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                contained = await self._contain(plan, exc)
+            if contained is exc:
+                raise
+            raise contained from exc
+
+    async def _record_refusal(
+        self,
+        key: ApiKey,
+        request: CallRequest,
+        request_id: str,
+        limits: RequestLimits,
+        plan: CallPlan | None,
+        error: ForgeError,
+    ) -> None:
+        """A receipt for a request refused before it was served (no route, scope, budget, or
+        a store that failed during the reservation)."""
+        if plan is not None and isinstance(error, BudgetStoreUnavailable):
+            # The reservation's answer was lost, not necessarily its write: void what may
+            # have been held (a hold that does not exist is 'already resolved').
+            with contextlib.suppress(BudgetStoreUnavailable, HoldAlreadyResolved):
+                await self._void(plan, error.code, error.message)
+        if plan is not None:
+            if not plan.closed:
+                await self.record_refusal(plan, error)
+            return
+        receipt = Receipt(
+            request_id=request_id,
+            account_id=key.account_id,
+            key_id=key.key_id,
+            project_id=key.project_id,
+            run_id=limits.run_id,
+            requested_model=request.model,
+            stream=isinstance(request, ChatCompletionRequest) and request.stream,
+            status="failed",
+            error_code=error.code,
+            note=error.message,
+        )
+        await self._put_receipt(receipt)
+
+    async def _contain(self, plan: CallPlan, exc: BaseException) -> BaseException:
+        """After the reservation, whatever failed: void the hold (nothing was delivered) with a
+        `failed` receipt, unless it was already resolved. Returns the error to answer with."""
+        if isinstance(exc, ForgeError):
+            code, note = exc.code, exc.message
+        else:
+            code, note = InternalError.code, f"internal error ({type(exc).__name__})"
+            logger.exception("paid_call_failed", extra={"request_id": plan.request_id})
+        if not plan.closed:
+            try:
+                await self._void(plan, code, note)
+            except HoldAlreadyResolved:
+                plan.closed = True
+            except Exception:
+                # The store is failing too: the hold expires and the sweeper voids it.
+                logger.exception("hold_not_released", extra={"request_id": plan.request_id})
+        if isinstance(exc, ForgeError) or not isinstance(exc, Exception):
+            return exc  # ours, or a cancellation
+        return InternalError(
+            "Internal error; the hold was released and nothing was charged",
+            request_id=plan.request_id,
+        )
 
     # Planning ------------------------------------------------------------------------------
     async def plan(
@@ -450,10 +551,14 @@ class Gateway:
     async def record_refusal(self, plan: CallPlan, error: ForgeError) -> None:
         """A receipt for a request refused before any money was held."""
         receipt = plan.receipt("failed", error_code=error.code, hold=0, note=error.message)
+        await self._put_receipt(receipt)
+        plan.closed = True
+
+    async def _put_receipt(self, receipt: Receipt) -> None:
         try:
             await self._io(self._store.put_receipt, receipt)
         except BudgetStoreUnavailable:
-            logger.warning("receipt_not_written", extra={"request_id": plan.request_id})
+            logger.warning("receipt_not_written", extra={"request_id": receipt.request_id})
 
     async def _move_hold(self, plan: CallPlan, route: RouteSpec) -> None:
         """Re-reserve at the fallback route's price and in its bucket before calling it: the
@@ -515,7 +620,9 @@ class Gateway:
 
     async def _void(self, plan: CallPlan, error_code: str, note: str) -> Receipt:
         receipt = plan.receipt("failed", error_code=error_code, note=note)
-        return await self._io(self._store.void, plan.hold, receipt)
+        voided = await self._io(self._store.void, plan.hold, receipt)
+        plan.closed = True
+        return voided
 
     async def _after_failure(self, plan: CallPlan, started: float, exc: UpstreamError) -> None:
         """Decide what follows a failed call: retry the route (after a capped, jittered wait
@@ -600,8 +707,11 @@ class Gateway:
             note = _join(note, f"usage cost {cost} exceeded the hold; charged the hold")
         receipt = plan.receipt(status, usage=usage, note=note)
         try:
-            return await self._io(self._store.settle, plan.hold, charge, receipt)
+            settled = await self._io(self._store.settle, plan.hold, charge, receipt)
+            plan.closed = True
+            return settled
         except HoldAlreadyResolved:
+            plan.closed = True
             stored = await self._io(self._store.get_receipt, plan.key.account_id, plan.request_id)
             if stored is None:
                 raise BudgetStoreUnavailable("The hold was resolved elsewhere") from None
@@ -611,6 +721,7 @@ class Gateway:
             # hold (which expires) with the known outcome, for the sweeper to settle.
             deferred = receipt.model_copy(update={"charge": charge, "settlement": "deferred"})
             logger.error("settle_deferred", extra={"request_id": plan.request_id})
+            plan.closed = True  # recorded or not, the sweeper resolves it; never voided here
             try:
                 outcome = HoldOutcome(charge=charge, receipt=deferred)
                 await self._io(self._store.record_outcome, plan.hold, outcome)
@@ -620,6 +731,11 @@ class Gateway:
 
     async def complete(self, plan: CallPlan) -> tuple[dict[str, Any], Receipt]:
         """A non-streamed call (chat or embeddings), retried and fallen back as needed."""
+        return await self._complete(plan, _body)
+
+    async def _complete(
+        self, plan: CallPlan, render: Callable[[Completion], T]
+    ) -> tuple[T, Receipt]:
         while True:
             started = self._clock()
             provider: Any = self._provider(plan.route)
@@ -636,10 +752,10 @@ class Gateway:
             self._record_attempt(plan, started, completion.status, None)
             self.health.succeeded(plan.route.name)
             plan.cache_write_tokens = completion.cache_write_tokens
-            body = completion.body
-            body["model"] = body.get("model") or plan.route.upstream_model
+            completion.body["model"] = completion.body.get("model") or plan.route.upstream_model
+            answer = render(completion)  # before the charge: an answer we cannot send is free
             receipt = await self._settle(plan, completion.usage, "succeeded", None)
-            return body, receipt
+            return answer, receipt
 
     async def open_stream(self, plan: CallPlan) -> StreamResult:
         """Open the upstream stream and read its first chunk before answering: a stream that
@@ -705,10 +821,10 @@ class Gateway:
         first: dict[str, Any],
         rest: AsyncIterator[dict[str, Any]],
     ) -> AsyncGenerator[StreamItem, None]:
-        settled = False
         usage_chunk: dict[str, Any] | None = None
         state = upstream.state
         at_hold = stopped = False
+        cut = "client disconnected"  # why the stream ended early, if the finally must settle
         try:
             try:
                 chunk: dict[str, Any] | None = first
@@ -727,14 +843,15 @@ class Gateway:
                     chunk = await anext(rest, None)
                 if not stopped and not state.finished:
                     raise UpstreamError("stream ended before it finished", upstream.status)
-            except UpstreamError as exc:
+            except Exception as exc:
                 # After the first byte there is no falling back: settle what was delivered
                 # and end the stream with an error event, never a [DONE].
-                self.health.failed(plan.route.name)
+                cut = _failure_reason(exc, plan)
+                if isinstance(exc, UpstreamError):
+                    self.health.failed(plan.route.name)
                 await _close(rest, upstream)
                 usage, note = self._stream_usage(plan, state)
-                settled = True
-                receipt = await self._settle(plan, usage, "partial", _join(exc.reason, note))
+                receipt = await self._settle(plan, usage, "partial", _join(cut, note))
                 yield StreamItem("error", _interrupted(receipt), receipt)
                 return
             note = None
@@ -747,7 +864,6 @@ class Gateway:
                 usage = usage.model_copy(
                     update={"output_tokens": min(usage.output_tokens, plan.max_output)}
                 )
-            settled = True
             receipt = await self._settle(plan, usage, "succeeded", _join(note, estimate) or None)
             final = (
                 dict(usage_chunk)
@@ -755,13 +871,39 @@ class Gateway:
                 else _usage_chunk(plan, first, usage)
             )
             final["receipt"] = receipt_summary(receipt)
+            plan.finished = True
             yield StreamItem("end", final, receipt)
+        except Exception as exc:
+            cut = _failure_reason(exc, plan)
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await _close(rest, upstream)
-                if not settled:  # the client went away: settle what the upstream produced
-                    usage, note = self._stream_usage(plan, state)
-                    await self._settle(plan, usage, "partial", _join("client disconnected", note))
+                if not plan.closed:  # the client went away, or settling failed
+                    await self._resolve_cut(plan, state, cut)
+
+    async def _resolve_cut(self, plan: CallPlan, state: StreamState, reason: str) -> None:
+        """Settle what a cut stream produced; if even that fails, release the hold rather than
+        leave it pending (the gateway absorbs what was delivered)."""
+        usage, note = self._stream_usage(plan, state)
+        try:
+            await self._settle(plan, usage, "partial", _join(reason, note))
+            return
+        except Exception:
+            logger.exception("stream_settle_failed", extra={"request_id": plan.request_id})
+        try:
+            await self._void(plan, InternalError.code, _join(reason, "settling failed"))
+        except HoldAlreadyResolved:
+            plan.closed = True
+        except Exception:
+            logger.exception("hold_not_released", extra={"request_id": plan.request_id})
+
+
+def _failure_reason(exc: Exception, plan: CallPlan) -> str:
+    if isinstance(exc, UpstreamError):
+        return exc.reason
+    logger.error("stream_failed", exc_info=exc, extra={"request_id": plan.request_id})
+    return f"internal error ({type(exc).__name__})"
 
 
 async def _close(rest: AsyncIterator[dict[str, Any]], upstream: ChatStream) -> None:
@@ -772,6 +914,10 @@ async def _close(rest: AsyncIterator[dict[str, Any]], upstream: ChatStream) -> N
     except UpstreamError:
         pass
     await upstream.aclose()
+
+
+def _body(completion: Completion) -> dict[str, Any]:
+    return completion.body
 
 
 def _requested_output(request: CallRequest) -> int | None:
@@ -792,14 +938,25 @@ def _fit(binding: Binding, envelope: str, limit: int, room: int) -> int:
     return tokens
 
 
+def _smallest_hold(binding: Binding) -> int:
+    """The least this call can run with: its input bound and MIN_OUTPUT_TOKENS of output
+    (embeddings have no output to shrink)."""
+    if "messages" not in binding.body:
+        return binding.hold.amount
+    return binding.input_cost + token_cost(MIN_OUTPUT_TOKENS, binding.prices.output)
+
+
 def _refusal(envelope: str, limit: int, room: int, binding: Binding) -> BudgetExceeded:
     bucket = binding.hold.bucket
+    requested = _smallest_hold(binding)
     return BudgetExceeded(
         f"The {envelope} budget leaves {format_micros(room)} {bucket.currency}: not enough"
-        f" for this prompt and {MIN_OUTPUT_TOKENS} output tokens on {binding.route.name}",
+        f" for this call's smallest hold ({format_micros(requested)}: this prompt and"
+        f" {MIN_OUTPUT_TOKENS} output tokens on {binding.route.name})",
         envelope=envelope,
         limit=format_micros(limit),
         remaining=format_micros(room),
+        requested=format_micros(requested),
     )
 
 

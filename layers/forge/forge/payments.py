@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import time
@@ -25,6 +24,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from forge import strict_json
 from forge.adapters.dynamo import DynamoStore, GuardFailed
 from forge.errors import (
     BudgetStoreUnavailable,
@@ -210,8 +210,8 @@ class PaymentEvent(BaseModel):
 def parse_event(body: bytes) -> PaymentEvent:
     """A verified webhook body as an event; a payment event's data is validated too."""
     try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        raw = strict_json.loads(body)
+    except ValueError:
         raise InvalidJson("The request body is not valid JSON") from None
     event = _validated(PaymentEvent, raw, "")
     if event.type == PAYMENT_SUCCEEDED:

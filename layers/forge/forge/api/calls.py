@@ -3,18 +3,18 @@ Idempotency-Key handling around the call."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Header
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from forge.adapters.dynamo import DynamoStore
 from forge.api.idempotent import IdempotentCall
 from forge.envelopes import parse_header_amount, parse_run_id
-from forge.errors import ForgeError
-from forge.gateway import CallPlan, RequestLimits, receipt_summary
+from forge.gateway import CallPlan, Completed, RequestLimits, StreamResult, receipt_summary
 from forge.idempotency import fingerprint, validate_key
 from forge.money import format_micros
 from forge.records import Receipt
@@ -82,6 +82,28 @@ def receipt_headers(plan: CallPlan, receipt: Receipt) -> dict[str, str]:
     return headers
 
 
+class PaidStream(StreamingResponse):
+    """A relayed stream; its plan says whether it ran to its end."""
+
+    def __init__(self, plan: CallPlan, content: AsyncIterator[bytes]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=stream_headers(plan))
+        self.plan = plan
+
+
+def paid_response(
+    result: Completed[bytes] | StreamResult, events: Callable[[StreamResult], AsyncIterator[bytes]]
+) -> Response:
+    """The HTTP answer of a served call: the rendered body with its receipt headers, or the
+    stream framed by `events`."""
+    if isinstance(result, StreamResult):
+        return PaidStream(result.plan, events(result))
+    return Response(
+        result.answer,
+        media_type="application/json",
+        headers=receipt_headers(result.plan, result.receipt),
+    )
+
+
 async def idempotent(
     serve: Callable[[], Awaitable[Response]],
     *,
@@ -93,7 +115,8 @@ async def idempotent(
     body: dict[str, Any],
 ) -> Response:
     """Run `serve` once per Idempotency-Key: a retry replays the first answer, another body
-    is a 409, a refusal that charged nothing releases the key."""
+    is a 409. `serve` raises only when nothing was charged (Gateway.serve resolves the hold
+    first), so any exception releases the key and a retry runs afresh."""
     if headers.idempotency_key is None:
         return await serve()
     call = IdempotentCall(
@@ -110,7 +133,8 @@ async def idempotent(
         return replayed
     try:
         response = await serve()
-    except ForgeError:
-        await call.release()  # nothing was charged: a retry may run afresh
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await call.release()
         raise
     return await call.capture(response)

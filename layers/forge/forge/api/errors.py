@@ -1,4 +1,5 @@
-"""Every error leaves in OpenAI's error shape with a stable code: mapped once, here."""
+"""Every error leaves in one place: OpenAI's error shape with a stable code, or Anthropic's on
+`/v1/messages` (so each SDK raises its own error classes)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,39 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from forge.errors import ForgeError
+from forge.errors import ForgeError, InternalError, InvalidJson, InvalidRequest, NotFound
+from forge.formats.anthropic import error_event
 
 logger = logging.getLogger(__name__)
+
+ANTHROPIC_PATHS = ("/v1/messages",)
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+class MethodNotAllowed(ForgeError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class HttpError(ForgeError):
+    """Any other HTTP-level refusal from the framework; the status is per instance."""
+
+    type = "invalid_request_error"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status  # type: ignore[misc]
+        self.code = f"http_{status}"  # type: ignore[misc]
 
 
 def error_body(
@@ -21,9 +52,48 @@ def error_body(
     return {"error": {"message": message, "type": type_, "param": param, "code": code, **details}}
 
 
-def _request_id(request: Request) -> dict[str, str]:
+def anthropic_body(exc: ForgeError) -> dict[str, Any]:
+    """A ForgeError in Anthropic's shape; our stable code, param and details ride along."""
+    error_type = _ANTHROPIC_TYPES.get(
+        exc.status, "api_error" if exc.status >= 500 else "invalid_request_error"
+    )
+    extra = {"param": exc.param} if exc.param else {}
+    return error_event(error_type, exc.message, code=exc.code, **extra, **exc.details)
+
+
+def error_response(
+    path: str, request_id: str | None, exc: ForgeError, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one mapping from a domain error to HTTP, in the shape the route's clients expect."""
+    if path.startswith(ANTHROPIC_PATHS):
+        body = anthropic_body(exc)
+    else:
+        body = error_body(exc.message, exc.type, exc.code, exc.param, **exc.details)
+    out = dict(headers or {})
+    if request_id:
+        out["x-request-id"] = request_id
+    if exc.retry_after is not None:
+        out["retry-after"] = str(exc.retry_after)
+    return JSONResponse(body, status_code=exc.status, headers=out)
+
+
+def _respond(
+    request: Request, exc: ForgeError, headers: dict[str, str] | None = None
+) -> JSONResponse:
     rid = getattr(request.state, "request_id", None)
-    return {"x-request-id": rid} if rid else {}
+    return error_response(request.url.path, rid, exc, headers)
+
+
+def validation_error(errors: list[Any]) -> ForgeError:
+    """The first pydantic error as a ForgeError: invalid JSON (400) or an invalid field (422)."""
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error")
+        detail = f": {reason}" if reason else ""
+        return InvalidJson(f"The request body is not valid JSON{detail}")
+    location = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return InvalidRequest(f"{location or 'body'}: {message}", param=location or None)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -31,38 +101,27 @@ def install_error_handlers(app: FastAPI) -> None:
     async def forge_error(request: Request, exc: ForgeError) -> JSONResponse:
         if exc.status >= 500:
             logger.warning("request_failed", extra={"code": exc.code, "status": exc.status})
-        body = error_body(exc.message, exc.type, exc.code, exc.param, **exc.details)
-        headers = _request_id(request)
-        if exc.retry_after is not None:
-            headers["retry-after"] = str(exc.retry_after)
-        return JSONResponse(body, status_code=exc.status, headers=headers)
+        return _respond(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {}
-        if first.get("type") == "json_invalid":
-            body = error_body(
-                "The request body is not valid JSON", "invalid_request_error", "invalid_json"
-            )
-            return JSONResponse(body, status_code=400, headers=_request_id(request))
-        location = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{location or 'body'}: {first.get('msg', 'invalid value')}"
-        body = error_body(message, "invalid_request_error", "invalid_request", location or None)
-        return JSONResponse(body, status_code=422, headers=_request_id(request))
+        return _respond(request, validation_error(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
-        if exc.status_code == 405:
-            code = "method_not_allowed"
-        body = error_body(str(exc.detail), "invalid_request_error", code)
-        return JSONResponse(body, status_code=exc.status_code, headers=_request_id(request))
+        error: ForgeError
+        if exc.status_code == 404:
+            error = NotFound(str(exc.detail))
+        elif exc.status_code == 405:
+            error = MethodNotAllowed(str(exc.detail))
+        elif exc.status_code == 400:  # the framework could not read the body
+            error = InvalidJson("The request body is not valid JSON")
+        else:
+            error = HttpError(exc.status_code, str(exc.detail))
+        return _respond(request, error, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled_error")
-        body = error_body(
-            "Internal error; nothing was charged for it", "api_error", "internal_error"
-        )
-        return JSONResponse(body, status_code=500, headers=_request_id(request))
+        error = InternalError("Internal error; nothing was charged for it")
+        return _respond(request, error)

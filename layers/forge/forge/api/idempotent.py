@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from fastapi.responses import Response, StreamingResponse
 
@@ -64,8 +64,14 @@ class IdempotentCall:
         """Store what this request answered, so retries replay it."""
         headers = {k: v for k, v in response.headers.items() if k.startswith("x-")}
         if isinstance(response, StreamingResponse):
+            finished = getattr(response, "plan", None)
             return StreamingResponse(
-                self._recording(response.body_iterator, response.status_code, headers),
+                self._recording(
+                    response.body_iterator,
+                    response.status_code,
+                    headers,
+                    lambda: finished is None or bool(finished.finished),
+                ),
                 status_code=response.status_code,
                 headers=dict(response.headers),
                 media_type=response.media_type,
@@ -77,7 +83,11 @@ class IdempotentCall:
         return response
 
     async def _recording(
-        self, events: AsyncIterable[str | bytes | memoryview], status: int, headers: dict[str, str]
+        self,
+        events: AsyncIterable[str | bytes | memoryview],
+        status: int,
+        headers: dict[str, str],
+        finished: Callable[[], bool],
     ) -> AsyncIterator[bytes]:
         sent = bytearray()
         try:
@@ -86,8 +96,12 @@ class IdempotentCall:
                 sent += chunk
                 yield chunk
         finally:
+            # Only a stream that ran to its end is replayed. One cut short (upstream failure,
+            # disconnect) was charged for what it delivered; replaying the stub would pin the
+            # key to it, so the key is released and a retry runs afresh.
             stored = StoredResponse.of(status, headers, bytes(sent), "text/event-stream")
-            await asyncio.shield(self._finish(stored if stored.storable else None))
+            keep = finished() and stored.storable
+            await asyncio.shield(self._finish(stored if keep else None))
 
     async def _finish(self, stored: StoredResponse | None) -> None:
         await asyncio.to_thread(

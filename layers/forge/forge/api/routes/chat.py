@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from collections.abc import AsyncIterator
 
-from forge.api.calls import CallHeadersDep, idempotent, receipt_headers, stream_headers
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from forge import strict_json
+from forge.api.calls import CallHeadersDep, idempotent, paid_response
 from forge.api.deps import GatewayDep, KeyDep, SettingsDep, StoreDep
 from forge.api.schemas import ChatCompletionRequest, EmbeddingsRequest
+from forge.api.strict import StrictJsonRoute
 from forge.errors import InvalidRequest
-from forge.gateway import Gateway, RequestLimits
+from forge.gateway import Gateway, RequestLimits, StreamResult
 from forge.records import ApiKey
+from forge.upstream import Completion
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -42,22 +47,23 @@ async def chat_completions(
     )
 
 
+def _json(completion: Completion) -> bytes:
+    return strict_json.dumps(completion.body)
+
+
+def _openai_events(result: StreamResult) -> AsyncIterator[bytes]:
+    return result.events
+
+
 async def _serve(
     gateway: Gateway,
     key: ApiKey,
-    body: ChatCompletionRequest,
+    body: ChatCompletionRequest | EmbeddingsRequest,
     request_id: str,
     limits: RequestLimits,
 ) -> Response:
-    plan = await gateway.plan(key, body, request_id, limits)
-    await gateway.reserve(plan)
-    if body.stream:
-        result = await gateway.open_stream(plan)
-        return StreamingResponse(
-            result.events, media_type="text/event-stream", headers=stream_headers(plan)
-        )
-    completion, receipt = await gateway.complete(plan)
-    return JSONResponse(completion, headers=receipt_headers(plan, receipt))
+    result = await gateway.serve(key, body, request_id, limits, _json)
+    return paid_response(result, _openai_events)
 
 
 @router.post("/v1/embeddings", response_model=None)
@@ -72,15 +78,8 @@ async def embeddings(
 ) -> Response:
     limits = headers.limits()
     request_id = request.state.request_id
-
-    async def serve() -> Response:
-        plan = await gateway.plan(key, body, request_id, limits)
-        await gateway.reserve(plan)
-        result, receipt = await gateway.complete(plan)
-        return JSONResponse(result, headers=receipt_headers(plan, receipt))
-
     return await idempotent(
-        serve,
+        lambda: _serve(gateway, key, body, request_id, limits),
         store=store,
         settings=settings,
         account_id=key.account_id,

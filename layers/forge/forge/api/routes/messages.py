@@ -9,44 +9,26 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import ValidationError
 
-from forge.api.calls import CallHeadersDep, idempotent, receipt_headers, stream_headers
+from forge import strict_json
+from forge.api.calls import CallHeadersDep, idempotent, paid_response
 from forge.api.deps import GatewayDep, SettingsDep, StoreDep
 from forge.api.schemas import ChatCompletionRequest, MessagesRequest
-from forge.errors import ForgeError, InvalidJson, InvalidRequest
+from forge.api.strict import StrictJsonRoute
+from forge.errors import InvalidJson, InvalidRequest
 from forge.formats.anthropic import (
     MessagesStreamWriter,
     chat_body_from_messages,
     error_event,
     message_from_completion,
 )
-from forge.gateway import Gateway, RequestLimits, StreamItem, receipt_summary
+from forge.gateway import Gateway, RequestLimits, StreamItem, StreamResult, receipt_summary
 from forge.records import ApiKey
+from forge.upstream import Completion
 
-router = APIRouter()
-
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-
-
-def anthropic_error(exc: ForgeError, request_id: str | None) -> JSONResponse:
-    """A ForgeError in Anthropic's shape; our stable code and details ride along."""
-    error_type = _ERROR_TYPES.get(
-        exc.status, "api_error" if exc.status >= 500 else "invalid_request_error"
-    )
-    body = error_event(error_type, exc.message, code=exc.code, **exc.details)
-    headers = {"x-request-id": request_id} if request_id else {}
-    return JSONResponse(body, status_code=exc.status, headers=headers)
+router = APIRouter(route_class=StrictJsonRoute)
 
 
 @router.post("/v1/messages", response_model=None)
@@ -59,33 +41,31 @@ async def create_message(
     x_api_key: Annotated[str | None, Header(alias="x-api-key")] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
+    """Errors leave in Anthropic's shape (forge.api.errors maps this path so)."""
     request_id: str = request.state.request_id
-    try:
-        if x_api_key:
-            key = await gateway.authenticate_key(x_api_key)
-        else:
-            key = await gateway.authenticate(authorization)
-        body = await _parse(request)
-        limits = headers.limits()
-        chat = _as_chat(body)
-        return await idempotent(
-            lambda: _serve(gateway, key, chat, request_id, limits),
-            store=store,
-            settings=settings,
-            account_id=key.account_id,
-            request_id=request_id,
-            headers=headers,
-            body=body.model_dump(exclude_none=True),
-        )
-    except ForgeError as exc:
-        return anthropic_error(exc, request_id)
+    if x_api_key:
+        key = await gateway.authenticate_key(x_api_key)
+    else:
+        key = await gateway.authenticate(authorization)
+    body = await _parse(request)
+    limits = headers.limits()
+    chat = _as_chat(body)
+    return await idempotent(
+        lambda: _serve(gateway, key, chat, request_id, limits),
+        store=store,
+        settings=settings,
+        account_id=key.account_id,
+        request_id=request_id,
+        headers=headers,
+        body=body.model_dump(exclude_none=True),
+    )
 
 
 async def _parse(request: Request) -> MessagesRequest:
     try:
-        raw = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidJson("The request body is not valid JSON") from None
+        raw = strict_json.loads(await request.body())
+    except strict_json.StrictJsonError as exc:
+        raise InvalidJson(f"The request body is not valid JSON: {exc.msg}") from None
     try:
         return MessagesRequest.model_validate(raw)
     except ValidationError as exc:
@@ -108,6 +88,18 @@ def _as_chat(body: MessagesRequest) -> ChatCompletionRequest:
         ) from None
 
 
+def _message(completion: Completion) -> bytes:
+    message = message_from_completion(
+        completion.body, completion.usage, completion.cache_write_tokens
+    )
+    return strict_json.dumps(message)
+
+
+def _messages_events(result: StreamResult) -> AsyncIterator[bytes]:
+    writer = MessagesStreamWriter(result.plan.route.upstream_model, result.plan.request_id)
+    return _messages_sse(result.items, writer)
+
+
 async def _serve(
     gateway: Gateway,
     key: ApiKey,
@@ -115,19 +107,8 @@ async def _serve(
     request_id: str,
     limits: RequestLimits,
 ) -> Response:
-    plan = await gateway.plan(key, chat, request_id, limits)
-    await gateway.reserve(plan)
-    if chat.stream:
-        result = await gateway.open_stream(plan)
-        writer = MessagesStreamWriter(plan.route.upstream_model, request_id)
-        return StreamingResponse(
-            _messages_sse(result.items, writer),
-            media_type="text/event-stream",
-            headers=stream_headers(plan),
-        )
-    completion, receipt = await gateway.complete(plan)
-    message = message_from_completion(completion, receipt.usage, receipt.cache_write_input_tokens)
-    return JSONResponse(message, headers=receipt_headers(plan, receipt))
+    result = await gateway.serve(key, chat, request_id, limits, _message)
+    return paid_response(result, _messages_events)
 
 
 def _event(payload: dict[str, Any]) -> bytes:

@@ -10,12 +10,13 @@ from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from forge.api.deps import KeyDep, SettingsDep, StoreDep
+from forge.api.strict import StrictJsonRoute
 from forge.errors import WebhooksNotConfigured
 from forge.money import format_micros
 from forge.payments import apply_payment, claim_code, parse_event, verify_signature
 from forge.secrets import webhook_secret
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
 
 
 class PaymentAck(BaseModel):

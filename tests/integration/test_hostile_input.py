@@ -1,0 +1,194 @@
+"""Inputs that once crashed the gateway or were served loosely: each is refused at the edge with
+a 4xx in the route's own error shape, and nothing is held, charged or left pending."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from forge.accounts import create_account, credit_wallet, issue_key
+from forge.adapters.dynamo import DynamoStore
+from forge.adapters.openai_compat import OpenAICompatProvider
+from forge.api import create_app
+from forge.api.deps import get_gateway
+from forge.catalog import load_catalog
+from forge.gateway import Gateway
+from forge.money import Bucket
+from forge.reconcile import reconcile
+from forge.records import LedgerKind, utcnow
+from forge.stores import get_store
+from forge_tools.emulator import Resources
+from tests.integration.test_guarded_boundary import _upstream as upstream
+
+CHAT = {"model": "demo-official", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+MESSAGES = {
+    "model": "demo-official",
+    "max_tokens": 8,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+
+
+@dataclass
+class Caller:
+    client: httpx.AsyncClient
+    store: DynamoStore
+    account_id: str
+
+    def post(
+        self, path: str, content: bytes, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        sent = {"content-type": "application/json", **(headers or {})}
+        return asyncio.run(self.client.post(path, content=content, headers=sent))
+
+
+@pytest.fixture
+def caller(aws_stack: Resources) -> Iterator[Caller]:
+    store = get_store()
+    account_id = create_account(store, "hostile")
+    credit_wallet(store, account_id, Bucket.CREDIT, "5", source="test", memo="fund")
+    plaintext, _ = issue_key(store, account_id)
+    demo = OpenAICompatProvider("http://up.test/v1", "k", transport=httpx.MockTransport(upstream))
+    app = create_app()
+    gateway = Gateway(store, {"demo": demo}, load_catalog(), hold_ttl_seconds=960)
+    app.dependency_overrides[get_gateway] = lambda: gateway
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://gw",
+        headers={"Authorization": f"Bearer {plaintext}"},
+    )
+    yield Caller(client, store, account_id)
+    asyncio.run(client.aclose())
+
+
+def _json(value: dict[str, Any], **raw: str) -> bytes:
+    """`value` as JSON, with some fields spelled as raw JSON text (NaN, 1e309, escapes)."""
+    text = json.dumps(value)
+    for name, literal in raw.items():
+        text = text[:-1] + f', "{name}": {literal}' + "}"
+    return text.encode()
+
+
+NOT_JSON = [
+    pytest.param(_json(CHAT, temperature="NaN"), id="NaN"),
+    pytest.param(_json(CHAT, temperature="Infinity"), id="Infinity"),
+    pytest.param(_json(CHAT, temperature="-Infinity"), id="-Infinity"),
+    pytest.param(_json(CHAT, temperature="1e309"), id="1e309"),
+    pytest.param(
+        b'{"model": "demo-official", "max_tokens": 8, "messages": [{"role": "user",'
+        b' "content": "\\ud800"}]}',
+        id="lone-surrogate-in-content",
+    ),
+    pytest.param(_json(CHAT, extra='"x\\udfff"'), id="lone-surrogate-in-extra"),
+    pytest.param(b'{"model": "\xff\xfe"}', id="invalid-utf8"),
+    pytest.param(b"[" * 5000 + b"]" * 5000, id="deep-nesting"),
+    pytest.param(b'{"a": ' * 3000 + b"1" + b"}" * 3000, id="deep-objects"),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("body", NOT_JSON)
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/embeddings"])
+def test_what_json_does_not_allow_is_invalid_json(
+    caller: Caller, path: str, body: bytes, stream: bool
+) -> None:
+    if stream:
+        body = body.replace(b'"max_tokens": 8', b'"max_tokens": 8, "stream": true')
+    answer = caller.post(path, body)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    if path == "/v1/messages":
+        assert answer.json()["type"] == "error"
+        assert error["type"] == "invalid_request_error"
+    assert error["code"] == "invalid_json"
+    _nothing_happened(caller)
+
+
+LOOSE_CHAT = [
+    {"max_tokens": "10"},
+    {"max_tokens": True},
+    {"max_tokens": 1e30},
+    {"max_tokens": 10.0},
+    {"max_completion_tokens": "10"},
+    {"stream": "yes"},
+    {"stream": 1},
+    {"n": 0},
+    {"n": -1},
+    {"n": 1000},
+    {"n": "x"},
+    {"n": 2},
+    {"temperature": "0.5"},
+    {"temperature": 3},
+    {"top_p": 2},
+    {"messages": [{"role": "wizard", "content": "hi"}]},
+    {"messages": [{"role": "user", "content": 5}]},
+    {"messages": []},
+    {"stream_options": {"include_usage": "yes"}, "stream": True},
+    {"stop": ["a", "b", "c", "d", "e"]},
+    {"logit_bias": {"50256": 101}},
+    {"seed": 2**64},
+]
+
+
+@pytest.mark.parametrize(
+    "change", LOOSE_CHAT, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items())[:40]
+)
+def test_loose_chat_fields_are_refused_not_coerced(caller: Caller, change: dict[str, Any]) -> None:
+    answer = caller.post("/v1/chat/completions", json.dumps({**CHAT, **change}).encode())
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["param"] is not None
+    _nothing_happened(caller)
+
+
+LOOSE_MESSAGES = [
+    {"messages": [{"role": "wizard", "content": "hi"}]},
+    {"messages": [{"role": "user", "content": 5}]},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "bogus"}]}]},
+    {"max_tokens": "10"},
+    {"max_tokens": True},
+    {"stream": "yes"},
+    {"temperature": 1.5},
+    {"system": 7},
+    {"tool_choice": {"type": "sometimes"}},
+]
+
+
+@pytest.mark.parametrize("change", LOOSE_MESSAGES, ids=lambda c: str(c)[:40])
+def test_loose_messages_fields_are_refused_in_anthropic_shape(
+    caller: Caller, change: dict[str, Any]
+) -> None:
+    answer = caller.post("/v1/messages", json.dumps({**MESSAGES, **change}).encode())
+    assert answer.status_code == 422, answer.text
+    body = answer.json()
+    assert body["type"] == "error"
+    assert body["error"]["code"] == "invalid_request"
+    _nothing_happened(caller)
+
+
+def test_n_of_one_is_served(caller: Caller) -> None:
+    answer = caller.post("/v1/chat/completions", json.dumps({**CHAT, "n": 1}).encode())
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["choices"]) == 1
+
+
+def test_a_wrong_method_says_which_are_allowed(caller: Caller) -> None:
+    answer = asyncio.run(caller.client.get("/v1/chat/completions"))
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "POST"
+    assert answer.json()["error"]["code"] == "method_not_allowed"
+
+
+def _nothing_happened(caller: Caller) -> None:
+    entries = caller.store.list_entries(caller.account_id, Bucket.CREDIT)
+    assert [e.kind for e in entries] == [LedgerKind.TOPUP]
+    assert caller.store.expired_holds(utcnow() + timedelta(days=1)) == []
+    assert reconcile(caller.store, utcnow()).ok
