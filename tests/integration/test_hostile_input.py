@@ -107,7 +107,7 @@ def test_what_json_does_not_allow_is_invalid_json(
         assert answer.json()["type"] == "error"
         assert error["type"] == "invalid_request_error"
     assert error["code"] == "invalid_json"
-    _nothing_happened(caller)
+    _nothing_charged(caller.store, caller.account_id)
 
 
 LOOSE_CHAT = [
@@ -145,7 +145,7 @@ def test_loose_chat_fields_are_refused_not_coerced(caller: Caller, change: dict[
     error = answer.json()["error"]
     assert error["code"] == "invalid_request"
     assert error["param"] is not None
-    _nothing_happened(caller)
+    _nothing_charged(caller.store, caller.account_id)
 
 
 LOOSE_MESSAGES = [
@@ -171,7 +171,7 @@ def test_loose_messages_fields_are_refused_in_anthropic_shape(
     body = answer.json()
     assert body["type"] == "error"
     assert body["error"]["code"] == "invalid_request"
-    _nothing_happened(caller)
+    _nothing_charged(caller.store, caller.account_id)
 
 
 def test_n_of_one_is_served(caller: Caller) -> None:
@@ -187,8 +187,51 @@ def test_a_wrong_method_says_which_are_allowed(caller: Caller) -> None:
     assert answer.json()["error"]["code"] == "method_not_allowed"
 
 
-def _nothing_happened(caller: Caller) -> None:
-    entries = caller.store.list_entries(caller.account_id, Bucket.CREDIT)
+def _nothing_charged(store: DynamoStore, account_id: str) -> None:
+    entries = store.list_entries(account_id, Bucket.CREDIT)
     assert [e.kind for e in entries] == [LedgerKind.TOPUP]
-    assert caller.store.expired_holds(utcnow() + timedelta(days=1)) == []
-    assert reconcile(caller.store, utcnow()).ok
+    assert store.expired_holds(utcnow() + timedelta(days=1)) == []
+    assert reconcile(store, utcnow()).ok
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("poison", [b"NaN", b"1e309", b'"\\ud800"'])
+def test_an_upstream_answer_json_does_not_allow_is_a_failed_call_not_a_charge(
+    aws_stack: Resources, poison: bytes, stream: bool
+) -> None:
+    # Given an upstream whose answer holds a value JSON does not allow
+    def poisoned(request: httpx.Request) -> httpx.Response:
+        if stream:
+            chunk = b'{"id": "c", "object": "chat.completion.chunk", "choices": [], "x": '
+            return httpx.Response(
+                200,
+                content=b"data: " + chunk + poison + b"}\n\ndata: [DONE]\n\n",
+                headers={"content-type": "text/event-stream"},
+            )
+        return httpx.Response(200, content=b'{"choices": [], "x": ' + poison + b"}")
+
+    store = get_store()
+    account_id = create_account(store, "poisoned")
+    credit_wallet(store, account_id, Bucket.CREDIT, "5", source="test", memo="fund")
+    plaintext, _ = issue_key(store, account_id)
+    demo = OpenAICompatProvider("http://up.test/v1", "k", transport=httpx.MockTransport(poisoned))
+    app = create_app()
+    gateway = Gateway(store, {"demo": demo}, load_catalog(), hold_ttl_seconds=960)
+    app.dependency_overrides[get_gateway] = lambda: gateway
+
+    async def call() -> httpx.Response:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw"
+        ) as client:
+            return await client.post(
+                "/v1/chat/completions",
+                json={**CHAT, "stream": stream},
+                headers={"Authorization": f"Bearer {plaintext}"},
+            )
+
+    # Then the call failed upstream: no charge, no hold, a failed receipt
+    answer = asyncio.run(call())
+    assert answer.status_code == 502, answer.text
+    assert answer.json()["error"]["code"] == "upstream_unavailable"
+    _nothing_charged(store, account_id)
+    assert store.get_receipt(account_id, answer.headers["x-request-id"]) is not None

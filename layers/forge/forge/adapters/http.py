@@ -4,7 +4,6 @@ into UpstreamError (with Retry-After), and a Server-Sent Events reader."""
 from __future__ import annotations
 
 import asyncio
-import json
 import weakref
 from collections.abc import AsyncIterator, Callable
 from email.utils import parsedate_to_datetime
@@ -12,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from forge import strict_json
 from forge.upstream import FailureKind, StreamState, UpstreamError
 
 # One connection pool per event loop: Mangum may run each invocation on a new loop.
@@ -99,8 +99,8 @@ class HttpUpstream:
             raise transport_error(exc) from exc
         if response.status_code != 200:
             raise error_from_response(response)
-        try:
-            payload = response.json()
+        try:  # strictly: an answer holding NaN or a lone surrogate could not be sent on
+            payload = strict_json.loads(response.content)
         except ValueError as exc:
             raise _malformed("malformed_response", response.status_code) from exc
         if not isinstance(payload, dict):
@@ -223,8 +223,8 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str | None
 
 def parse_event(data: str, status: int) -> dict[str, Any]:
     try:
-        payload = json.loads(data)
-    except json.JSONDecodeError as exc:
+        payload = strict_json.loads(data)
+    except ValueError as exc:
         raise _malformed("malformed_stream_chunk", status) from exc
     if not isinstance(payload, dict):
         raise _malformed("malformed_stream_chunk", status)
