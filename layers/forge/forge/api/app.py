@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from forge.api.errors import install_error_handlers
 from forge.api.routes import account, chat, messages, models, money
+from forge.api.schemas import ErrorResponse, error_responses
 from forge.ids import new_id
 
 
@@ -36,7 +37,13 @@ class RequestIdMiddleware:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="Tokens Forge", version="0.1.0", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Tokens Forge",
+        version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
+        responses=error_responses(ErrorResponse),
+    )
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(models.router)

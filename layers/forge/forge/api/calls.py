@@ -20,16 +20,25 @@ from forge.money import format_micros
 from forge.records import Receipt
 from forge.settings import Settings
 
+# What the OpenAPI document promises is what is accepted: a decimal in the bucket's currency
+# with at most six places, and a run id of letters, digits and . _ : -.
+AMOUNT_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,6})?$"
+RUN_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+
 
 @dataclass(frozen=True)
 class CallHeaders:
     """The optional headers of every paid call, as sent (validated by `limits()`, inside the
     endpoint, so each endpoint answers a bad value in its own error shape)."""
 
-    run_id: str | None = Header(default=None, alias="x-run-id")
-    run_budget: str | None = Header(default=None, alias="x-run-budget")
-    max_charge: str | None = Header(default=None, alias="x-max-request-charge")
-    idempotency_key: str | None = Header(default=None, alias="idempotency-key")
+    run_id: str | None = Header(default=None, alias="x-run-id", pattern=RUN_ID_PATTERN)
+    run_budget: str | None = Header(default=None, alias="x-run-budget", pattern=AMOUNT_PATTERN)
+    max_charge: str | None = Header(
+        default=None, alias="x-max-request-charge", pattern=AMOUNT_PATTERN
+    )
+    idempotency_key: str | None = Header(
+        default=None, alias="idempotency-key", min_length=1, max_length=255
+    )
 
     def limits(self) -> RequestLimits:
         return RequestLimits(

@@ -91,7 +91,10 @@ def validation_error(errors: list[Any]) -> ForgeError:
         reason = (first.get("ctx") or {}).get("error")
         detail = f": {reason}" if reason else ""
         return InvalidJson(f"The request body is not valid JSON{detail}")
-    location = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc[:1] in (["header"], ["query"], ["path"]):
+        loc = loc[1:]  # a header, query or path parameter is named as the client sent it
+    location = ".".join(p for p in loc if p != "body")
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     return InvalidRequest(f"{location or 'body'}: {message}", param=location or None)
 

@@ -194,6 +194,51 @@ class MessagesRequest(BaseModel):
     metadata: AnthropicMetadata | None = None
 
 
+# Errors --------------------------------------------------------------------------------------
+class ErrorDetail(BaseModel):
+    """OpenAI's error object; refusals add their details (e.g. envelope, limit, remaining)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class AnthropicErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(BaseModel):
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+ERROR_STATUSES = (400, 401, 402, 403, 404, 405, 409, 410, 413, 422, 429, 500, 502, 503)
+
+
+def error_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """What any route may answer besides success, for the OpenAPI document."""
+    return {status: {"model": model, "description": "Error"} for status in ERROR_STATUSES}
+
+
+# A paid call answers JSON, or a server-sent event stream when it asked for one.
+PAID_SUCCESS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The answer, or (stream=true) a text/event-stream of events",
+        "content": {"application/json": {}, "text/event-stream": {}},
+    }
+}
+
+
 class ModelPrices(BaseModel):
     """Prices per 1M tokens in the paying bucket's currency, after the operator multiplier."""
 

@@ -42,6 +42,8 @@ router = APIRouter()
 
 ViewsDep = Annotated[LedgerViews, Depends(get_ledger_views)]
 # Query strings: `from`/`to` take a date (UTC midnight) or an ISO 8601 instant; `to` is exclusive.
+# yyyy-mm, years 0001-9999 (no look-ahead: pydantic's regex engine has none)
+MONTH_PATTERN = r"^([1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(0[1-9]|1[0-2])$"
 FromQuery = Annotated[datetime | None, Query(alias="from")]
 ToQuery = Annotated[datetime | None, Query(alias="to")]
 CursorQuery = Annotated[str | None, Query(max_length=2048)]
@@ -246,7 +248,7 @@ async def get_statement(
     archive: ArchiveDep,
     views: ViewsDep,
     settings: SettingsDep,
-    month: Annotated[str, Path(pattern=r"^\d{4}-\d{2}$")],
+    month: Annotated[str, Path(pattern=MONTH_PATTERN)],
     format: StatementFormat = StatementFormat.CSV,
 ) -> StatementLink:
     """A short-lived link to the caller's own statement, built first if needed. Months

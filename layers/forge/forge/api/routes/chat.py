@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from forge import strict_json
 from forge.api.calls import CallHeadersDep, idempotent, paid_response
 from forge.api.deps import GatewayDep, KeyDep, SettingsDep, StoreDep
-from forge.api.schemas import ChatCompletionRequest, EmbeddingsRequest
+from forge.api.schemas import PAID_SUCCESS, ChatCompletionRequest, EmbeddingsRequest
 from forge.api.strict import StrictJsonRoute
 from forge.errors import InvalidRequest
 from forge.gateway import Gateway, RequestLimits, StreamResult
@@ -20,7 +20,7 @@ from forge.upstream import Completion
 router = APIRouter(route_class=StrictJsonRoute)
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, responses=PAID_SUCCESS)
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,

@@ -15,7 +15,13 @@ from pydantic import ValidationError
 from forge import strict_json
 from forge.api.calls import CallHeadersDep, idempotent, paid_response
 from forge.api.deps import GatewayDep, SettingsDep, StoreDep
-from forge.api.schemas import ChatCompletionRequest, MessagesRequest
+from forge.api.schemas import (
+    PAID_SUCCESS,
+    AnthropicErrorResponse,
+    ChatCompletionRequest,
+    MessagesRequest,
+    error_responses,
+)
 from forge.api.strict import StrictJsonRoute
 from forge.errors import InvalidJson, InvalidRequest
 from forge.formats.anthropic import (
@@ -28,7 +34,10 @@ from forge.gateway import Gateway, RequestLimits, StreamItem, StreamResult, rece
 from forge.records import ApiKey
 from forge.upstream import Completion
 
-router = APIRouter(route_class=StrictJsonRoute)
+router = APIRouter(
+    route_class=StrictJsonRoute,
+    responses={**error_responses(AnthropicErrorResponse), **PAID_SUCCESS},
+)
 
 
 @router.post("/v1/messages", response_model=None)
