@@ -1,22 +1,26 @@
 """forge-admin against the emulated stack, in process: key limits and the retry ceiling,
-what it says without a stack, and the forms it shows money and instants in."""
+what it says without a stack, and the forms it shows money, instants and statements in."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from forge.accounts import create_account, credit_wallet, issue_key
 from forge.api import create_app
+from forge.archive import Month
 from forge.ids import hash_api_key
 from forge.money import Bucket
-from forge.stores import get_store
+from forge.records import LedgerKind
+from forge.stores import get_archive, get_store
 from forge_tools import admin
-from forge_tools.emulator import Resources
+from forge_tools.emulator import Emulator, Resources
+from tests.ledger_history import History
 
 
 def test_key_caps_sets_limits_and_the_retry_ceiling(
@@ -123,3 +127,55 @@ def test_ledger_show_writes_instants_as_the_api_does(
     api = {e["entry_id"]: e["created_at"] for e in asyncio.run(api_ledger()).json()["data"]}
     assert len(cli) == 2 and cli == api
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", t) for t in cli.values())
+
+
+@pytest.fixture
+def history(emulator: Emulator, aws_stack: Resources) -> History:
+    """Ledger entries on chosen days, archived as they are written."""
+    return History(
+        emulator.client("dynamodb"),
+        aws_stack.tables["BudgetTable"],
+        aws_stack.tables["LedgerTable"],
+        archive=get_archive(),
+    )
+
+
+def test_statement_build_refuses_the_months_the_api_has_no_statement_for(
+    history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an account whose ledger starts in March 2025
+    history.move("acct_cli_first", datetime(2025, 3, 5, tzinfo=UTC), LedgerKind.TOPUP, 5_000_000)
+    this_month = Month.of(datetime.now(UTC))
+
+    # When a statement is built for a month before it, or after this one
+    for month in ("2025-02", str(this_month.next())):
+        with pytest.raises(SystemExit) as exited:
+            admin.main(["statement", "build", "--account", "acct_cli_first", "--month", month])
+
+        # Then it is refused as the API refuses it (404), and nothing is stored
+        assert exited.value.code == 1
+        said = one_line(capsys.readouterr().err)
+        assert f"No statement for {month}" in said and "(not_found)" in said
+        assert get_archive().stored_statement("acct_cli_first", month) is None
+
+
+def test_statement_list_shows_what_build_stored(
+    history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an account active in March 2025 and this month
+    now = datetime.now(UTC)
+    history.move("acct_cli_list", datetime(2025, 3, 5, tzinfo=UTC), LedgerKind.TOPUP, 5_000_000)
+    history.move("acct_cli_list", now, LedgerKind.TOPUP, 1_000_000)
+    this_month = str(Month.of(now))
+
+    # When both months' statements are built
+    for month in ("2025-03", this_month):
+        admin.main(["statement", "build", "--account", "acct_cli_list", "--month", month])
+    capsys.readouterr()
+
+    # Then the list says each is stored, final or provisional, and the rest are not
+    admin.main(["statement", "list", "--account", "acct_cli_list"])
+    listed = {m["month"]: (m["status"], m["stored"]) for m in json.loads(capsys.readouterr().out)}
+    assert listed["2025-03"] == ("final", "final")
+    assert listed[this_month] == ("provisional", "provisional")
+    assert listed["2025-04"] == ("final", None)

@@ -215,7 +215,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--account", help="one account (default: every account with activity)")
     build.add_argument("--month", required=True, help="YYYY-MM")
-    statement_list = statement.add_parser("list", help="an account's statement months")
+    statement_list = statement.add_parser(
+        "list", help="an account's statement months, and how each is stored (if it is)"
+    )
     statement_list.add_argument("--account", required=True)
 
     ledger = groups.add_parser("ledger").add_subparsers(dest="action", required=True)
@@ -242,7 +244,12 @@ def run(args: argparse.Namespace) -> None:
     from forge.money import RouteType
     from forge.reconcile import reconcile
     from forge.records import KeyCaps, KeyStatus, ProjectCaps
-    from forge.statements import available_months, build_month_for_all, ensure_statement
+    from forge.statements import (
+        available_months,
+        build_month_for_all,
+        ensure_statement,
+        statement_month,
+    )
     from forge.stores import get_archive, get_store
     from forge.sweeper import sweep
     from forge.views import TimeRange, page_size
@@ -361,6 +368,10 @@ def run(args: argparse.Namespace) -> None:
                 if run_all.failed:
                     raise SystemExit(1)
             else:
+                # The months the API serves, no others: one before the account's first ledger
+                # entry would otherwise be built, empty, and stored.
+                first = views.first_entry_at(args.account)
+                statement_month(args.account, first, args.month, datetime.now(UTC))
                 key_name = ensure_statement(
                     get_archive(), views, args.account, args.month, rebuild=True
                 )
@@ -376,7 +387,7 @@ def run(args: argparse.Namespace) -> None:
                     {
                         "month": m.month,
                         "status": "final" if m.final else "provisional",
-                        "stored": m.final and archive.statement_exists(args.account, m.month),
+                        "stored": archive.stored_statement(args.account, m.month),
                     }
                     for m in months
                 ]
