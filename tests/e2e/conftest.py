@@ -31,6 +31,7 @@ class LocalStack:
     api_key: str
     account_id: str
     process: subprocess.Popen[bytes]
+    env_file: Path
     clients: dict[str, Any] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
@@ -108,6 +109,7 @@ def local_stack(
         api_key=values["OPENAI_API_KEY"],
         account_id=values["FORGE_ACCOUNT_ID"],
         process=process,
+        env_file=env_file,
     )
     httpx.get(
         stack.base_url + "/models", headers={"Authorization": f"Bearer {stack.api_key}"}, timeout=10

@@ -8,7 +8,10 @@ import json
 import os
 import sys
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
 
 from forge.errors import ForgeError
 from forge.money import Bucket, format_micros
@@ -16,6 +19,7 @@ from forge_tools import catalog_admin
 
 if TYPE_CHECKING:
     from forge.payments import RedeemCode
+    from forge.records import Wallet
 
 _OUTPUT_TO_ENV = {
     "BudgetTableName": "BUDGET_TABLE",
@@ -24,18 +28,64 @@ _OUTPUT_TO_ENV = {
 }
 
 
+def _fail(reason: str) -> NoReturn:
+    """A setup problem: one line saying what to do, exit 2 (as argparse does for usage)."""
+    print(f"forge-admin: {reason}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _use_stack(stack: str) -> None:
     """Point the settings at a deployed stack's resources, from its CloudFormation outputs."""
     import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    outputs = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    try:
+        outputs = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    except (BotoCoreError, ClientError) as exc:
+        _fail(f"cannot read the outputs of stack {stack!r}: {exc}")
     for output in outputs.get("Outputs", []):
         if env_name := _OUTPUT_TO_ENV.get(output["OutputKey"]):
             os.environ[env_name] = output["OutputValue"]
 
 
+def _require_stack() -> None:
+    """The settings, validated up front: without a stack to work on, say how to name one
+    instead of showing the validation error's traceback."""
+    from forge.settings import get_settings
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        errors = exc.errors()
+        missing = [str(e["loc"][0]) for e in errors if e["type"] == "missing"]
+        if missing:
+            _fail(
+                f"no stack configured ({', '.join(missing)} unset): run"
+                " `source .local/dev.env` (local) or pass --stack NAME"
+            )
+        _fail(f"invalid setting {errors[0]['loc'][0]}: {errors[0]['msg']}")
+
+
 def _print(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
+    # pydantic's JSON forms, the API's: instants as ISO 8601 in UTC with `Z`.
+    print(json.dumps(to_jsonable_python(value), indent=2))
+
+
+def _describe_wallet(wallet: Wallet, *, micros: bool) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "currency": wallet.bucket.currency,
+        "balance": format_micros(wallet.balance),
+        "held": format_micros(wallet.held),
+        "available": format_micros(wallet.available),
+        "seq": wallet.seq,
+    }
+    if micros:
+        shown |= {
+            "balance_micros": wallet.balance,
+            "held_micros": wallet.held,
+            "available_micros": wallet.available,
+        }
+    return shown
 
 
 def _describe_code(code: RedeemCode) -> dict[str, Any]:
@@ -128,8 +178,13 @@ def _parser() -> argparse.ArgumentParser:
     credit.add_argument("--bucket", choices=[b.value for b in Bucket], required=True)
     credit.add_argument("--amount", required=True, help="decimal, e.g. 12.50")
     credit.add_argument("--memo", default="operator top-up")
-    show = wallet.add_parser("show", help="balances of both buckets")
+    show = wallet.add_parser("show", help="balances of both buckets, in their currencies")
     show.add_argument("--account", required=True)
+    show.add_argument(
+        "--micros",
+        action="store_true",
+        help="also the integer micro-units, as stored and as `reconcile` reports drift",
+    )
     adjust = wallet.add_parser("adjust", help="correct a bucket by a signed amount, with a reason")
     adjust.add_argument("--account", required=True)
     adjust.add_argument("--bucket", choices=[b.value for b in Bucket], required=True)
@@ -160,7 +215,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--account", help="one account (default: every account with activity)")
     build.add_argument("--month", required=True, help="YYYY-MM")
-    statement_list = statement.add_parser("list", help="an account's statement months")
+    statement_list = statement.add_parser(
+        "list", help="an account's statement months, and how each is stored (if it is)"
+    )
     statement_list.add_argument("--account", required=True)
 
     ledger = groups.add_parser("ledger").add_subparsers(dest="action", required=True)
@@ -187,7 +244,12 @@ def run(args: argparse.Namespace) -> None:
     from forge.money import RouteType
     from forge.reconcile import reconcile
     from forge.records import KeyCaps, KeyStatus, ProjectCaps
-    from forge.statements import available_months, build_month_for_all, ensure_statement
+    from forge.statements import (
+        available_months,
+        build_month_for_all,
+        ensure_statement,
+        statement_month,
+    )
     from forge.stores import get_archive, get_store
     from forge.sweeper import sweep
     from forge.views import TimeRange, page_size
@@ -287,7 +349,12 @@ def run(args: argparse.Namespace) -> None:
         case ("code", "list"):
             _print([_describe_code(c) for c in payments.list_codes(store)])
         case ("wallet", "show"):
-            _print({b.value: store.get_wallet(args.account, b).model_dump() for b in Bucket})
+            _print(
+                {
+                    b.value: _describe_wallet(store.get_wallet(args.account, b), micros=args.micros)
+                    for b in Bucket
+                }
+            )
         case ("wallet", "refund"):
             entry = payments.refund_charge(
                 store, args.account, args.request_id, args.amount, reason=args.reason
@@ -301,6 +368,10 @@ def run(args: argparse.Namespace) -> None:
                 if run_all.failed:
                     raise SystemExit(1)
             else:
+                # The months the API serves, no others: one before the account's first ledger
+                # entry would otherwise be built, empty, and stored.
+                first = views.first_entry_at(args.account)
+                statement_month(args.account, first, args.month, datetime.now(UTC))
                 key_name = ensure_statement(
                     get_archive(), views, args.account, args.month, rebuild=True
                 )
@@ -316,7 +387,7 @@ def run(args: argparse.Namespace) -> None:
                     {
                         "month": m.month,
                         "status": "final" if m.final else "provisional",
-                        "stored": m.final and archive.statement_exists(args.account, m.month),
+                        "stored": archive.stored_statement(args.account, m.month),
                     }
                     for m in months
                 ]
@@ -345,6 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.stack:
         _use_stack(args.stack)
+    _require_stack()
     try:
         run(args)
     except ForgeError as exc:

@@ -8,10 +8,12 @@ are seeded and written to .local/dev.env for any OpenAI client and for forge-adm
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shlex
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -77,13 +79,54 @@ def _seed_catalog() -> None:
     DynamoCatalogStore(dynamodb_client(), get_settings().budget_table).seed(catalog)
 
 
-def _write_env(path: Path, values: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("# Written by `make dev`; valid while it runs.\n" + "\n".join(lines) + "\n")
-    tmp.chmod(0o600)
-    tmp.replace(path)  # atomic: a watcher never reads half a file
+def _listen(port: int) -> socket.socket:
+    """The gateway's socket, bound before anything starts: a busy port (another `make dev`
+    running) is one line and exit 1, not a stack started for nothing and torn down."""
+    sock = socket.socket()
+    # As uvicorn binds: a port left in TIME_WAIT by the previous run is free to take.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        reason = (
+            f"port {port} is in use (another `make dev`?): stop it or choose another,"
+            f" e.g. `make dev PORT={port + 1}`"
+            if exc.errno == errno.EADDRINUSE
+            else f"cannot listen on 127.0.0.1:{port}: {exc.strerror}"
+        )
+        print(f"forge-dev: {reason}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return sock
+
+
+class EnvFile:
+    """.local/dev.env, removed on exit only if it still holds what this process wrote: a
+    stack that failed to start wrote nothing, and another `make dev` (on another port) may
+    have replaced the file since; either way the file belongs to a stack still running."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._written: str | None = None
+
+    def write(self, values: dict[str, str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
+        text = "# Written by `make dev`; valid while it runs.\n" + "\n".join(lines) + "\n"
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o600)
+        tmp.replace(self.path)  # atomic: a watcher never reads half a file
+        self._written = text
+
+    def remove(self) -> None:
+        if self._written is None:
+            return
+        try:
+            if self.path.read_text() == self._written:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         "--state-dir", type=Path, default=Path(os.environ.get("FORGE_LOCAL_DIR", ROOT / ".local"))
     )
     args = parser.parse_args(argv)
+    listener = _listen(args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the emulator's access log
     logging.getLogger("httpx").setLevel(logging.WARNING)  # upstream URLs may carry keys
@@ -100,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     emulator = Emulator().start()
     resources = emulator.create_resources(TEMPLATE)
     demo_port = _free_port()
-    base_url = f"http://127.0.0.1:{args.port}/v1"
+    base_url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
     env = {
         **resources.environment(),
         "FORGE_DEMO_BASE_URL": f"http://127.0.0.1:{demo_port}/v1",
@@ -125,17 +169,17 @@ def main(argv: list[str] | None = None) -> None:
     server = uvicorn.Server(
         uvicorn.Config(create_app(), host="127.0.0.1", port=args.port, log_level="info")
     )
-    env_file = args.state_dir / "dev.env"
+    env_file = EnvFile(args.state_dir / "dev.env")
 
     def announce() -> None:
         while not server.started:
             if server.should_exit:
                 return
             time.sleep(0.02)
-        _write_env(env_file, {"OPENAI_BASE_URL": base_url, **seeded, **env})
+        env_file.write({"OPENAI_BASE_URL": base_url, **seeded, **env})
         print(
             f"\nTokens Forge is running on {base_url}\n"
-            f"  source {env_file}\n"
+            f"  source {env_file.path}\n"
             f'  curl -s $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer '
             f'$OPENAI_API_KEY" \\\n'
             f"    -H 'Content-Type: application/json' \\\n"
@@ -147,11 +191,11 @@ def main(argv: list[str] | None = None) -> None:
 
     threading.Thread(target=announce, daemon=True).start()
     try:
-        server.run()
+        server.run(sockets=[listener])
     except KeyboardInterrupt:
         pass  # uvicorn has already shut down gracefully; Ctrl-C is the normal way to stop
     finally:
-        env_file.unlink(missing_ok=True)
+        env_file.remove()
         poller.stop()
         demo.should_exit = True
         emulator.stop()

@@ -102,6 +102,11 @@ def ledger_month_prefix(account_id: str, month: Month) -> str:
     return f"{ledger_account_prefix(account_id)}{month.year:04d}/{month.month:02d}/"
 
 
+# How a statement is kept: "provisional" (its month is not settled; replaced by each build)
+# or "final" (immutable).
+StatementState = Literal["final", "provisional"]
+
+
 class StatementFormat(enum.StrEnum):
     """How a statement is rendered; the value is the file extension."""
 
@@ -250,6 +255,12 @@ class LedgerArchive(Protocol):
         self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
     ) -> bool:
         """Whether a *final* statement is stored (provisional ones do not count)."""
+        ...
+
+    def stored_statement(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> StatementState | None:
+        """How the statement is stored, final or provisional; None if it is not."""
         ...
 
     def final_statement(

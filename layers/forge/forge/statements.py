@@ -37,7 +37,7 @@ from forge.archive import (
     check_account_id,
     statement_key,
 )
-from forge.errors import ForgeError, InvalidRequest
+from forge.errors import ForgeError, InvalidRequest, NotFound
 from forge.money import Bucket, format_micros
 from forge.records import LedgerEntry, LedgerKind, utcnow
 
@@ -269,6 +269,23 @@ def available_months(first_activity: datetime | None, now: datetime) -> list[Sta
         months.append(StatementMonth(month=str(month), final=is_final(month, now)))
         month = month.previous()
     return months
+
+
+def statement_month(
+    account_id: str, first_activity: datetime | None, month: Month | str, now: datetime
+) -> StatementMonth:
+    """`month` among the account's statement months, or NotFound: a month before its first
+    ledger entry, or after now, has no statement (as the API lists and serves them)."""
+    month = parse_month(month)
+    for listed in available_months(first_activity, now):
+        if listed.month == str(month):
+            return listed
+    span = (
+        "it has no ledger entries"
+        if first_activity is None
+        else f"it has statements from {Month.of(first_activity)} to {Month.of(now)}"
+    )
+    raise NotFound(f"No statement for {month} in account {account_id}: {span}", param="month")
 
 
 # Building --------------------------------------------------------------------------------------

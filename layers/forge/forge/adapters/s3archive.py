@@ -19,6 +19,7 @@ from forge.archive import (
     LEDGER_PREFIX,
     Month,
     StatementFormat,
+    StatementState,
     archive_key,
     archive_line,
     ledger_account_prefix,
@@ -145,16 +146,22 @@ class S3Archive:
         self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
     ) -> bool:
         """Whether a final statement is stored; a provisional one (month not over) is not."""
+        return self.stored_statement(account_id, month, fmt) == "final"
+
+    def stored_statement(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> StatementState | None:
+        """How the statement is stored (its `forge-final` metadata), or None if it is not."""
         key = statement_key(account_id, _as_month(month), fmt)
         try:
             head = self._s3.head_object(Bucket=self._bucket, Key=key)
         except ClientError as exc:
             if _error_code(exc) in _MISSING:
-                return False
+                return None
             raise ArchiveUnavailable("The ledger archive is unavailable (head statement)") from exc
         except BotoCoreError as exc:
             raise ArchiveUnavailable("The ledger archive is unavailable (head statement)") from exc
-        return bool(head.get("Metadata", {}).get(_FINAL) == "true")
+        return "final" if head.get("Metadata", {}).get(_FINAL) == "true" else "provisional"
 
     def final_statement(
         self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
