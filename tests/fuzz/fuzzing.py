@@ -4,7 +4,6 @@ a deterministic upstream, and the check that nothing refused was charged."""
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -12,39 +11,13 @@ import httpx
 
 from forge.accounts import create_account, credit_wallet, issue_key
 from forge.adapters.dynamo import DynamoStore
-from forge.adapters.openai_compat import OpenAICompatProvider
-from forge.api import create_app
-from forge.api.deps import get_gateway
-from forge.catalog import load_catalog
-from forge.gateway import Gateway
 from forge.money import Bucket
 from forge.reconcile import reconcile
 from forge.records import LedgerKind, utcnow
 from forge.stores import get_store
+from tests.fakes.mock_upstream import answer, gateway_app
 
 PAID_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/messages")
-
-
-def demo_upstream(request: httpx.Request) -> httpx.Response:
-    """An OpenAI-compatible upstream: a short answer (or stream, or embedding) with usage."""
-    body = json.loads(request.content)
-    usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
-    if request.url.path.endswith("/embeddings"):
-        data = [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}]
-        return httpx.Response(200, json={"object": "list", "data": data, "usage": usage})
-    if not body.get("stream"):
-        choice = {"index": 0, "message": {"role": "assistant", "content": "ok"}}
-        return httpx.Response(
-            200, json={"id": "c", "object": "chat.completion", "choices": [choice], "usage": usage}
-        )
-    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    chunks = [
-        {**base, "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": None}]},
-        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-        {**base, "choices": [], "usage": usage},
-    ]
-    sse = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
-    return httpx.Response(200, content=sse.encode(), headers={"content-type": "text/event-stream"})
 
 
 @dataclass
@@ -85,12 +58,7 @@ def fuzz_target() -> FuzzTarget:
     for bucket in Bucket:
         credit_wallet(store, account_id, bucket, "1000", source="test", memo="fuzz")
     plaintext, _ = issue_key(store, account_id)
-    demo = OpenAICompatProvider(
-        "http://up.test/v1", "k", transport=httpx.MockTransport(demo_upstream)
-    )
-    app = create_app()
-    gateway = Gateway(store, {"demo": demo}, load_catalog(), hold_ttl_seconds=960)
-    app.dependency_overrides[get_gateway] = lambda: gateway
+    app = gateway_app(store, httpx.MockTransport(answer))
     return FuzzTarget(store, account_id, plaintext, app)
 
 
@@ -99,9 +67,9 @@ def send(target: FuzzTarget, method: str, path: str, **kwargs: object) -> httpx.
 
     async def run() -> httpx.Response:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=target.app),  # type: ignore[arg-type]
+            transport=httpx.ASGITransport(app=target.app),
             base_url="http://gw",
         ) as client:
-            return await client.request(method, path, **kwargs)  # type: ignore[arg-type]
+            return await client.request(method, path, **kwargs)
 
     return asyncio.run(run())

@@ -6,7 +6,6 @@ over the emulated store; then the same request is retried with the same key."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,31 +30,13 @@ from forge.records import LedgerKind, utcnow
 from forge.stores import get_store
 from forge.upstream import ChatStream
 from forge_tools.emulator import Resources
+from tests.fakes.mock_upstream import answer
 
 BODY = {"model": "demo-official", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 32}
-USAGE = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
 
 
 class Injected(RuntimeError):
     """The fault a step raises once."""
-
-
-def _upstream(request: httpx.Request) -> httpx.Response:
-    body = json.loads(request.content)
-    if not body.get("stream"):
-        choice = {"index": 0, "message": {"role": "assistant", "content": "hey"}}
-        return httpx.Response(
-            200, json={"id": "c", "object": "chat.completion", "choices": [choice], "usage": USAGE}
-        )
-    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    chunks = [
-        {**base, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
-        for word in ("one ", "two ", "three")
-    ]
-    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    chunks.append({**base, "choices": [], "usage": USAGE})
-    sse = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
-    return httpx.Response(200, content=sse.encode(), headers={"content-type": "text/event-stream"})
 
 
 @dataclass
@@ -136,7 +117,7 @@ def api(aws_stack: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     credit_wallet(store, account_id, Bucket.CREDIT, "5", source="test", memo="fund")
     plaintext, _ = issue_key(store, account_id)
     faults = Faults()
-    demo = OpenAICompatProvider("http://up.test/v1", "k", transport=httpx.MockTransport(_upstream))
+    demo = OpenAICompatProvider("http://up.test/v1", "k", transport=httpx.MockTransport(answer))
     gateway = Gateway(
         store, {"demo": FaultyProvider(demo, faults)}, load_catalog(), hold_ttl_seconds=960
     )

@@ -15,17 +15,12 @@ import pytest
 
 from forge.accounts import create_account, credit_wallet, issue_key
 from forge.adapters.dynamo import DynamoStore
-from forge.adapters.openai_compat import OpenAICompatProvider
-from forge.api import create_app
-from forge.api.deps import get_gateway
-from forge.catalog import load_catalog
-from forge.gateway import Gateway
 from forge.money import Bucket
 from forge.reconcile import reconcile
 from forge.records import LedgerKind, utcnow
 from forge.stores import get_store
 from forge_tools.emulator import Resources
-from tests.integration.test_guarded_boundary import _upstream as upstream
+from tests.fakes.mock_upstream import answer, gateway_app
 
 CHAT = {"model": "demo-official", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 MESSAGES = {
@@ -54,12 +49,8 @@ def caller(aws_stack: Resources) -> Iterator[Caller]:
     account_id = create_account(store, "hostile")
     credit_wallet(store, account_id, Bucket.CREDIT, "5", source="test", memo="fund")
     plaintext, _ = issue_key(store, account_id)
-    demo = OpenAICompatProvider("http://up.test/v1", "k", transport=httpx.MockTransport(upstream))
-    app = create_app()
-    gateway = Gateway(store, {"demo": demo}, load_catalog(), hold_ttl_seconds=960)
-    app.dependency_overrides[get_gateway] = lambda: gateway
     client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
+        transport=httpx.ASGITransport(app=gateway_app(store, httpx.MockTransport(answer))),
         base_url="http://gw",
         headers={"Authorization": f"Bearer {plaintext}"},
     )
@@ -214,14 +205,12 @@ def test_an_upstream_answer_json_does_not_allow_is_a_failed_call_not_a_charge(
     account_id = create_account(store, "poisoned")
     credit_wallet(store, account_id, Bucket.CREDIT, "5", source="test", memo="fund")
     plaintext, _ = issue_key(store, account_id)
-    demo = OpenAICompatProvider("http://up.test/v1", "k", transport=httpx.MockTransport(poisoned))
-    app = create_app()
-    gateway = Gateway(store, {"demo": demo}, load_catalog(), hold_ttl_seconds=960)
-    app.dependency_overrides[get_gateway] = lambda: gateway
+    app = gateway_app(store, httpx.MockTransport(poisoned))
 
     async def call() -> httpx.Response:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gw"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://gw",
         ) as client:
             return await client.post(
                 "/v1/chat/completions",
