@@ -16,7 +16,7 @@ from forge.api import create_app
 from forge.archive import Month
 from forge.money import Bucket, format_micros
 from forge.records import Hold, LedgerEntry, LedgerKind, Receipt
-from forge.views import UsageGroupBy, usage_group
+from forge.views import UsageGroupBy
 from forge_tools.emulator import Emulator, Resources
 from tests.ledger_history import History, MonthStory, simulate_month
 from tests.statement_check import assert_csv_tells, assert_html_tells, ledger_month
@@ -220,6 +220,21 @@ def test_a_cursor_works_only_for_its_own_account_and_query(
 
 
 # Usage and runs -----------------------------------------------------------------------------
+def usage_group(receipt: Receipt, group_by: UsageGroupBy, day: str | None = None) -> str:
+    """The group a receipt's usage (or, on `day`, a refund of it) counts in."""
+    match group_by:
+        case UsageGroupBy.KEY:
+            return receipt.key_id
+        case UsageGroupBy.PROJECT:
+            return receipt.project_id
+        case UsageGroupBy.MODEL:
+            return receipt.requested_model
+        case UsageGroupBy.ROUTE:
+            return receipt.final_route or ""
+        case UsageGroupBy.DAY:
+            return day or receipt.created_at.date().isoformat()
+
+
 @pytest.mark.parametrize("group_by", list(UsageGroupBy))
 def test_usage_totals_are_the_receipts_and_the_ledgers_charges(
     history: History, story: MonthStory, group_by: UsageGroupBy
@@ -240,9 +255,21 @@ def test_usage_totals_are_the_receipts_and_the_ledgers_charges(
         expected.setdefault((usage_group(receipt, group_by), receipt.bucket.value), []).append(
             receipt
         )
-    assert {(line["group"], line["bucket"]) for line in body["data"]} == set(expected)
+    # The refund counts with its request's key, project, model and route, on its own day
+    [refunded] = [r for r in story.receipts if r.request_id == story.refund.request_id]
+    refund_day = story.refund.created_at.date().isoformat()
+    refunds = {
+        (usage_group(refunded, group_by, refund_day), story.refund.bucket.value): (
+            story.refund.amount
+        )
+    }
+    assert {(line["group"], line["bucket"]) for line in body["data"]} == set(expected) | set(
+        refunds
+    )
     for line in body["data"]:
-        receipts = expected[(line["group"], line["bucket"])]
+        receipts = expected.get((line["group"], line["bucket"]), [])
+        assert line["refunded_micros"] == refunds.get((line["group"], line["bucket"]), 0)
+        assert line["refunded"] == format_micros(line["refunded_micros"])
         assert line["requests"] == line["succeeded"] == len(receipts)
         assert line["charge_micros"] == sum(r.charge for r in receipts)
         assert line["input_tokens"] == sum(r.usage.input_tokens for r in receipts)
@@ -250,7 +277,7 @@ def test_usage_totals_are_the_receipts_and_the_ledgers_charges(
         assert line["output_tokens"] == sum(r.usage.output_tokens for r in receipts)
         assert line["attempts"] == sum(len(r.attempts) for r in receipts)
 
-    # The totals per bucket are the ledger's charges, to the micro-unit
+    # The totals per bucket are the ledger's charges and refunds, to the micro-unit
     ledger = ledger_of(history, story.account_id)
     for total in body["totals"]:
         charged = [
@@ -259,6 +286,11 @@ def test_usage_totals_are_the_receipts_and_the_ledgers_charges(
         assert total["charge_micros"] == -sum(e.amount for e in charged) > 0
         assert total["charge"] == format_micros(total["charge_micros"])
         assert total["requests"] == len(charged)
+        refunded = [
+            e for e in ledger if e.kind is LedgerKind.REFUND and e.bucket.value == total["bucket"]
+        ]
+        assert total["refunded_micros"] == sum(e.amount for e in refunded)
+    assert sum(t["refunded_micros"] for t in body["totals"]) == story.refund.amount > 0
 
 
 def test_usage_ranges_are_bounded(story: MonthStory) -> None:
@@ -301,6 +333,7 @@ def test_a_run_lists_its_calls_attempts_tokens_and_spend(
     assert (totals["requests"], totals["attempts"]) == (3, 5)
     assert totals["charge_micros"] == sum(charges[r] for r in requests)
     assert totals["input_tokens"] == sum(receipts[r].usage.input_tokens for r in requests)
+    assert totals["refunded_micros"] == 0  # March's refund is of a call outside any run
 
     missing = get("/v1/runs/run-gamma", key_of(story))
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")

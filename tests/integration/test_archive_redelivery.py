@@ -52,9 +52,9 @@ def test_redelivered_and_poisoned_batches_archive_each_entry_exactly_once(
     story = simulate_month(history, Month(2025, 3))
     records = ledger_stream_event()["Records"]
     entries = [e for b in Bucket for e in history.store.list_entries(story.account_id, b)]
-    assert sum(
-        r["dynamodb"]["NewImage"]["record_type"]["S"] == "ledger_entry" for r in records
-    ) == (len(entries))
+    # (moto's INSERT image of an aggregate an update created holds only its keys)
+    kinds = [r["dynamodb"]["NewImage"].get("record_type", {}).get("S") for r in records]
+    assert kinds.count("ledger_entry") == len(entries)
     batches = [{"Records": records[i : i + 7]} for i in range(0, len(records), 7)]
     handler = load_handler("archiver")
 

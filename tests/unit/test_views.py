@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from boto3.dynamodb.types import TypeSerializer
 
+from forge.adapters.ledger_totals import hour_key, receipt_updates, usage_cell_key
 from forge.adapters.ledger_views import (
     BY_SCOPE_INDEX,
     BY_TIME_INDEX,
@@ -21,7 +22,15 @@ from forge.adapters.ledger_views import (
 from forge.errors import InvalidRequest, NotFound
 from forge.money import Bucket, Usage
 from forge.records import Attempt, LedgerEntry, LedgerKind, Receipt
-from forge.views import InvalidCursor, TimeRange, UsageGroupBy, summarize_usage
+from forge.views import (
+    InvalidCursor,
+    TimeRange,
+    UsageCell,
+    UsageGroupBy,
+    UsageRead,
+    hour_of,
+    summarize_usage,
+)
 
 _serializer = TypeSerializer()
 
@@ -51,10 +60,11 @@ RECEIPTS = [
     receipt(3, bucket=Bucket.RMB, key="k1", day=2, charge=7_000, tokens=90),
     receipt(4, bucket=Bucket.CREDIT, key="k1", day=2, charge=0, tokens=0),
 ]
+CELLS = [UsageCell.of_receipt(r) for r in RECEIPTS]
 
 
 def test_usage_is_totalled_per_group_and_bucket_never_across_currencies() -> None:
-    lines, totals = summarize_usage(RECEIPTS, UsageGroupBy.KEY)
+    lines, totals = summarize_usage(CELLS, UsageGroupBy.KEY)
     assert [(x.group, x.bucket, x.totals.charge, x.totals.requests) for x in lines] == [
         ("k1", Bucket.CREDIT, 100, 2),
         ("k1", Bucket.RMB, 7_000, 1),
@@ -64,12 +74,139 @@ def test_usage_is_totalled_per_group_and_bucket_never_across_currencies() -> Non
         (Bucket.CREDIT, 350, 1),
         (Bucket.RMB, 7_000, 0),
     ]
-    days, _ = summarize_usage(RECEIPTS, UsageGroupBy.DAY)
+    days, _ = summarize_usage(CELLS, UsageGroupBy.DAY)
     assert [(x.group, x.totals.input_tokens) for x in days] == [
         ("2025-03-01", 40),
         ("2025-03-02", 0),
         ("2025-03-02", 90),
     ]
+
+
+def test_a_refund_counts_in_its_requests_combination_in_the_hour_it_was_written() -> None:
+    refunded = RECEIPTS[2]
+    refund = LedgerEntry(
+        entry_id="le_refund_req_3",
+        account_id="acct_v",
+        bucket=Bucket.RMB,
+        seq=9,
+        kind=LedgerKind.REFUND,
+        amount=3_000,
+        balance_after=3_000,
+        created_at=datetime(2025, 3, 5, 7, 30, tzinfo=UTC),
+        request_id=refunded.request_id,
+        key_id=refunded.key_id,
+        project_id=refunded.project_id,
+        model=refunded.requested_model,
+        route=refunded.final_route,
+    )
+    cells = [*CELLS, UsageCell.of_refund(refund)]
+    models, totals = summarize_usage(cells, UsageGroupBy.MODEL)
+    assert [(x.group, x.bucket, x.totals.charge, x.totals.refunded) for x in models] == [
+        ("demo-official", Bucket.CREDIT, 350, 0),
+        ("demo-routed", Bucket.RMB, 7_000, 3_000),
+    ]
+    assert [(t.bucket, t.totals.requests, t.totals.refunded) for t in totals] == [
+        (Bucket.CREDIT, 3, 0),
+        (Bucket.RMB, 1, 3_000),
+    ]
+    days, _ = summarize_usage(cells, UsageGroupBy.DAY)
+    assert ("2025-03-05", Bucket.RMB, 0, 3_000) in [
+        (x.group, x.bucket, x.totals.requests, x.totals.refunded) for x in days
+    ]
+
+
+def at(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2025, 3, day, hour, minute, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "hours", "edges"),
+    [
+        # Whole hours: cells only
+        (at(1, 0), at(2, 0), (at(1, 0), at(2, 0)), []),
+        # A start inside an hour: that hour's part is read from receipts
+        (at(1, 9, 15), at(1, 12), (at(1, 9), at(1, 12)), [(at(1, 9, 15), at(1, 10))]),
+        # An end inside an hour
+        (at(1, 9), at(1, 12, 5), (at(1, 9), at(1, 13)), [(at(1, 12), at(1, 12, 5))]),
+        # Both, in different hours
+        (
+            at(1, 9, 15),
+            at(3, 2, 45),
+            (at(1, 9), at(3, 3)),
+            [(at(1, 9, 15), at(1, 10)), (at(3, 2), at(3, 2, 45))],
+        ),
+        # Both inside the same hour: one part
+        (at(1, 9, 15), at(1, 9, 45), (at(1, 9), at(1, 10)), [(at(1, 9, 15), at(1, 9, 45))]),
+        # Inside adjacent hours
+        (
+            at(1, 9, 15),
+            at(1, 10, 1),
+            (at(1, 9), at(1, 11)),
+            [(at(1, 9, 15), at(1, 10)), (at(1, 10), at(1, 10, 1))],
+        ),
+    ],
+)
+def test_a_usage_range_reads_whole_hours_as_cells_and_cut_hours_as_receipts(
+    start: datetime,
+    end: datetime,
+    hours: tuple[datetime, datetime],
+    edges: list[tuple[datetime, datetime]],
+) -> None:
+    read = UsageRead.of(TimeRange(start, end))
+    assert read.hours == TimeRange(*hours)
+    assert read.edges == tuple(TimeRange(*edge) for edge in edges)
+    for edge in read.edges:
+        assert edge.start is not None and read.edge_at(hour_of(edge.start)) == edge
+    # Every instant of [start, end) is counted once: by a whole hour's cell or by one edge
+    assert read.hours.start is not None and read.hours.end is not None
+    hour = read.hours.start
+    while hour < read.hours.end:
+        edge = read.edge_at(hour)
+        if edge is None:
+            assert start <= hour and hour + timedelta(hours=1) <= end
+        else:
+            assert (edge.start, edge.end) == (max(start, hour), min(end, hour + timedelta(hours=1)))
+        hour += timedelta(hours=1)
+
+
+def test_usage_cells_have_one_key_per_combination_whatever_the_names_hold() -> None:
+    base = CELLS[0]
+    twins = [
+        base.model_copy(update={"key_id": "a#b", "project_id": "c"}),
+        base.model_copy(update={"key_id": "a", "project_id": "b#c"}),
+        base.model_copy(update={"final_route": None}),
+        base.model_copy(update={"final_route": ""}),
+        base.model_copy(update={"bucket": None}),
+    ]
+    keys = [usage_cell_key("acct_v", cell)["sk"] for cell in [base, *twins]]
+    assert len(set(keys)) == len(keys)
+    assert usage_cell_key("acct_v", base) == usage_cell_key("acct_v", CELLS[0])
+    assert usage_cell_key("acct_v", base)["pk"] == "USAGE#acct_v"  # the caller's partition
+    # A cell's key sorts inside its hour: after the bare hour, before the next one
+    assert hour_key(base.hour) < keys[0] < hour_key(base.hour + timedelta(hours=1))
+
+
+def test_a_receipt_adds_to_its_cell_and_to_its_runs_total_only_with_a_run() -> None:
+    plain = receipt_updates("ledger", RECEIPTS[0])
+    assert [u["Update"]["Key"]["pk"]["S"] for u in plain] == ["USAGE#acct_v"]
+    in_run = receipt_updates("ledger", RECEIPTS[0].model_copy(update={"run_id": "r-1"}))
+    assert in_run[1]["Update"]["Key"] == {"pk": {"S": "RUNSUM#acct_v#r-1"}, "sk": {"S": "credit"}}
+    update = in_run[0]["Update"]
+    names, values = update["ExpressionAttributeNames"], update["ExpressionAttributeValues"]
+    added = {
+        names[name]: int(values[value]["N"])
+        for name, value in (
+            part.split() for part in update["UpdateExpression"].split(" ADD ")[1].split(", ")
+        )
+    }
+    assert added == {
+        "requests": 1,
+        "succeeded": 1,
+        "attempts": 1,
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "charge": 100,
+    }
 
 
 def test_time_ranges_are_utc_half_open_and_bounded() -> None:

@@ -583,8 +583,10 @@ def refund_charge(
     reason: str | None = None,
 ) -> LedgerEntry:
     """Credit back (part of) one request's charge to the bucket it was paid from: one `refund`
-    ledger entry with source `refund:{request_id}`, at most once per request, guarded by a
-    marker item written in the same transaction. Spend caps already consumed stay consumed."""
+    ledger entry with source `refund:{request_id}` (naming the request, its key, project,
+    model and route), at most once per request, guarded by a marker item written in the same
+    transaction, which also counts it in the usage and run views. Spend caps already consumed
+    stay consumed."""
     receipt = store.get_receipt(account_id, request_id)
     if receipt is None:
         raise NotFound(f"No request '{request_id}' in account '{account_id}'", param="request_id")
@@ -620,6 +622,7 @@ def refund_charge(
             source=f"refund:{request_id}",
             memo=memo,
             guards=[marker],
+            refund_of=receipt,
         )
     except GuardFailed:
         raise RefundAlreadyIssued(

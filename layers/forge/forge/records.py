@@ -155,7 +155,10 @@ class Attempt(BaseModel):
 
     route: str
     upstream_model: str
-    status: int | None  # upstream HTTP status; None when no response arrived
+    # Upstream HTTP status; None when no response arrived (or the route was skipped). It
+    # must default to None: stored items drop None values, nested ones included, so a
+    # required field that may be None would make the record unreadable once stored.
+    status: int | None = None
     latency_ms: int
     outcome: Literal["ok", "error", "skipped"]
     reason: str | None = None

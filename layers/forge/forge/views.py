@@ -2,6 +2,8 @@
 
 Pure: the queries live in forge.adapters.ledger_views. Amounts stay integer micro-units of one
 bucket, and totals are kept per bucket, never summed across buckets (USD and CNY do not add).
+Usage is kept as hourly cells (one per combination of bucket, key, project, model and route),
+so a range costs its hours and combinations, not its calls.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from pydantic import BaseModel, ConfigDict
 from forge.archive import Month, as_utc
 from forge.errors import InvalidRequest
 from forge.money import Bucket
-from forge.records import Receipt
+from forge.records import LedgerEntry, Receipt
 
 T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
-# Usage totals read every receipt in the range (one indexed query): keep the range bounded.
+# Usage reads one cell per hour and combination in the range: keep the range bounded.
 MAX_USAGE_RANGE = timedelta(days=366)
+HOUR = timedelta(hours=1)
 
 
 class InvalidCursor(InvalidRequest):
@@ -93,24 +96,8 @@ class UsageGroupBy(enum.StrEnum):
     DAY = "day"
 
 
-def usage_group(receipt: Receipt, group_by: UsageGroupBy) -> str:
-    """The group a receipt counts in. Model is the requested (catalog) model, route the one
-    that served it, as on the ledger entry; day is the receipt's UTC date."""
-    match group_by:
-        case UsageGroupBy.KEY:
-            return receipt.key_id
-        case UsageGroupBy.PROJECT:
-            return receipt.project_id
-        case UsageGroupBy.MODEL:
-            return receipt.requested_model
-        case UsageGroupBy.ROUTE:
-            return receipt.final_route or ""
-        case UsageGroupBy.DAY:
-            return as_utc(receipt.created_at).date().isoformat()
-
-
 class UsageTotals(BaseModel):
-    """Requests, tokens and charge of a set of receipts, all in one bucket."""
+    """Requests, tokens, charge and refunds of a set of receipts, all in one bucket."""
 
     requests: int = 0
     succeeded: int = 0
@@ -121,6 +108,7 @@ class UsageTotals(BaseModel):
     cached_input_tokens: int = 0
     output_tokens: int = 0
     charge: int = 0
+    refunded: int = 0  # refund entries credited back, counted when they were written
 
     def add(self, receipt: Receipt) -> None:
         self.requests += 1
@@ -137,6 +125,116 @@ class UsageTotals(BaseModel):
         self.output_tokens += receipt.usage.output_tokens
         self.charge += receipt.charge
 
+    def add_totals(self, other: UsageTotals) -> None:
+        for name in UsageTotals.model_fields:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @classmethod
+    def of(cls, receipt: Receipt) -> UsageTotals:
+        totals = cls()
+        totals.add(receipt)
+        return totals
+
+
+def hour_of(moment: datetime) -> datetime:
+    """The start of the UTC hour `moment` falls in."""
+    return as_utc(moment).replace(minute=0, second=0, microsecond=0)
+
+
+def hour_ceiling(moment: datetime) -> datetime:
+    """The first hour boundary at or after `moment`."""
+    start = hour_of(moment)
+    return start if start == as_utc(moment) else start + HOUR
+
+
+class UsageCell(BaseModel):
+    """One UTC hour of usage of one combination of bucket, key, project, requested model and
+    final route: what a receipt or a refund adds to, and what the views add up."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hour: datetime  # the hour's start, UTC
+    bucket: Bucket | None  # None only for a request refused before a route was chosen
+    key_id: str
+    project_id: str
+    requested_model: str
+    final_route: str | None
+    totals: UsageTotals
+
+    @classmethod
+    def of_receipt(cls, receipt: Receipt) -> UsageCell:
+        return cls(
+            hour=hour_of(receipt.created_at),
+            bucket=receipt.bucket,
+            key_id=receipt.key_id,
+            project_id=receipt.project_id,
+            requested_model=receipt.requested_model,
+            final_route=receipt.final_route,
+            totals=UsageTotals.of(receipt),
+        )
+
+    @classmethod
+    def of_refund(cls, entry: LedgerEntry) -> UsageCell:
+        """A refund counts where its request counted (the entry names the request's key,
+        project, model and route), in the hour the refund was written."""
+        return cls(
+            hour=hour_of(entry.created_at),
+            bucket=entry.bucket,
+            key_id=entry.key_id or "",
+            project_id=entry.project_id or "",
+            requested_model=entry.model or "",
+            final_route=entry.route,
+            totals=UsageTotals(refunded=entry.amount),
+        )
+
+    def group(self, group_by: UsageGroupBy) -> str:
+        """The group this cell counts in. Model is the requested (catalog) model, route the
+        one that served it, as on the ledger entry; day is the UTC date."""
+        match group_by:
+            case UsageGroupBy.KEY:
+                return self.key_id
+            case UsageGroupBy.PROJECT:
+                return self.project_id
+            case UsageGroupBy.MODEL:
+                return self.requested_model
+            case UsageGroupBy.ROUTE:
+                return self.final_route or ""
+            case UsageGroupBy.DAY:
+                return self.hour.date().isoformat()
+
+
+@dataclass(frozen=True)
+class UsageRead:
+    """How usage over a closed range is read: the stored cells of `hours` (whole hours), except
+    in the `edges`, the parts of an hour the range covers only partly, which are rebuilt from
+    that hour's receipts and refunds so that a bound inside an hour stays exact."""
+
+    hours: TimeRange
+    edges: tuple[TimeRange, ...]
+
+    @classmethod
+    def of(cls, window: TimeRange) -> UsageRead:
+        start, end = window.start, window.end
+        if start is None or end is None:
+            raise ValueError("usage is read over a closed range")
+        cut_start, cut_end = hour_of(start) != start, hour_of(end) != end
+        if cut_start and cut_end and hour_of(start) == hour_of(end):
+            edges: tuple[TimeRange, ...] = (TimeRange(start, end),)
+        else:
+            edges = tuple(
+                edge
+                for cut, edge in (
+                    (cut_start, TimeRange(start, hour_of(start) + HOUR)),
+                    (cut_end, TimeRange(hour_of(end), end)),
+                )
+                if cut
+            )
+        return cls(TimeRange(hour_of(start), hour_ceiling(end)), edges)
+
+    def edge_at(self, hour: datetime) -> TimeRange | None:
+        """The edge inside `hour`, if the range covers that hour only partly."""
+        return next((e for e in self.edges if e.start and hour_of(e.start) == hour), None)
+
 
 class UsageLine(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -147,14 +245,14 @@ class UsageLine(BaseModel):
 
 
 def _lines(
-    receipts: Iterable[Receipt], group: str | None, group_by: UsageGroupBy | None
+    cells: Iterable[UsageCell], group: str | None, group_by: UsageGroupBy | None
 ) -> list[UsageLine]:
     totals: dict[tuple[str, str], tuple[Bucket | None, UsageTotals]] = {}
-    for receipt in receipts:
-        name = usage_group(receipt, group_by) if group_by else (group or "")
-        bucket_key = receipt.bucket.value if receipt.bucket else ""
-        slot = totals.setdefault((name, bucket_key), (receipt.bucket, UsageTotals()))
-        slot[1].add(receipt)
+    for cell in cells:
+        name = cell.group(group_by) if group_by else (group or "")
+        bucket_key = cell.bucket.value if cell.bucket else ""
+        slot = totals.setdefault((name, bucket_key), (cell.bucket, UsageTotals()))
+        slot[1].add_totals(cell.totals)
     return [
         UsageLine(group=name, bucket=bucket, totals=sums)
         for (name, _), (bucket, sums) in sorted(totals.items())
@@ -162,8 +260,8 @@ def _lines(
 
 
 def summarize_usage(
-    receipts: Iterable[Receipt], group_by: UsageGroupBy
+    cells: Iterable[UsageCell], group_by: UsageGroupBy
 ) -> tuple[list[UsageLine], list[UsageLine]]:
     """(one line per group and bucket, one total per bucket), sorted."""
-    collected = list(receipts)
+    collected = list(cells)
     return _lines(collected, None, group_by), _lines(collected, "total", None)

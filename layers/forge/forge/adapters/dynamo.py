@@ -4,6 +4,8 @@ Money moves only inside TransactWriteItems whose conditions test stored quantiti
 - reserve:  available >= :hold            (available is kept as its own attribute)
 - settle:   hold is pending, and the bucket's ledger sequence is the one we read, so the
             entry's balance_after is exact; a lost race re-reads and retries.
+Every transaction that writes a receipt (settle, void, a refusal) or a refund also adds it to
+the views' aggregates (adapters/ledger_totals), so they count it exactly once.
 botocore errors become domain errors here; nothing above this module sees boto3.
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from forge.adapters.dynamo_types import TypeDeserializer, TypeSerializer
+from forge.adapters.ledger_totals import receipt_updates, refund_updates
 from forge.adapters.ledger_views import entry_index_attributes, receipt_index_attributes
 from forge.errors import BudgetExceeded, BudgetStoreUnavailable, ConcurrentUpdate, NotFound
 from forge.idempotency import REPLAY_TTL_SECONDS, IdempotencyRecord, StoredResponse
@@ -274,11 +277,16 @@ class DynamoStore:
         source: str | None = None,
         memo: str | None = None,
         guards: Sequence[dict[str, Any]] = (),
+        refund_of: Receipt | None = None,
     ) -> LedgerEntry:
         """Add (or, for a negative adjustment, remove) money and write its ledger entry.
 
         `guards` are extra transaction items (a payment-event marker, a code claim...) that
-        commit with the money or not at all; a failed guard raises GuardFailed."""
+        commit with the money or not at all; a failed guard raises GuardFailed. A refund
+        names the receipt it refunds: the entry carries its request, key, project, model
+        and route, and the views' aggregates count it in the same transaction."""
+        if (refund_of is not None) != (kind is LedgerKind.REFUND):
+            raise ValueError("a refund, and only a refund, names the receipt it refunds")
         with self._wallet_lock(account_id, bucket):
             for _ in _contended_attempts():
                 wallet = self.get_wallet(account_id, bucket)
@@ -291,6 +299,11 @@ class DynamoStore:
                     amount=amount,
                     balance_after=wallet.balance + amount,
                     created_at=self._clock(),
+                    request_id=refund_of.request_id if refund_of else None,
+                    key_id=refund_of.key_id if refund_of else None,
+                    project_id=refund_of.project_id if refund_of else None,
+                    model=refund_of.requested_model if refund_of else None,
+                    route=refund_of.final_route if refund_of else None,
                     source=source,
                     memo=memo,
                 )
@@ -313,8 +326,11 @@ class DynamoStore:
                         ),
                     }
                 }
+                counted = refund_updates(self._ledger, entry, refund_of.run_id) if refund_of else []
                 try:
-                    self._transact([*guards, update, self._put_entry(entry)], guards=len(guards))
+                    self._transact(
+                        [*guards, update, self._put_entry(entry), *counted], guards=len(guards)
+                    )
                     return entry
                 except ConcurrentUpdate:
                     if wallet.available < -amount:
@@ -503,6 +519,7 @@ class DynamoStore:
                     move,
                     self._put_entry(entry),
                     self._put_receipt(final),
+                    *receipt_updates(self._ledger, final),
                     *self._release_envelopes(hold, charge),
                 ]
                 try:
@@ -528,6 +545,7 @@ class DynamoStore:
             self._resolve_hold(hold, HoldStatus.VOIDED),
             release,
             self._put_receipt(final),
+            *receipt_updates(self._ledger, final),
             *self._release_envelopes(hold, 0),
         ]
         for _ in _contended_attempts():
@@ -661,9 +679,19 @@ class DynamoStore:
 
     # Receipts and ledger -----------------------------------------------------------------
     def put_receipt(self, receipt: Receipt) -> None:
-        """A receipt for a request that never held money (refused before the reservation)."""
-        with _store_errors():
-            self._db.put_item(**self._put_receipt(receipt)["Put"])
+        """A receipt for a request that never held money (refused before the reservation),
+        counted in the views' aggregates in the same transaction. The receipt is its own
+        guard: writing it again (a retry after a lost answer) changes nothing."""
+        items = [self._put_receipt(receipt), *receipt_updates(self._ledger, receipt)]
+        for _ in _contended_attempts():
+            try:
+                self._transact(items, guards=1)
+                return
+            except GuardFailed:
+                return  # written (and counted) before
+            except ConcurrentUpdate:
+                continue  # a transaction conflict on a busy aggregate: try again
+        raise BudgetStoreUnavailable("Could not write the receipt; try again")
 
     def get_receipt(self, account_id: str, request_id: str) -> Receipt | None:
         with _store_errors():

@@ -8,13 +8,17 @@ names the caller's account:
 |-----------------|------------------------------|------------------------------|-----------------|
 | (table)         | `ACCT#{account}`             | `ENTRY#{bucket}#{seq:012d}`  | statement check |
 | ledger-by-time  | `ENTRIES#{account}`          | `{time}#{bucket}#{seq:012d}` | ledger          |
-| ledger-by-time  | `RECEIPTS#{account}`         | `{time}#{request_id}`        | usage           |
+| ledger-by-time  | `RECEIPTS#{account}`         | `{time}#{request_id}`        | usage (edges)   |
 | ledger-by-scope | `ENTRIES#{account}#{bucket}` | `{time}#{seq:012d}`          | ledger, bucket  |
-| ledger-by-scope | `RUN#{account}#{run_id}`     | `{time}#{request_id}`        | runs            |
+| ledger-by-scope | `RUN#{account}#{run_id}`     | `{time}#{request_id}`        | a run's calls   |
+| (table)         | `RUNSUM#{account}#{run_id}`  | `{bucket}`                   | a run's totals  |
+| (table)         | `USAGE#{account}`            | `{hour}#{hash}`              | usage           |
 
 `{time}` is the UTC instant with fixed microseconds (`2025-03-04T05:06:07.000000Z`), so text
 order is time order. A page cursor is the query's LastEvaluatedKey, encoded, and is checked
-against the caller and the query before DynamoDB sees it.
+against the caller and the query before DynamoDB sees it. Totals come from the aggregate
+items of adapters/ledger_totals, so no view reads more than a page of receipts, except the
+receipts of an hour that a usage range cuts through.
 """
 
 from __future__ import annotations
@@ -32,14 +36,23 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from forge.adapters import ledger_totals
 from forge.adapters.aws import dynamodb_client
 from forge.adapters.dynamo_types import TypeDeserializer, TypeSerializer
 from forge.archive import as_utc
 from forge.errors import BudgetStoreUnavailable, NotFound
 from forge.money import Bucket
-from forge.records import LedgerEntry, Receipt
+from forge.records import LedgerEntry, LedgerKind, Receipt
 from forge.settings import get_settings
-from forge.views import InvalidCursor, Page, TimeRange
+from forge.views import (
+    InvalidCursor,
+    Page,
+    TimeRange,
+    UsageCell,
+    UsageLine,
+    UsageRead,
+    UsageTotals,
+)
 
 BY_TIME_INDEX = "ledger-by-time"
 BY_SCOPE_INDEX = "ledger-by-scope"
@@ -231,6 +244,38 @@ class LedgerViews:
         for item in self._all(query):
             yield self._receipt(account_id, item)
 
+    def refunds(self, account_id: str, window: TimeRange) -> Iterator[LedgerEntry]:
+        """Every refund entry of the account (both buckets) written in `window`."""
+        query = _Query(account_id, BY_TIME_INDEX, f"ENTRIES#{account_id}", "ENTRY#", window)
+        request = query.request(self._ledger, None)
+        request["FilterExpression"] = "#kind = :refund"
+        request["ExpressionAttributeNames"]["#kind"] = "kind"
+        request["ExpressionAttributeValues"][":refund"] = {"S": LedgerKind.REFUND.value}
+        for item in self._drain(request):
+            yield self._entry(account_id, item)
+
+    def usage(self, account_id: str, window: TimeRange) -> list[UsageCell]:
+        """The usage cells of a closed range: one Query of the stored hourly cells. An hour the
+        range covers only partly is rebuilt from that hour's receipts and refunds, read only
+        when its cells show it has some; so a range costs hours x combinations, not calls."""
+        plan = UsageRead.of(window)
+        request = ledger_totals.cells_request(self._ledger, account_id, plan.hours)
+        cells: list[UsageCell] = []
+        busy: dict[TimeRange, UsageTotals] = {}
+        for item in self._drain(request):
+            cell = ledger_totals.usage_cell(_from_item(item))
+            edge = plan.edge_at(cell.hour)
+            if edge is None:
+                cells.append(cell)
+            else:
+                busy.setdefault(edge, UsageTotals()).add_totals(cell.totals)
+        for edge, seen in busy.items():
+            if seen.requests:
+                cells += map(UsageCell.of_receipt, self.receipts(account_id, edge))
+            if seen.refunded:
+                cells += map(UsageCell.of_refund, self.refunds(account_id, edge))
+        return cells
+
     def run_calls(
         self, account_id: str, run_id: str, *, limit: int, cursor: str | None = None
     ) -> Page[Receipt]:
@@ -239,10 +284,14 @@ class LedgerViews:
         items, next_cursor = self._page(query, limit, cursor)
         return Page([self._receipt(account_id, item) for item in items], next_cursor)
 
-    def run_receipts(self, account_id: str, run_id: str) -> list[Receipt]:
-        """Every receipt of a run (for its totals)."""
-        query = self._run_query(account_id, run_id)
-        return [self._receipt(account_id, item) for item in self._all(query)]
+    def run_totals(self, account_id: str, run_id: str) -> list[UsageLine]:
+        """A run's totals, one line per bucket (by bucket); none if the run has no calls."""
+        request = ledger_totals.run_totals_request(self._ledger, account_id, run_id)
+        items = [_from_item(item) for item in self._drain(request)]
+        if any(item.get("account_id") != account_id for item in items):  # keys say so already
+            raise BudgetStoreUnavailable("The ledger returned another account's totals")
+        lines = [ledger_totals.run_line(item) for item in items]
+        return sorted(lines, key=lambda line: line.bucket.value if line.bucket else "")
 
     # Statement checks ------------------------------------------------------------------------
     def entries_by_seq(

@@ -364,6 +364,8 @@ class UsageLineView(BaseModel):
     output_tokens: int
     charge: str
     charge_micros: int
+    refunded: str  # refund entries written in the range (in a run view: of the run's calls)
+    refunded_micros: int
 
 
 class UsageView(BaseModel):

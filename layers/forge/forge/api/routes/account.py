@@ -35,6 +35,7 @@ from forge.views import (
     TimeRange,
     UsageGroupBy,
     UsageLine,
+    hour_ceiling,
     summarize_usage,
 )
 
@@ -119,6 +120,8 @@ def _usage_view(line: UsageLine) -> UsageLineView:
         output_tokens=sums.output_tokens,
         charge=format_micros(sums.charge),
         charge_micros=sums.charge,
+        refunded=format_micros(sums.refunded),
+        refunded_micros=sums.refunded,
     )
 
 
@@ -185,11 +188,15 @@ async def get_usage(
     end: ToQuery = None,
 ) -> UsageView:
     """Requests, tokens and charges from the caller's receipts in [from, to) (default: this
-    month so far), grouped by key, project, model, route or UTC day, per bucket."""
+    month so far), and refunds written in it, grouped by key, project, model, route or UTC
+    day, per bucket."""
     window = TimeRange.of(start, end).bounded(utcnow(), MAX_USAGE_RANGE)
-    receipts = await asyncio.to_thread(lambda: list(views.receipts(key.account_id, window)))
-    lines, totals = summarize_usage(receipts, group_by)
     assert window.start is not None and window.end is not None  # bounded() closes both
+    # Without `to`, the current hour counts whole (all written until now) rather than cut
+    # at this instant, which would mean reading the hour's receipts one by one.
+    counted = window if end is not None else TimeRange(window.start, hour_ceiling(window.end))
+    cells = await asyncio.to_thread(views.usage, key.account_id, counted)
+    lines, totals = summarize_usage(cells, group_by)
     return UsageView(
         start=window.start,
         end=window.end,
@@ -207,17 +214,17 @@ async def get_run(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
     cursor: CursorQuery = None,
 ) -> RunView:
-    """A run's calls (oldest first, paged) with every attempt, and the whole run's totals."""
+    """A run's calls (oldest first, paged) with every attempt, and the whole run's totals
+    (kept as they are written, so this reads one page of calls whatever the run's size)."""
     page = await asyncio.to_thread(
         lambda: views.run_calls(key.account_id, run_id, limit=limit, cursor=cursor)
     )
-    receipts = await asyncio.to_thread(views.run_receipts, key.account_id, run_id)
-    if not receipts:
+    totals = await asyncio.to_thread(views.run_totals, key.account_id, run_id)
+    if not totals:
         raise NotFound(f"No run '{run_id}' for this account", param="run_id")
-    _, totals = summarize_usage(receipts, UsageGroupBy.DAY)
     return RunView(
         run_id=run_id,
-        totals=[_usage_view(line.model_copy(update={"group": run_id})) for line in totals],
+        totals=[_usage_view(line) for line in totals],
         calls=[_call_view(r) for r in page.items],
         has_more=page.next_cursor is not None,
         next_cursor=page.next_cursor,
