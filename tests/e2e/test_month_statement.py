@@ -135,7 +135,7 @@ def test_the_months_statement_is_the_ledgers_story_in_csv_and_html(
     assert download(local_stack, month, "csv")[1] == csv_body
     assert download(local_stack, month, "html")[1] == html_body
     statements = forge_admin(local_stack, "statement", "list", "--account", month.account_id)
-    assert f'"month": "{month.month}",\n    "status": "final",\n    "stored": true' in statements
+    assert f'"month": "{month.month}",\n    "status": "final",\n    "stored": "final"' in statements
 
 
 # Presigned links -----------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_admin_cli_creates_an_account_key_and_credit_that_work(local_stack: Loca
         "--amount",
         "2.50",
     )
-    assert "2500000" in forge_admin(local_stack, "wallet", "show", "--account", account_id)
+    assert "2.500000" in forge_admin(local_stack, "wallet", "show", "--account", account_id)
 
     raw = sdk(local_stack, key).chat.completions.with_raw_response.create(
         model="demo-official",

@@ -4,6 +4,7 @@ the environment pointing at it, and the Lambda handlers loaded as Lambda loads t
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from tests.conftest import clear_cached_factories
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
-_stack_ids = itertools.count(1)
+# The emulator's backend is process-wide: a token per import keeps stacks of a suite that
+# imports these fixtures (tests/fuzz) apart from this one's.
+_stack_ids = (f"{n}{secrets.token_hex(3)}" for n in itertools.count(1))
 
 
 @pytest.fixture(scope="session")
