@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -106,7 +107,8 @@ def test_admin_cli_creates_an_account_key_and_credit_that_work(local_stack: Loca
         "--amount",
         "2.50",
     )
-    assert "2.500000" in forge_admin(local_stack, "wallet", "show", "--account", account_id)
+    shown = json.loads(forge_admin(local_stack, "wallet", "show", "--account", account_id))
+    assert (shown["credit"]["balance"], shown["credit"]["currency"]) == ("2.500000", "USD")
 
     raw = sdk(local_stack, key).chat.completions.with_raw_response.create(
         model="demo-official",
