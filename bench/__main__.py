@@ -1,4 +1,5 @@
-"""`make bench`: gateway overhead, storage round trips, cold starts and a busy wallet.
+"""`make bench`: gateway overhead, storage round trips, cold starts, a busy wallet and the
+account views over a run of 10,000 calls.
 
 Writes bench/results.json and the tables in docs/performance.md. Every process runs on this
 machine: the emulator, the demo upstream and the gateway each in their own process, so the
@@ -299,6 +300,124 @@ def busy_wallet(stack: Stack, clients: int = 50, per_client: int = 20) -> dict[s
     }
 
 
+def seed_run(calls: int, run_id: str, workers: int = 4) -> tuple[str, str]:
+    """An account whose key made one run of `calls` calls, each reserved and settled through
+    the store's real transactions (HTTP would spend an hour in the gateway to write them)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import timedelta
+
+    from botocore.config import Config
+    from botocore.session import get_session
+
+    from forge.accounts import create_account, credit_wallet, issue_key
+    from forge.adapters.dynamo import DynamoStore
+    from forge.catalog import load_catalog
+    from forge.ids import new_id
+    from forge.money import Bucket, Usage, charge_for
+    from forge.records import Attempt, Hold, Receipt, utcnow
+    from forge.settings import get_settings
+
+    # Seeding is not what is measured: no 5 s timeout and no retry, so a pause of the big
+    # emulator never turns into a retried transaction that finds its own work done.
+    settings = get_settings()
+    patient = Config(read_timeout=300, retries={"mode": "standard", "max_attempts": 1})
+    client = get_session().create_client(
+        "dynamodb", endpoint_url=settings.aws_endpoint_url, config=patient
+    )
+    store = DynamoStore(client, settings.budget_table, settings.ledger_table)
+    account_id = create_account(store, "bench views")
+    credit_wallet(store, account_id, Bucket.CREDIT, "100000", source="bench", memo="bench")
+    plaintext, key = issue_key(store, account_id)
+    route = next(m for m in load_catalog().models if m.id == "demo-official").routes[0]
+
+    def call(n: int) -> None:
+        usage = Usage(input_tokens=200 + n % 50, cached_input_tokens=n % 20, output_tokens=64)
+        charge = charge_for(usage, route.effective_prices)
+        hold = Hold(
+            request_id=new_id("req"),
+            account_id=account_id,
+            key_id=key.key_id,
+            project_id=key.project_id,
+            requested_model="demo-official",
+            run_id=run_id,
+            bucket=Bucket.CREDIT,
+            amount=charge + 1_000,
+            expires_at=utcnow() + timedelta(minutes=16),
+        )
+        store.reserve(hold)
+        attempt = Attempt(
+            route=route.name,
+            upstream_model=route.upstream_model,
+            status=200,
+            latency_ms=12,
+            outcome="ok",
+        )
+        receipt = Receipt(
+            request_id=hold.request_id,
+            account_id=account_id,
+            key_id=key.key_id,
+            project_id=key.project_id,
+            run_id=run_id,
+            requested_model="demo-official",
+            status="succeeded",
+            attempts=[attempt],
+            final_route=route.name,
+            route_type=route.route_type,
+            upstream_model=route.upstream_model,
+            usage=usage,
+            prices=route.effective_prices,
+            hold=hold.amount,
+            bucket=Bucket.CREDIT,
+        )
+        store.settle(hold, charge, receipt)
+
+    # A few threads: their reservations overlap; settles of the one wallet take turns anyway.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(call, range(calls)))
+    return account_id, plaintext
+
+
+def views_at_scale(stack: Stack, calls: int, samples: int) -> dict[str, Any]:
+    """One run of `calls` calls, then the run view (its first page of 100 calls and its
+    totals) and this month's usage, each fetched `samples` times through the gateway's HTTP
+    app; with the time the gateway spent waiting on the (emulated) store, and its calls."""
+    run_id = "bench-run-at-scale"
+    started = time.perf_counter()
+    _, key = seed_run(calls, run_id)
+    seeded = time.perf_counter() - started
+    headers = {"Authorization": f"Bearer {key}"}
+    paths = {"run_view": f"/runs/{run_id}", "usage_view": "/usage"}
+    out: dict[str, Any] = {"calls": calls, "samples": samples, "seed_seconds": round(seeded, 1)}
+    with httpx.Client(base_url=stack.gateway_url, headers=headers, timeout=300) as client:
+        for name, path in paths.items():
+            client.get(path).raise_for_status()  # warm the key cache
+            before = stack.stats()
+            timings = []
+            for _ in range(samples):
+                began = time.perf_counter()
+                response = client.get(path)
+                timings.append(time.perf_counter() - began)
+                response.raise_for_status()
+            after = stack.stats()
+            [total] = response.json()["totals"]
+            assert total["requests"] == calls, total  # the totals are the whole run's
+            out[name] = {
+                **_summary_ms(timings),
+                "gateway_cpu_ms": round(
+                    (after["cpu_seconds"] - before["cpu_seconds"]) / samples * 1000, 3
+                ),
+                "store_wait_ms": round(
+                    (after["wait_seconds"] - before["wait_seconds"]) / samples * 1000, 3
+                ),
+                "store_calls": {
+                    op: round((n - before["calls"].get(op, 0)) / samples, 2)
+                    for op, n in after["calls"].items()
+                    if n != before["calls"].get(op, 0)
+                },
+            }
+    return out
+
+
 _IMPORT_HANDLER = """
 import importlib.util, time
 started = time.perf_counter()
@@ -376,10 +495,14 @@ def _calls(case: dict[str, Any]) -> str:
 
 def write_report(results: dict[str, Any]) -> None:
     """Replace the measured section of docs/performance.md (between the bench markers)."""
-    o, rt, cs, bw = (results[k] for k in ("overhead", "round_trips", "cold_start", "busy_wallet"))
+    o, rt, cs, bw, vs = (
+        results[k]
+        for k in ("overhead", "round_trips", "cold_start", "busy_wallet", "views_at_scale")
+    )
     lines = [
         "<!-- bench:start (written by `make bench`; edit outside these markers) -->",
-        f"Measured {results['measured_at']} on {results['machine']}.",
+        f"Measured {results['measured_at']} on {results['machine']}"
+        f" (load average {results['load_average_at_start']} at the start).",
         "",
         _row("gateway overhead (same demo upstream, 127.0.0.1)", "median", "p99"),
         _row("---", "---", "---"),
@@ -406,6 +529,27 @@ def write_report(results: dict[str, Any]) -> None:
         f" {bw['served']} served, {bw['refused_402']} refused with 402, {bw['other']} other;"
         f" balance after {bw['balance_after']} µ, held {bw['held_after']} µ,"
         f" reconciled: {bw['reconciled']}.",
+        "",
+        _row(
+            f"account views over one run of {vs['calls']:,} calls ({vs['samples']} GETs each)",
+            "median",
+            "p99",
+            "gateway CPU",
+            "waiting on the store",
+            "store calls",
+        ),
+        _row("---", "---", "---", "---", "---", "---"),
+        *(
+            _row(
+                f"`GET /v1/{label}`",
+                f"{view['median_ms']} ms",
+                f"{view['p99_ms']} ms",
+                f"{view['gateway_cpu_ms']} ms",
+                f"{view['store_wait_ms']} ms",
+                ", ".join(f"{op} {n}" for op, n in sorted(view["store_calls"].items())),
+            )
+            for label, view in (("runs/{id}", vs["run_view"]), ("usage", vs["usage_view"]))
+        ),
         "<!-- bench:end -->",
     ]
     head, _, rest = REPORT.read_text().partition("<!-- bench:start")
@@ -417,17 +561,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
+    parser.add_argument("--calls", type=int, default=10_000, help="calls in the views' run")
+    parser.add_argument("--view-samples", type=int, default=100)
+    parser.add_argument(
+        "--views-only",
+        action="store_true",
+        help="only the views at scale; print the figures, write nothing (before/after runs)",
+    )
     args = parser.parse_args()
     requests = 40 if args.quick else args.requests
+    calls, samples = (500, 20) if args.quick else (args.calls, args.view_samples)
+    if args.views_only:
+        with running_stack() as stack:
+            print(json.dumps(views_at_scale(stack, calls, samples), indent=2))
+        return
     results: dict[str, Any] = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores,"
         f" Python {platform.python_version()}",
+        # Other work on the machine (a shared one: other test runs) shows in every figure.
+        "load_average_at_start": round(os.getloadavg()[0], 2),
     }
     with running_stack() as stack:
         results["overhead"] = overhead(stack, requests)
         results["round_trips"] = round_trips(stack)
         results["busy_wallet"] = busy_wallet(stack, per_client=5 if args.quick else 20)
+        results["views_at_scale"] = views_at_scale(stack, calls, samples)
     results["cold_start"] = cold_starts(3 if args.quick else 10)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     write_report(results)

@@ -75,12 +75,15 @@ def run_demo(port: int) -> None:
 
 def run_gateway(port: int) -> None:
     from forge import stores
+    from forge.adapters import ledger_views
     from forge.adapters.aws import dynamodb_client
     from forge.api import create_app
 
     counting = CountingClient(dynamodb_client())
-    # Every store this process builds (the gateway's included) uses the counted client.
+    # Every store this process builds (the gateway's and the account views' included) uses
+    # the counted client.
     setattr(stores, "dynamodb_client", lambda: counting)  # noqa: B010 - a module patch
+    setattr(ledger_views, "dynamodb_client", lambda: counting)  # noqa: B010 - a module patch
     app = create_app()
 
     @app.get("/bench/stats")

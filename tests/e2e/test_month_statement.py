@@ -315,12 +315,20 @@ def test_todays_calls_redeem_and_refund_tell_the_same_story_everywhere(
         "credit": charges[0] + charges[2],
         "rmb": charges[1],
     }
+    assert {t["bucket"]: t["refunded_micros"] for t in run["totals"]} == {
+        "credit": charges[0],  # the first call's refund counts in its run
+        "rmb": 0,
+    }
 
-    # The usage of this month is the ledger's charges of this month, per bucket
+    # The usage of this month is the ledger's charges (and refund) of this month, per bucket
     usage = api(local_stack, key(month), "/usage", group_by="project").json()
     assert {(u["group"], u["bucket"], u["charge_micros"]) for u in usage["data"]} == {
         ("beta", "credit", charges[0] + charges[2]),
         ("beta", "rmb", charges[1]),
+    }
+    assert {(u["group"], u["bucket"], u["refunded_micros"]) for u in usage["data"]} == {
+        ("beta", "credit", charges[0]),
+        ("beta", "rmb", 0),
     }
 
     # The ledger view of this month is the store's, newest first, refund on top

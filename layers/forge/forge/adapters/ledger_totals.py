@@ -10,8 +10,8 @@ its receipt (or refund guard) exists. The views read a few of them instead of ev
 | run total  | `RUNSUM#{account}#{run_id}`  | `{bucket}` (`-` before a route)      |
 | usage cell | `USAGE#{account}`            | `{yyyy-mm-ddThh}#{combination hash}` |
 
-Their own partition keys keep a view's Query among aggregates only (never sorting through
-the account's entries and receipts) and the partition key still names the caller's account.
+Partition keys of their own (still named after the account): a run's totals are exactly its
+partition, and their writes land beside, not on, the account's entries and receipts.
 The dimensions are plain attributes beside the counters (names may contain '#', so the sort
 key carries only a hash of them). `record_type` is `run_total` or `usage_cell`: the
 archiver's stream filter takes only inserts of `ledger_entry` items, so none reaches it.
