@@ -68,15 +68,15 @@ def run_emulator(port: int) -> None:
 
 
 def run_demo(port: int) -> None:
-    from forge.demo_upstream import create_demo_app
+    from forge.providers.demo import create_demo_app
 
     uvicorn.run(create_demo_app(), host="127.0.0.1", port=port, log_level="warning")
 
 
 def run_gateway(port: int) -> None:
-    from forge import stores
-    from forge.adapters.aws import dynamodb_client
+    from forge import wiring as stores
     from forge.api import create_app
+    from forge.store.aws import dynamodb_client
 
     counting = CountingClient(dynamodb_client())
     # Every store this process builds (the gateway's included) uses the counted client.

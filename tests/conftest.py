@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from forge.adapters.aws import dynamodb_client, s3_client
 from forge.api.deps import get_gateway
 from forge.settings import get_settings
-from forge.stores import get_archive, get_store
+from forge.store.aws import dynamodb_client, s3_client
+from forge.wiring import get_archive, get_store
 
 
 def clear_cached_factories() -> None:

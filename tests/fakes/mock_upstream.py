@@ -8,12 +8,12 @@ import json
 import httpx
 from fastapi import FastAPI
 
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.openai_compat import OpenAICompatProvider
 from forge.api import create_app
 from forge.api.deps import get_gateway
-from forge.catalog import load_catalog
+from forge.domain.catalog import load_catalog
 from forge.gateway import Gateway
+from forge.providers.openai import OpenAICompatProvider
+from forge.store.dynamo.store import DynamoStore
 
 USAGE = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
 

@@ -9,13 +9,13 @@ from datetime import timedelta
 
 import pytest
 
-from forge.accounts import create_account, credit_wallet
-from forge.adapters.dynamo import DynamoStore, HoldAlreadyResolved
-from forge.errors import BudgetExceeded, BudgetStoreUnavailable
-from forge.ids import new_id
-from forge.money import Bucket
-from forge.records import Hold, HoldStatus, Receipt, utcnow
-from forge.stores import get_store
+from forge.domain.errors import BudgetExceeded, BudgetStoreUnavailable
+from forge.domain.ids import new_id
+from forge.domain.money import Bucket
+from forge.domain.records import Hold, HoldStatus, Receipt, utcnow
+from forge.money_in.accounts import create_account, credit_wallet
+from forge.store.dynamo.store import DynamoStore, HoldAlreadyResolved
+from forge.wiring import get_store
 from forge_tools.emulator import Resources
 
 

@@ -11,18 +11,18 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.openai_compat import OpenAICompatProvider
-from forge.api.schemas import ChatCompletionRequest
-from forge.catalog import load_catalog
+from forge.domain.catalog import load_catalog
+from forge.domain.ids import new_id
+from forge.domain.money import Bucket, Usage, charge_for
+from forge.domain.records import ApiKey, HoldStatus, LedgerKind, utcnow
+from forge.domain.requests import ChatCompletionRequest
 from forge.gateway import CallPlan, Gateway, RequestLimits
-from forge.ids import new_id
-from forge.money import Bucket, Usage, charge_for
-from forge.reconcile import reconcile
-from forge.records import ApiKey, HoldStatus, LedgerKind, utcnow
-from forge.stores import get_store
-from forge.sweeper import sweep
+from forge.ledger.reconcile import reconcile
+from forge.ledger.sweeper import sweep
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.providers.openai import OpenAICompatProvider
+from forge.store.dynamo.store import DynamoStore
+from forge.wiring import get_store
 from forge_tools.emulator import Resources
 
 USAGE = {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}

@@ -16,11 +16,8 @@ from typing import Any, TypeVar
 import pytest
 from fastapi.testclient import TestClient
 
-from forge.accounts import create_account, credit_wallet
-from forge.adapters.aws import dynamodb_client
-from forge.adapters.dynamo import DynamoStore
 from forge.api import create_app
-from forge.errors import (
+from forge.domain.errors import (
     BudgetExceeded,
     ForgeError,
     InvalidRequest,
@@ -32,8 +29,10 @@ from forge.errors import (
     RedeemCodeExpired,
     RedeemCodeNotFound,
 )
-from forge.money import Bucket
-from forge.payments import (
+from forge.domain.money import Bucket
+from forge.domain.records import LedgerKind
+from forge.money_in.accounts import create_account, credit_wallet
+from forge.money_in.payments import (
     PAYMENT_SUCCEEDED,
     CodeStatus,
     PaymentEvent,
@@ -46,9 +45,10 @@ from forge.payments import (
     list_codes,
     sign_payload,
 )
-from forge.records import LedgerKind
 from forge.settings import get_settings
-from forge.stores import get_store
+from forge.store.aws import dynamodb_client
+from forge.store.dynamo.store import DynamoStore
+from forge.wiring import get_store
 from forge_tools.emulator import Resources
 from tests.conftest import clear_cached_factories
 

@@ -14,16 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from forge.adapters.aws import s3_client
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.ledger_views import LedgerViews
-from forge.adapters.s3archive import S3Archive
-from forge.archive import Month, StatementFormat
-from forge.errors import InvalidRequest
-from forge.money import Bucket, format_micros
-from forge.records import Hold, LedgerEntry, LedgerKind, Receipt
-from forge.settings import get_settings
-from forge.statements import (
+from forge.domain.errors import InvalidRequest
+from forge.domain.money import Bucket, format_micros
+from forge.domain.records import Hold, LedgerEntry, LedgerKind, Receipt
+from forge.ledger.archive import Month, StatementFormat
+from forge.ledger.statements import (
     LedgerChainBroken,
     StatementMismatch,
     StatementNotReady,
@@ -33,6 +28,11 @@ from forge.statements import (
     render_csv,
     render_html,
 )
+from forge.settings import get_settings
+from forge.store.aws import s3_client
+from forge.store.dynamo.store import DynamoStore
+from forge.store.dynamo.views import LedgerViews
+from forge.store.s3archive import S3Archive
 from forge_tools.emulator import Emulator, Resources
 from tests.ledger_history import History
 

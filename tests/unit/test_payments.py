@@ -14,9 +14,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forge.errors import InvalidJson, InvalidRequest, WebhookSignatureInvalid, WebhooksNotConfigured
-from forge.money import Bucket
-from forge.payments import (
+from forge.domain.errors import (
+    InvalidJson,
+    InvalidRequest,
+    WebhookSignatureInvalid,
+    WebhooksNotConfigured,
+)
+from forge.domain.money import Bucket
+from forge.money_in.payments import (
     CODE_ALPHABET,
     PAYMENT_SUCCEEDED,
     CodeStatus,

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from forge.archive import (
+from forge.domain.errors import InvalidRequest
+from forge.domain.money import Bucket
+from forge.domain.records import LedgerEntry, LedgerKind
+from forge.ledger.archive import (
     MalformedStreamRecord,
     Month,
     archive_key,
@@ -21,10 +24,7 @@ from forge.archive import (
     parse_archive_lines,
     statement_key,
 )
-from forge.errors import InvalidRequest
-from forge.money import Bucket
-from forge.records import LedgerEntry, LedgerKind
-from forge.statements import (
+from forge.ledger.statements import (
     CSV_COLUMNS,
     LedgerChainBroken,
     StatementRequest,

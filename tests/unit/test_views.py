@@ -10,19 +10,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from boto3.dynamodb.types import TypeSerializer
 
-from forge.adapters.ledger_totals import hour_key, receipt_updates, usage_cell_key
-from forge.adapters.ledger_views import (
-    BY_SCOPE_INDEX,
-    BY_TIME_INDEX,
-    _Query,
-    entry_index_attributes,
-    receipt_index_attributes,
-    time_key,
-)
-from forge.errors import InvalidRequest, NotFound
-from forge.money import Bucket, Usage
-from forge.records import Attempt, LedgerEntry, LedgerKind, Receipt
-from forge.views import (
+from forge.domain.errors import InvalidRequest, NotFound
+from forge.domain.money import Bucket, Usage
+from forge.domain.records import Attempt, LedgerEntry, LedgerKind, Receipt
+from forge.ledger.views import (
     InvalidCursor,
     TimeRange,
     UsageCell,
@@ -30,6 +21,15 @@ from forge.views import (
     UsageRead,
     hour_of,
     summarize_usage,
+)
+from forge.store.dynamo.totals import hour_key, receipt_updates, usage_cell_key
+from forge.store.dynamo.views import (
+    BY_SCOPE_INDEX,
+    BY_TIME_INDEX,
+    _Query,
+    entry_index_attributes,
+    receipt_index_attributes,
+    time_key,
 )
 
 _serializer = TypeSerializer()

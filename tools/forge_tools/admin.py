@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from forge.errors import ForgeError
-from forge.money import Bucket, format_micros
+from forge.domain.errors import ForgeError
+from forge.domain.money import Bucket, format_micros
 from forge_tools import catalog_admin
 
 if TYPE_CHECKING:
-    from forge.payments import RedeemCode
-    from forge.records import Wallet
+    from forge.domain.records import Wallet
+    from forge.money_in.payments import RedeemCode
 
 _OUTPUT_TO_ENV = {
     "BudgetTableName": "BUDGET_TABLE",
@@ -120,7 +120,7 @@ def _add_cap_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> N
 
 def _caps(args: argparse.Namespace, names: tuple[str, ...]) -> dict[Bucket, dict[str, int | None]]:
     """--daily credit=5 --daily rmb=30 ... -> {Bucket.CREDIT: {"daily": 5_000_000}, ...}."""
-    from forge.money import decimal_to_micros
+    from forge.domain.money import decimal_to_micros
 
     caps: dict[Bucket, dict[str, int | None]] = {}
     for name in names:
@@ -239,20 +239,20 @@ def _instant(text: str) -> datetime:
 
 
 def run(args: argparse.Namespace) -> None:
-    from forge import accounts, payments
-    from forge.adapters.ledger_views import get_ledger_views
-    from forge.money import RouteType
-    from forge.reconcile import reconcile
-    from forge.records import KeyCaps, KeyStatus, ProjectCaps
-    from forge.statements import (
+    from forge.domain.money import RouteType
+    from forge.domain.records import KeyCaps, KeyStatus, ProjectCaps
+    from forge.ledger.reconcile import reconcile
+    from forge.ledger.statements import (
         available_months,
         build_month_for_all,
         ensure_statement,
         statement_month,
     )
-    from forge.stores import get_archive, get_store
-    from forge.sweeper import sweep
-    from forge.views import TimeRange, page_size
+    from forge.ledger.sweeper import sweep
+    from forge.ledger.views import TimeRange, page_size
+    from forge.money_in import accounts, payments
+    from forge.store.dynamo.views import get_ledger_views
+    from forge.wiring import get_archive, get_store
 
     if args.group == "catalog":
         catalog_admin.run(args)

@@ -7,13 +7,13 @@ from typing import Annotated
 
 from fastapi import Depends, Header
 
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.s3archive import S3Archive
+from forge.domain.records import ApiKey
 from forge.gateway import Gateway
-from forge.providers import build_gateway
-from forge.records import ApiKey
+from forge.providers.registry import build_gateway
 from forge.settings import Settings, get_settings
-from forge.stores import get_archive, get_store
+from forge.store.dynamo.store import DynamoStore
+from forge.store.s3archive import S3Archive
+from forge.wiring import get_archive, get_store
 
 
 @cache

@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from forge.errors import ForgeError, InternalError, InvalidJson, InvalidRequest, NotFound
-from forge.formats.anthropic import error_event
+from forge.domain.errors import ForgeError, InternalError, InvalidJson, InvalidRequest, NotFound
+from forge.providers.anthropic_format import error_event
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from forge.adapters.ledger_views import LedgerViews, get_ledger_views
 from forge.api.deps import ArchiveDep, KeyDep, SettingsDep, StoreDep
 from forge.api.schemas import (
     BalanceView,
@@ -24,12 +23,12 @@ from forge.api.schemas import (
     UsageLineView,
     UsageView,
 )
-from forge.archive import Month, StatementFormat
-from forge.errors import NotFound
-from forge.money import Bucket, format_micros
-from forge.records import LedgerEntry, Receipt, utcnow
-from forge.statements import available_months, ensure_statement
-from forge.views import (
+from forge.domain.errors import NotFound
+from forge.domain.money import Bucket, format_micros
+from forge.domain.records import LedgerEntry, Receipt, utcnow
+from forge.ledger.archive import Month, StatementFormat
+from forge.ledger.statements import available_months, ensure_statement
+from forge.ledger.views import (
     MAX_PAGE_SIZE,
     MAX_USAGE_RANGE,
     TimeRange,
@@ -38,6 +37,7 @@ from forge.views import (
     hour_ceiling,
     summarize_usage,
 )
+from forge.store.dynamo.views import LedgerViews, get_ledger_views
 
 router = APIRouter()
 
