@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from forge.domain.calendar import Month
 from forge.domain.catalog import load_catalog
 from forge.domain.ids import new_id
 from forge.domain.money import Bucket, Prices, RouteType, Usage, charge_for, format_micros
 from forge.domain.records import Attempt, Hold, LedgerEntry, LedgerKind, Receipt
-from forge.ledger.archive import Month
 from forge.money_in.accounts import create_account, issue_key
 from forge.money_in.payments import (
     adjust_wallet,

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from html.parser import HTMLParser
 
+from forge.domain.calendar import Month, as_utc
 from forge.domain.money import Bucket, format_micros
 from forge.domain.records import LedgerEntry, LedgerKind
-from forge.ledger.archive import Month, as_utc
 
 GROUP_FIELDS = {"key": "key_id", "project": "project_id", "model": "model", "route": "route"}
 

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from forge.api import create_app
+from forge.domain.calendar import Month
 from forge.domain.money import Bucket, format_micros
 from forge.domain.records import Hold, LedgerEntry, LedgerKind, Receipt
-from forge.ledger.archive import Month
 from forge.ledger.views import UsageGroupBy
 from forge_tools.emulator import Emulator, Resources
 from tests.ledger_history import History, MonthStory, simulate_month

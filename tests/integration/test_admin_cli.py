@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from forge.api import create_app
+from forge.domain.calendar import Month
 from forge.domain.ids import hash_api_key
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerKind
-from forge.ledger.archive import Month
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
 from forge.wiring import get_archive, get_store
 from forge_tools import admin

@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pytest
 
-from forge.domain.errors import BudgetExceeded, BudgetStoreUnavailable
+from forge.domain.errors import BudgetExceeded, BudgetStoreUnavailable, HoldAlreadyResolved
 from forge.domain.ids import new_id
 from forge.domain.money import Bucket
 from forge.domain.records import Hold, HoldStatus, Receipt, utcnow
 from forge.money_in.accounts import create_account, credit_wallet
-from forge.store.dynamo.store import DynamoStore, HoldAlreadyResolved
+from forge.store.dynamo.store import DynamoStore
 from forge.wiring import get_store
 from forge_tools.emulator import Resources
 

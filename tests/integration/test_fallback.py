@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import pytest
 
 from forge.domain.catalog import Catalog
-from forge.domain.errors import BudgetExceeded, UpstreamUnavailable
+from forge.domain.errors import BudgetExceeded, FallbackNotAllowed, UpstreamUnavailable
 from forge.domain.ids import new_id
 from forge.domain.money import Bucket, RouteType, Usage
 from forge.domain.records import KeyCaps, utcnow
-from forge.domain.routing import FallbackNotAllowed, RouteHealth
+from forge.domain.routing import RouteHealth
 from forge.ledger.reconcile import reconcile
 from forge.providers.openai import OpenAICompatProvider
 from forge.store.dynamo.store import DynamoStore

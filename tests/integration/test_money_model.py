@@ -17,14 +17,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from forge.domain.envelopes import envelopes_for
-from forge.domain.errors import BudgetExceeded, RedeemCodeInvalid
+from forge.domain.errors import BudgetExceeded, HoldAlreadyResolved, RedeemCodeInvalid
 from forge.domain.ids import new_id
 from forge.domain.money import Bucket
 from forge.domain.records import ApiKey, Hold, KeyCaps, LedgerKind, ProjectCaps, Receipt, utcnow
 from forge.ledger.reconcile import reconcile
 from forge.ledger.sweeper import sweep
 from forge.money_in.payments import PaymentEvent, apply_payment, claim_code, create_code
-from forge.store.dynamo.store import DynamoStore, HoldAlreadyResolved
+from forge.store.dynamo.store import DynamoStore
 from forge_tools.emulator import Emulator
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"

@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 
-from forge.domain.errors import UpstreamUnavailable
+from forge.domain.errors import UpstreamRejected, UpstreamUnavailable
 from forge.domain.ids import new_id
 from forge.domain.money import Bucket, Usage
 from forge.domain.records import utcnow
 from forge.domain.requests import EmbeddingsRequest
-from forge.domain.routing import UpstreamRejected
 from forge.gateway import RequestLimits, estimated_input_tokens
 from forge.ledger.reconcile import reconcile
 from forge.store.dynamo.store import DynamoStore

@@ -14,14 +14,17 @@ from typing import Any
 import httpx
 import pytest
 
-from forge.domain.errors import InvalidRequest
-from forge.domain.money import Bucket, format_micros
-from forge.domain.records import Hold, LedgerEntry, LedgerKind, Receipt
-from forge.ledger.archive import Month, StatementFormat
-from forge.ledger.statements import (
+from forge.domain.calendar import Month
+from forge.domain.errors import (
+    InvalidRequest,
     LedgerChainBroken,
     StatementMismatch,
     StatementNotReady,
+)
+from forge.domain.money import Bucket, format_micros
+from forge.domain.records import Hold, LedgerEntry, LedgerKind, Receipt
+from forge.ledger.archive import StatementFormat
+from forge.ledger.statements import (
     build_month_for_all,
     build_statement,
     ensure_statement,

@@ -19,7 +19,7 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
 from forge.api import create_app
-from forge.domain.errors import BudgetExceeded
+from forge.domain.errors import BudgetExceeded, HoldAlreadyResolved, RefundAlreadyIssued
 from forge.domain.ids import new_id
 from forge.domain.money import Bucket, Usage
 from forge.domain.records import (
@@ -34,8 +34,8 @@ from forge.domain.records import (
 from forge.ledger.sweeper import sweep
 from forge.ledger.views import TimeRange, UsageGroupBy, summarize_usage
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
-from forge.money_in.payments import RefundAlreadyIssued, refund_charge
-from forge.store.dynamo.store import DynamoStore, HoldAlreadyResolved
+from forge.money_in.payments import refund_charge
+from forge.store.dynamo.store import DynamoStore
 from forge.store.dynamo.views import LedgerViews
 from forge.wiring import get_archive, get_store
 from forge_tools.emulator import Resources, load_template

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from forge.domain.errors import InvalidRequest
+from forge.domain.calendar import Month
+from forge.domain.errors import InvalidRequest, LedgerChainBroken
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry, LedgerKind
 from forge.ledger.archive import (
     MalformedStreamRecord,
-    Month,
     archive_key,
     archive_line,
     ledger_entry_from_stream_record,
@@ -26,7 +26,6 @@ from forge.ledger.archive import (
 )
 from forge.ledger.statements import (
     CSV_COLUMNS,
-    LedgerChainBroken,
     StatementRequest,
     build_statement,
     render_csv,

@@ -10,11 +10,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from boto3.dynamodb.types import TypeSerializer
 
-from forge.domain.errors import InvalidRequest, NotFound
+from forge.domain.errors import InvalidCursor, InvalidRequest, NotFound
 from forge.domain.money import Bucket, Usage
 from forge.domain.records import Attempt, LedgerEntry, LedgerKind, Receipt
 from forge.ledger.views import (
-    InvalidCursor,
     TimeRange,
     UsageCell,
     UsageGroupBy,

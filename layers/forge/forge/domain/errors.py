@@ -158,3 +158,118 @@ class RedeemCodeExpired(RedeemCodeInvalid):
 class RedeemCodeExhausted(RedeemCodeInvalid):
     status = 410
     code = "code_exhausted"
+
+
+# Moved from api/errors.py ----------
+class MethodNotAllowed(ForgeError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class HttpError(ForgeError):
+    """Any other HTTP-level refusal from the framework; the status is per instance."""
+
+    type = "invalid_request_error"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status  # type: ignore[misc]
+        self.code = f"http_{status}"  # type: ignore[misc]
+
+
+# Moved from money_in/payments.py ----------
+class RefundAlreadyIssued(ForgeError):
+    """A request's charge was refunded before: a request is refunded at most once."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "refund_already_issued"
+
+
+# Moved from ledger/statements.py ----------
+class LedgerChainBroken(ForgeError):
+    """The archived ledger does not reconcile; no statement is published from it."""
+
+    status = 500
+    type = "api_error"
+    code = "ledger_chain_broken"
+
+
+class StatementNotReady(ForgeError):
+    """The ledger holds entries of the month the archive has not received yet (the stream is
+    behind): nothing is published; asking again shortly succeeds."""
+
+    status = 503
+    type = "api_error"
+    code = "statement_not_ready"
+    retry_after = 30  # the stream poller / Lambda mapping catches up within seconds
+
+
+class StatementMismatch(ForgeError):
+    """A final statement is stored and a rebuild would differ: final statements are immutable,
+    so the stored one stays and the difference is reported for an operator to explain."""
+
+    status = 500
+    type = "api_error"
+    code = "statement_mismatch"
+
+
+# Moved from ledger/views.py ----------
+class InvalidCursor(InvalidRequest):
+    """A page cursor that was not issued for this query (tampered, truncated, or reused with
+    other filters). Never answered with another query's data."""
+
+    code = "invalid_cursor"
+
+
+# Moved from store/dynamo/store.py ----------
+class HoldAlreadyResolved(Exception):
+    """The hold was settled or voided before: resolving it again must change nothing."""
+
+
+class GuardFailed(Exception):
+    """A guard item of a money transaction failed its condition (a replayed payment event,
+    an already claimed code...): nothing was written. `index` says which guard."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"guard {index} failed")
+        self.index = index
+
+
+# Moved from domain/routing.py ----------
+class UpstreamRejected(ForgeError):
+    """The provider refused the request itself (a 4xx other than auth, model or rate limit):
+    returned as it is, nothing charged, no retry and no fallback."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "upstream_rejected_request"
+
+
+class UpstreamRejectedTooLarge(UpstreamRejected):
+    status = 413
+
+
+class UpstreamRejectedUnprocessable(UpstreamRejected):
+    status = 422
+
+
+class FallbackNotAllowed(ScopeDenied):
+    """Every route the key may use failed, and the next route is of a type (so a bucket) the
+    key may not pay from: refused rather than silently crossing buckets."""
+
+    code = "fallback_route_type_not_allowed"
+
+
+# Moved from domain/idempotency.py ----------
+class IdempotencyConflict(ForgeError):
+    status = 409
+    type = "invalid_request_error"
+    code = "idempotency_key_reused"
+
+
+class IdempotencyInProgress(ForgeError):
+    status = 409
+    type = "invalid_request_error"
+    code = "idempotency_in_progress"

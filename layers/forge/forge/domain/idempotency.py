@@ -20,22 +20,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from forge.domain.errors import ForgeError, InvalidRequest
+from forge.domain.errors import (
+    IdempotencyConflict,
+    IdempotencyInProgress,
+    InvalidRequest,
+)
 
 MAX_STORED_BODY = 300_000  # bytes after compression: DynamoDB items stop at 400 KB
 REPLAY_TTL_SECONDS = 24 * 3600
-
-
-class IdempotencyConflict(ForgeError):
-    status = 409
-    type = "invalid_request_error"
-    code = "idempotency_key_reused"
-
-
-class IdempotencyInProgress(ForgeError):
-    status = 409
-    type = "invalid_request_error"
-    code = "idempotency_in_progress"
 
 
 class StoredResponse(BaseModel):

@@ -13,24 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from forge.domain.errors import ForgeError, ScopeDenied
-
-
-class UpstreamRejected(ForgeError):
-    """The provider refused the request itself (a 4xx other than auth, model or rate limit):
-    returned as it is, nothing charged, no retry and no fallback."""
-
-    status = 400
-    type = "invalid_request_error"
-    code = "upstream_rejected_request"
-
-
-class UpstreamRejectedTooLarge(UpstreamRejected):
-    status = 413
-
-
-class UpstreamRejectedUnprocessable(UpstreamRejected):
-    status = 422
+from forge.domain.errors import (
+    UpstreamRejected,
+    UpstreamRejectedTooLarge,
+    UpstreamRejectedUnprocessable,
+)
 
 
 def rejected(status: int | None, message: str, **details: Any) -> UpstreamRejected:
@@ -38,13 +25,6 @@ def rejected(status: int | None, message: str, **details: Any) -> UpstreamReject
         status or 400, UpstreamRejected
     )
     return kind(message, **details)
-
-
-class FallbackNotAllowed(ScopeDenied):
-    """Every route the key may use failed, and the next route is of a type (so a bucket) the
-    key may not pay from: refused rather than silently crossing buckets."""
-
-    code = "fallback_route_type_not_allowed"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ from forge.domain.envelopes import affordable_output_tokens, envelopes_for, requ
 from forge.domain.errors import (
     BudgetExceeded,
     BudgetStoreUnavailable,
+    FallbackNotAllowed,
     ForgeError,
+    HoldAlreadyResolved,
     InternalError,
     InvalidApiKey,
     InvalidRequest,
@@ -46,7 +48,7 @@ from forge.domain.records import (
     utcnow,
 )
 from forge.domain.requests import ChatCompletionRequest, EmbeddingsRequest
-from forge.domain.routing import FallbackNotAllowed, RetryPolicy, RouteHealth, jitter, rejected
+from forge.domain.routing import RetryPolicy, RouteHealth, jitter, rejected
 from forge.domain.upstream import (
     ChatProvider,
     ChatStream,
@@ -56,7 +58,7 @@ from forge.domain.upstream import (
     UpstreamError,
     openai_usage,
 )
-from forge.store.dynamo.store import DynamoStore, HoldAlreadyResolved
+from forge.store.dynamo.store import DynamoStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -8,15 +8,13 @@ is pure: the S3 side lives in forge.store.s3archive behind the `LedgerArchive` p
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from forge.domain.calendar import Month
 from forge.domain.errors import InvalidRequest
 from forge.domain.records import LEDGER_SCHEMA_VERSION, LedgerEntry
 
@@ -24,59 +22,11 @@ LEDGER_PREFIX = "ledger/"
 STATEMENT_PREFIX = "statements/"
 LEDGER_RECORD_TYPE = "ledger_entry"
 
-_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
-
 
 class MalformedStreamRecord(ValueError):
     """A stream record that claims to be a ledger entry but cannot be read as one.
 
     The archiver reports it as a batch item failure instead of silently dropping money."""
-
-
-@dataclass(frozen=True, order=True)
-class Month:
-    """A calendar month in UTC; `str(month)` is its 'YYYY-MM' form."""
-
-    year: int
-    month: int
-
-    @classmethod
-    def parse(cls, text: str) -> Self:
-        """'2025-03' -> Month(2025, 3); anything else (2025-3, 2025-13, ' 2025-03') is refused."""
-        found = _MONTH.fullmatch(text) if isinstance(text, str) else None
-        if found is None or not (1 <= int(found[2]) <= 12) or not (1 <= int(found[1]) <= 9998):
-            raise InvalidRequest(
-                f"month must be a calendar month written YYYY-MM, got {text!r}", param="month"
-            )
-        return cls(int(found[1]), int(found[2]))
-
-    @classmethod
-    def of(cls, moment: datetime) -> Self:
-        """The UTC month a moment falls in (naive datetimes are taken as UTC)."""
-        utc = as_utc(moment)
-        return cls(utc.year, utc.month)
-
-    def __str__(self) -> str:
-        return f"{self.year:04d}-{self.month:02d}"
-
-    @property
-    def start(self) -> datetime:
-        return datetime(self.year, self.month, 1, tzinfo=UTC)
-
-    @property
-    def end(self) -> datetime:
-        """The first instant after the month (exclusive bound)."""
-        return self.next().start
-
-    def next(self) -> Month:
-        return Month(self.year + self.month // 12, self.month % 12 + 1)
-
-    def previous(self) -> Month:
-        return Month(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
-
-
-def as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def check_account_id(account_id: str) -> str:

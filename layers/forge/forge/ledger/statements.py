@@ -29,17 +29,18 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from forge.domain.errors import ForgeError, InvalidRequest, NotFound
+from forge.domain.calendar import Month, as_utc
+from forge.domain.errors import (
+    ForgeError,
+    InvalidRequest,
+    LedgerChainBroken,
+    NotFound,
+    StatementMismatch,
+    StatementNotReady,
+)
 from forge.domain.money import Bucket, format_micros
 from forge.domain.records import LedgerEntry, LedgerKind, utcnow
-from forge.ledger.archive import (
-    LedgerArchive,
-    Month,
-    StatementFormat,
-    as_utc,
-    check_account_id,
-    statement_key,
-)
+from forge.ledger.archive import LedgerArchive, StatementFormat, check_account_id, statement_key
 
 # The archive trails the ledger by the stream's delay (seconds, minutes when it retries): a
 # statement built the instant a month closes could miss its last entries, so it stays
@@ -68,33 +69,6 @@ CSV_COLUMNS = (
 )
 # Spreadsheets run cells that start with these as formulas; model names come from clients.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-class LedgerChainBroken(ForgeError):
-    """The archived ledger does not reconcile; no statement is published from it."""
-
-    status = 500
-    type = "api_error"
-    code = "ledger_chain_broken"
-
-
-class StatementNotReady(ForgeError):
-    """The ledger holds entries of the month the archive has not received yet (the stream is
-    behind): nothing is published; asking again shortly succeeds."""
-
-    status = 503
-    type = "api_error"
-    code = "statement_not_ready"
-    retry_after = 30  # the stream poller / Lambda mapping catches up within seconds
-
-
-class StatementMismatch(ForgeError):
-    """A final statement is stored and a rebuild would differ: final statements are immutable,
-    so the stored one stays and the difference is reported for an operator to explain."""
-
-    status = 500
-    type = "api_error"
-    code = "statement_mismatch"
 
 
 class LedgerSource(Protocol):

@@ -12,8 +12,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from forge.domain.errors import HoldAlreadyResolved
 from forge.domain.records import Hold, Receipt
-from forge.store.dynamo.store import DynamoStore, HoldAlreadyResolved
+from forge.store.dynamo.store import DynamoStore
 
 logger = logging.getLogger(__name__)
 

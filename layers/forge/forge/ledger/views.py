@@ -16,10 +16,10 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from forge.domain.calendar import Month, as_utc
 from forge.domain.errors import InvalidRequest
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry, Receipt
-from forge.ledger.archive import Month, as_utc
 
 T = TypeVar("T")
 
@@ -28,13 +28,6 @@ MAX_PAGE_SIZE = 200
 # Usage reads one cell per hour and combination in the range: keep the range bounded.
 MAX_USAGE_RANGE = timedelta(days=366)
 HOUR = timedelta(hours=1)
-
-
-class InvalidCursor(InvalidRequest):
-    """A page cursor that was not issued for this query (tampered, truncated, or reused with
-    other filters). Never answered with another query's data."""
-
-    code = "invalid_cursor"
 
 
 @dataclass(frozen=True)

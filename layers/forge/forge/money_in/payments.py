@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from forge.domain import strict_json
 from forge.domain.errors import (
     BudgetStoreUnavailable,
-    ForgeError,
+    GuardFailed,
     InvalidJson,
     InvalidRequest,
     NotFound,
@@ -38,13 +38,14 @@ from forge.domain.errors import (
     RedeemCodeExpired,
     RedeemCodeInvalid,
     RedeemCodeNotFound,
+    RefundAlreadyIssued,
     WebhookSignatureInvalid,
     WebhooksNotConfigured,
 )
 from forge.domain.ids import new_id
 from forge.domain.money import Bucket, Money, decimal_to_micros, format_micros
 from forge.domain.records import LedgerEntry, LedgerKind, utcnow
-from forge.store.dynamo.store import DynamoStore, GuardFailed
+from forge.store.dynamo.store import DynamoStore
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -562,12 +563,6 @@ def describe_entry(entry: LedgerEntry) -> dict[str, Any]:
 
 
 # Operator refunds -----------------------------------------------------------------------------
-class RefundAlreadyIssued(ForgeError):
-    """A request's charge was refunded before: a request is refunded at most once."""
-
-    status = 409
-    type = "invalid_request_error"
-    code = "refund_already_issued"
 
 
 def refund_marker_key(account_id: str, request_id: str) -> tuple[str, str]:

@@ -15,11 +15,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from forge.domain.calendar import Month
 from forge.domain.errors import ArchiveUnavailable
 from forge.domain.records import LedgerEntry
 from forge.ledger.archive import (
     LEDGER_PREFIX,
-    Month,
     StatementFormat,
     StatementState,
     archive_key,

@@ -23,10 +23,11 @@ from forge.api.schemas import (
     UsageLineView,
     UsageView,
 )
+from forge.domain.calendar import Month
 from forge.domain.errors import NotFound
 from forge.domain.money import Bucket, format_micros
 from forge.domain.records import LedgerEntry, Receipt, utcnow
-from forge.ledger.archive import Month, StatementFormat
+from forge.ledger.archive import StatementFormat
 from forge.ledger.statements import available_months, ensure_statement
 from forge.ledger.views import (
     MAX_PAGE_SIZE,

@@ -23,7 +23,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from forge.domain.errors import BudgetExceeded, BudgetStoreUnavailable, ConcurrentUpdate, NotFound
+from forge.domain.errors import (
+    BudgetExceeded,
+    BudgetStoreUnavailable,
+    ConcurrentUpdate,
+    GuardFailed,
+    HoldAlreadyResolved,
+    NotFound,
+)
 from forge.domain.idempotency import REPLAY_TTL_SECONDS, IdempotencyRecord, StoredResponse
 from forge.domain.money import Bucket, format_micros
 from forge.domain.records import (
@@ -54,19 +61,6 @@ RESOLVED_HOLD_RETENTION_SECONDS = 7 * 24 * 3600  # then TTL garbage-collects the
 # Envelope counters; several are DynamoDB reserved words, so always go through names.
 _RESERVE_NAMES = {"#consumed": "consumed", "#held": "held", "#limit": "limit"}
 _RELEASE_NAMES = {"#consumed": "consumed", "#held": "held", "#settled": "settled"}
-
-
-class HoldAlreadyResolved(Exception):
-    """The hold was settled or voided before: resolving it again must change nothing."""
-
-
-class GuardFailed(Exception):
-    """A guard item of a money transaction failed its condition (a replayed payment event,
-    an already claimed code...): nothing was written. `index` says which guard."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__(f"guard {index} failed")
-        self.index = index
 
 
 def _to_item(values: Mapping[str, Any]) -> dict[str, Any]:

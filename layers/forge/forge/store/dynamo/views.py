@@ -36,19 +36,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from forge.domain.errors import BudgetStoreUnavailable, NotFound
+from forge.domain.calendar import as_utc
+from forge.domain.errors import BudgetStoreUnavailable, InvalidCursor, NotFound
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry, LedgerKind, Receipt
-from forge.ledger.archive import as_utc
-from forge.ledger.views import (
-    InvalidCursor,
-    Page,
-    TimeRange,
-    UsageCell,
-    UsageLine,
-    UsageRead,
-    UsageTotals,
-)
+from forge.ledger.views import Page, TimeRange, UsageCell, UsageLine, UsageRead, UsageTotals
 from forge.settings import get_settings
 from forge.store.aws import dynamodb_client
 from forge.store.dynamo import totals as ledger_totals
