@@ -76,7 +76,7 @@ def run_demo(port: int) -> None:
 def run_gateway(port: int) -> None:
     from forge import wiring as stores
     from forge.api import create_app
-    from forge.store.aws import dynamodb_client
+    from forge.wiring import dynamodb_client
 
     counting = CountingClient(dynamodb_client())
     # Every store this process builds (the gateway's included) uses the counted client.

@@ -10,8 +10,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from forge.ledger.statements import MonthlyRun, StatementRequest, run_statements
-from forge.store.dynamo.views import get_ledger_views
-from forge.wiring import get_archive
+from forge.wiring import get_archive, get_ledger_views
 
 logger = Logger()
 

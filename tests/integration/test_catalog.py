@@ -21,9 +21,8 @@ from forge.money_in.accounts import create_account, credit_wallet, issue_key
 from forge.providers.demo import create_demo_app
 from forge.providers.openai import OpenAICompatProvider
 from forge.settings import get_settings
-from forge.store.aws import dynamodb_client
 from forge.store.dynamo.catalog import DynamoCatalogStore
-from forge.wiring import get_store
+from forge.wiring import dynamodb_client, get_store
 from forge_tools import admin
 from forge_tools.emulator import Resources
 

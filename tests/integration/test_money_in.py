@@ -46,9 +46,8 @@ from forge.money_in.payments import (
     sign_payload,
 )
 from forge.settings import get_settings
-from forge.store.aws import dynamodb_client
 from forge.store.dynamo.store import DynamoStore
-from forge.wiring import get_store
+from forge.wiring import dynamodb_client, get_store
 from forge_tools.emulator import Resources
 from tests.conftest import clear_cached_factories
 

@@ -32,10 +32,10 @@ from forge.ledger.statements import (
     render_html,
 )
 from forge.settings import get_settings
-from forge.store.aws import s3_client
 from forge.store.dynamo.store import DynamoStore
 from forge.store.dynamo.views import LedgerViews
 from forge.store.s3archive import S3Archive
+from forge.wiring import s3_client
 from forge_tools.emulator import Emulator, Resources
 from tests.ledger_history import History
 

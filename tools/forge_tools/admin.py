@@ -251,8 +251,7 @@ def run(args: argparse.Namespace) -> None:
     from forge.ledger.sweeper import sweep
     from forge.ledger.views import TimeRange, page_size
     from forge.money_in import accounts, payments
-    from forge.store.dynamo.views import get_ledger_views
-    from forge.wiring import get_archive, get_store
+    from forge.wiring import get_archive, get_ledger_views, get_store
 
     if args.group == "catalog":
         catalog_admin.run(args)

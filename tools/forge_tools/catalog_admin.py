@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> None:
     from forge.domain.catalog import CatalogModel, load_catalog
     from forge.domain.errors import InvalidRequest, NotFound
     from forge.settings import get_settings
-    from forge.store.aws import dynamodb_client
     from forge.store.dynamo.catalog import DynamoCatalogStore
+    from forge.wiring import dynamodb_client
 
     store = DynamoCatalogStore(dynamodb_client(), get_settings().budget_table)
 

@@ -71,8 +71,8 @@ def _seed_catalog() -> None:
     (`forge-admin catalog ...` changes it while the stack runs)."""
     from forge.domain.catalog import read_catalog_file
     from forge.settings import get_settings
-    from forge.store.aws import dynamodb_client
     from forge.store.dynamo.catalog import DynamoCatalogStore
+    from forge.wiring import dynamodb_client
 
     path = os.environ.get("FORGE_CATALOG_FILE")
     catalog = read_catalog_file(Path(path) if path else None)

@@ -7,20 +7,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from forge.domain.catalog import CatalogSource
-from forge.domain.routing import RetryPolicy, RouteHealth
 from forge.domain.upstream import ChatProvider
 from forge.providers.anthropic import AnthropicProvider
 from forge.providers.gemini import GeminiProvider
 from forge.providers.openai import OpenAICompatProvider
 from forge.settings import Settings
-from forge.store.dynamo.catalog import DynamoCatalogStore
-from forge.store.dynamo.store import DynamoStore
-
-if TYPE_CHECKING:
-    from forge.gateway import Gateway
 
 logger = logging.getLogger(__name__)
 _SECRET_CACHE_SECONDS = 300  # a rotated key is picked up within five minutes
@@ -102,31 +94,3 @@ def configured_providers(settings: Settings) -> dict[str, ChatProvider]:
                 base_url, key_source(settings, name, env_keys.get(name)), timeout=timeout
             )
     return providers
-
-
-def build_gateway(settings: Settings, store: DynamoStore) -> Gateway:
-    """The gateway of this process: its providers, the catalog kept in the budget table (read
-    at most once per TTL), and the retry policy and route health of this container."""
-    from forge.gateway import Gateway  # the API imports both; this keeps imports acyclic
-    from forge.store.aws import dynamodb_client
-
-    catalog = CatalogSource(
-        DynamoCatalogStore(dynamodb_client(), settings.budget_table),
-        ttl_seconds=settings.catalog_ttl_seconds,
-    )
-    return Gateway(
-        store,
-        configured_providers(settings),
-        catalog,
-        hold_ttl_seconds=settings.hold_ttl_seconds,
-        retry=RetryPolicy(
-            attempts_per_route=settings.upstream_route_attempts,
-            max_attempts=settings.upstream_max_attempts,
-            base_delay=settings.retry_base_delay,
-            max_delay=settings.retry_max_delay,
-            max_retry_after=settings.retry_after_max,
-        ),
-        health=RouteHealth(
-            threshold=settings.route_failure_threshold, cooldown=settings.route_cooldown_seconds
-        ),
-    )

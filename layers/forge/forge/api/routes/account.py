@@ -38,7 +38,8 @@ from forge.ledger.views import (
     hour_ceiling,
     summarize_usage,
 )
-from forge.store.dynamo.views import LedgerViews, get_ledger_views
+from forge.store.dynamo.views import LedgerViews
+from forge.wiring import get_ledger_views
 
 router = APIRouter()
 

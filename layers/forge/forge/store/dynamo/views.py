@@ -41,8 +41,6 @@ from forge.domain.errors import BudgetStoreUnavailable, InvalidCursor, NotFound
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry, LedgerKind, Receipt
 from forge.ledger.views import Page, TimeRange, UsageCell, UsageLine, UsageRead, UsageTotals
-from forge.settings import get_settings
-from forge.store.aws import dynamodb_client
 from forge.store.dynamo import totals as ledger_totals
 from forge.store.dynamo.types import TypeDeserializer, TypeSerializer
 
@@ -370,8 +368,3 @@ class LedgerViews:
         if receipt.account_id != account_id:
             raise BudgetStoreUnavailable("The ledger returned another account's receipt")
         return receipt
-
-
-def get_ledger_views() -> LedgerViews:
-    """This process's views over its ledger table; cheap to build, the client is cached."""
-    return LedgerViews(dynamodb_client(), get_settings().ledger_table)
