@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 
 from forge.domain.errors import InvalidRequest
-from forge.domain.money import Bucket, decimal_to_micros, token_cost
+from forge.domain.money import Bucket, decimal_to_micros
 from forge.domain.records import ApiKey, EnvelopeRef, ProjectCaps
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -94,7 +94,3 @@ def affordable_output_tokens(room: int, input_cost: int, output_price_per_1m: in
     if output_price_per_1m == 0:
         return 2**31
     return left * 1_000_000 // output_price_per_1m
-
-
-def hold_amount(input_tokens: int, output_tokens: int, input_price: int, output_price: int) -> int:
-    return token_cost(input_tokens, input_price) + token_cost(output_tokens, output_price)

@@ -70,10 +70,6 @@ class RouteHealth:
         state = self._routes.get(route)
         return state is None or state.skip_until <= self.clock()
 
-    def skipped_until(self, route: str) -> float:
-        state = self._routes.get(route)
-        return state.skip_until if state else 0.0
-
     def failed(self, route: str) -> None:
         state = self._routes.setdefault(route, _RouteState())
         state.failures += 1

@@ -96,10 +96,6 @@ class ChatProvider(Protocol):
     async def open_stream(self, body: dict[str, Any]) -> ChatStream: ...
 
 
-class EmbeddingsProvider(Protocol):
-    async def embed(self, body: dict[str, Any]) -> Completion: ...
-
-
 def usage_from_openai(raw: dict[str, Any] | None) -> Usage | None:
     """OpenAI usage -> Usage. Cached tokens are a subset of prompt_tokens, counted once."""
     if not raw:
