@@ -11,7 +11,7 @@ from forge.domain.errors import InvalidApiKey
 from forge.domain.ids import hash_api_key
 from forge.domain.money import Bucket
 from forge.domain.records import ApiKey, KeyStatus, ProjectCaps
-from forge.store.dynamo.store import DynamoStore
+from forge.ports import GatewayStore
 
 V = TypeVar("V")
 KEY_CACHE_SECONDS = 10.0  # a paused or revoked key stops working within this long
@@ -39,7 +39,7 @@ class Keys:
     """Authenticates API keys and reads their projects' caps, each from the store at most once
     per KEY_CACHE_SECONDS per container."""
 
-    def __init__(self, store: DynamoStore, clock: Callable[[], float]) -> None:
+    def __init__(self, store: GatewayStore, clock: Callable[[], float]) -> None:
         self.store = store
         # A paused or revoked key, or a changed project cap, applies within this long.
         self._keys: TtlCache[ApiKey] = TtlCache(KEY_CACHE_SECONDS, clock)

@@ -13,7 +13,7 @@ from forge.domain.errors import BudgetStoreUnavailable, ForgeError, HoldAlreadyR
 from forge.domain.money import Bucket, Usage, charge_for
 from forge.domain.records import EnvelopeRef, Hold, HoldOutcome, Receipt
 from forge.gateway.plan import CallPlan, Rooms, join_notes
-from forge.store.dynamo.store import DynamoStore
+from forge.ports import GatewayStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,7 +27,7 @@ async def off_loop(fn: Callable[..., T], *args: Any) -> T:
 class Holds:
     """Every budget-store call the gateway makes for a call, each run off the event loop."""
 
-    def __init__(self, store: DynamoStore) -> None:
+    def __init__(self, store: GatewayStore) -> None:
         self.store = store
 
     async def reserve(self, hold: Hold) -> None:

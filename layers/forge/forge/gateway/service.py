@@ -45,7 +45,7 @@ from forge.gateway.plan import (
     tightest_envelope,
 )
 from forge.gateway.relay import StreamResult, relay
-from forge.store.dynamo.store import DynamoStore
+from forge.ports import GatewayStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,7 +63,7 @@ class Completed(Generic[T]):
 class Gateway:
     def __init__(
         self,
-        store: DynamoStore,
+        store: GatewayStore,
         providers: Mapping[str, ChatProvider],
         catalog: Catalog | CatalogSource,
         *,
@@ -94,11 +94,11 @@ class Gateway:
         )
 
     @property
-    def _store(self) -> DynamoStore:
+    def _store(self) -> GatewayStore:
         return self._holds.store
 
     @_store.setter
-    def _store(self, store: DynamoStore) -> None:
+    def _store(self, store: GatewayStore) -> None:
         # Keys and holds read one store; a test swaps it under a built gateway.
         self._keys.store = self._holds.store = store
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from forge.domain.errors import HoldAlreadyResolved
 from forge.domain.records import Hold, Receipt
-from forge.store.dynamo.store import DynamoStore
+from forge.ports import BudgetStore
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def _expired_receipt(hold: Hold) -> Receipt:
     )
 
 
-def sweep(store: DynamoStore, now: datetime) -> SweepReport:
+def sweep(store: BudgetStore, now: datetime) -> SweepReport:
     report = SweepReport()
     for hold in store.expired_holds(now):
         try:
