@@ -20,7 +20,7 @@ from forge.domain.errors import (
     MethodNotAllowed,
     NotFound,
 )
-from forge.providers.anthropic_format import error_event
+from forge.providers.anthropic_format.stream_writer import error_event
 
 logger = logging.getLogger(__name__)
 

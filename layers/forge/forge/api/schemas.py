@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from forge.ledger.entry_view import LedgerEntryView
+
 
 # Errors --------------------------------------------------------------------------------------
 class ErrorDetail(BaseModel):
@@ -130,29 +132,6 @@ class StatementMonthView(BaseModel):
 class StatementList(BaseModel):
     object: Literal["list"] = "list"
     data: list[StatementMonthView]
-
-
-class LedgerEntryView(BaseModel):
-    """One ledger entry; amounts as decimals of the bucket's currency and in micro-units."""
-
-    object: Literal["ledger_entry"] = "ledger_entry"
-    entry_id: str
-    bucket: str
-    currency: str
-    seq: int
-    kind: str
-    amount: str
-    amount_micros: int
-    balance_after: str
-    balance_after_micros: int
-    created_at: datetime
-    request_id: str | None = None
-    key_id: str | None = None
-    project_id: str | None = None
-    model: str | None = None
-    route: str | None = None
-    source: str | None = None
-    memo: str | None = None
 
 
 class LedgerPage(BaseModel):

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from forge.gateway import CallPlan, StreamItem, StreamResult, receipt_summary
-from forge.providers.anthropic_format import MessagesStreamWriter, error_event
+from forge.providers.anthropic_format.stream_writer import MessagesStreamWriter, error_event
 
 
 def openai_frame(payload: dict[str, Any]) -> bytes:

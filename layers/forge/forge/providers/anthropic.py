@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 
 from forge.domain.upstream import Completion
-from forge.providers.anthropic_format import (
-    ANTHROPIC_VERSION,
+from forge.providers.anthropic_format.outbound import (
     MessagesStreamReader,
     completion_from_message,
     to_messages_request,
 )
+from forge.providers.anthropic_format.terms import ANTHROPIC_VERSION
 from forge.providers.http import (
     HttpProvider,
     UpstreamStream,

@@ -13,7 +13,6 @@ from forge.api.deps import ArchiveDep, KeyDep, SettingsDep, StoreDep
 from forge.api.schemas import (
     BalanceView,
     BucketBalance,
-    LedgerEntryView,
     LedgerPage,
     RunCallView,
     RunView,
@@ -26,8 +25,9 @@ from forge.api.schemas import (
 from forge.domain.calendar import Month
 from forge.domain.errors import NotFound
 from forge.domain.money import Bucket, format_micros
-from forge.domain.records import LedgerEntry, Receipt, utcnow
+from forge.domain.records import Receipt, utcnow
 from forge.ledger.archive import StatementFormat
+from forge.ledger.entry_view import LedgerEntryView
 from forge.ledger.statements import available_months, ensure_statement
 from forge.ledger.views import (
     MAX_PAGE_SIZE,
@@ -84,28 +84,6 @@ async def get_receipt(
 
 
 # Ledger, usage, runs ---------------------------------------------------------------------------
-def _entry_view(entry: LedgerEntry) -> LedgerEntryView:
-    return LedgerEntryView(
-        entry_id=entry.entry_id,
-        bucket=entry.bucket.value,
-        currency=entry.bucket.currency,
-        seq=entry.seq,
-        kind=entry.kind.value,
-        amount=format_micros(entry.amount),
-        amount_micros=entry.amount,
-        balance_after=format_micros(entry.balance_after),
-        balance_after_micros=entry.balance_after,
-        created_at=entry.created_at,
-        request_id=entry.request_id,
-        key_id=entry.key_id,
-        project_id=entry.project_id,
-        model=entry.model,
-        route=entry.route,
-        source=entry.source,
-        memo=entry.memo,
-    )
-
-
 def _usage_view(line: UsageLine) -> UsageLineView:
     sums = line.totals
     return UsageLineView(
@@ -175,7 +153,7 @@ async def get_ledger(
         )
     )
     return LedgerPage(
-        data=[_entry_view(e) for e in page.items],
+        data=[LedgerEntryView.of(e) for e in page.items],
         has_more=page.next_cursor is not None,
         next_cursor=page.next_cursor,
     )

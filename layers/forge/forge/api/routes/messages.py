@@ -22,11 +22,11 @@ from forge.domain.records import ApiKey
 from forge.domain.requests import ChatCompletionRequest, MessagesRequest
 from forge.domain.upstream import Completion
 from forge.gateway import Gateway, RequestLimits, StreamResult
-from forge.providers.anthropic_format import (
-    MessagesStreamWriter,
+from forge.providers.anthropic_format.inbound import (
     chat_body_from_messages,
     message_from_completion,
 )
+from forge.providers.anthropic_format.stream_writer import MessagesStreamWriter
 
 router = APIRouter(
     route_class=StrictJsonRoute,
