@@ -16,7 +16,7 @@ from forge.api import create_app
 from forge.domain.calendar import Month
 from forge.domain.money import Bucket, format_micros
 from forge.domain.records import Hold, LedgerEntry, LedgerKind, Receipt
-from forge.ledger.views import UsageGroupBy
+from forge.domain.views import UsageGroupBy
 from forge_tools.emulator import Emulator, Resources
 from tests.ledger_history import History, MonthStory, simulate_month
 from tests.statement_check import assert_csv_tells, assert_html_tells, ledger_month

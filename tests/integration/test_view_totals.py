@@ -31,8 +31,8 @@ from forge.domain.records import (
     Receipt,
     utcnow,
 )
+from forge.domain.views import TimeRange, UsageGroupBy, summarize_usage
 from forge.ledger.sweeper import sweep
-from forge.ledger.views import TimeRange, UsageGroupBy, summarize_usage
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
 from forge.money_in.payments import refund_charge
 from forge.store.dynamo.store import DynamoStore

@@ -13,7 +13,7 @@ from boto3.dynamodb.types import TypeSerializer
 from forge.domain.errors import InvalidCursor, InvalidRequest, NotFound
 from forge.domain.money import Bucket, Usage
 from forge.domain.records import Attempt, LedgerEntry, LedgerKind, Receipt
-from forge.ledger.views import (
+from forge.domain.views import (
     TimeRange,
     UsageCell,
     UsageGroupBy,

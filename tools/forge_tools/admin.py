@@ -241,6 +241,7 @@ def _instant(text: str) -> datetime:
 def run(args: argparse.Namespace) -> None:
     from forge.domain.money import RouteType
     from forge.domain.records import KeyCaps, KeyStatus, ProjectCaps
+    from forge.domain.views import TimeRange, page_size
     from forge.ledger.reconcile import reconcile
     from forge.ledger.statements import (
         available_months,
@@ -249,7 +250,6 @@ def run(args: argparse.Namespace) -> None:
         statement_month,
     )
     from forge.ledger.sweeper import sweep
-    from forge.ledger.views import TimeRange, page_size
     from forge.money_in import accounts, payments
     from forge.wiring import get_archive, get_ledger_views, get_store
 

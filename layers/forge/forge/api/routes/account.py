@@ -26,10 +26,7 @@ from forge.domain.calendar import Month
 from forge.domain.errors import NotFound
 from forge.domain.money import Bucket, format_micros
 from forge.domain.records import Receipt, utcnow
-from forge.ledger.archive import StatementFormat
-from forge.ledger.entry_view import LedgerEntryView
-from forge.ledger.statements import available_months, ensure_statement
-from forge.ledger.views import (
+from forge.domain.views import (
     MAX_PAGE_SIZE,
     MAX_USAGE_RANGE,
     TimeRange,
@@ -38,6 +35,9 @@ from forge.ledger.views import (
     hour_ceiling,
     summarize_usage,
 )
+from forge.ledger.archive import StatementFormat
+from forge.ledger.entry_view import LedgerEntryView
+from forge.ledger.statements import available_months, ensure_statement
 from forge.store.dynamo.views import LedgerViews
 from forge.wiring import get_ledger_views
 

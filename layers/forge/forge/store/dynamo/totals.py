@@ -27,7 +27,7 @@ from typing import Any
 
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry, Receipt
-from forge.ledger.views import TimeRange, UsageCell, UsageLine, UsageTotals
+from forge.domain.views import TimeRange, UsageCell, UsageLine, UsageTotals
 from forge.store.dynamo.types import TypeSerializer
 
 _HOUR_FORMAT = "%Y-%m-%dT%H"  # fixed width: text order is time order

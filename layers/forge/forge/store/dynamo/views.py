@@ -40,7 +40,7 @@ from forge.domain.calendar import as_utc
 from forge.domain.errors import BudgetStoreUnavailable, InvalidCursor, NotFound
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry, LedgerKind, Receipt
-from forge.ledger.views import Page, TimeRange, UsageCell, UsageLine, UsageRead, UsageTotals
+from forge.domain.views import Page, TimeRange, UsageCell, UsageLine, UsageRead, UsageTotals
 from forge.store.dynamo import totals as ledger_totals
 from forge.store.dynamo.types import TypeDeserializer, TypeSerializer
 
