@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -46,12 +45,12 @@ from forge.domain.records import (
     Wallet,
     utcnow,
 )
+from forge.store.dynamo.items import dump as _dump
+from forge.store.dynamo.items import from_item as _from_item
+from forge.store.dynamo.items import to_item as _to_item
+from forge.store.dynamo.schema import entry_index_attributes, receipt_index_attributes
 from forge.store.dynamo.totals import receipt_updates, refund_updates
-from forge.store.dynamo.types import TypeDeserializer, TypeSerializer
-from forge.store.dynamo.views import entry_index_attributes, receipt_index_attributes
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 # A lost race on a busy wallet is retried (re-read, then write) for this long before the
 # caller is told the store is unavailable; a settle then defers to the sweeper.
 _CONTENTION_SECONDS = 10.0
@@ -61,20 +60,6 @@ RESOLVED_HOLD_RETENTION_SECONDS = 7 * 24 * 3600  # then TTL garbage-collects the
 # Envelope counters; several are DynamoDB reserved words, so always go through names.
 _RESERVE_NAMES = {"#consumed": "consumed", "#held": "held", "#limit": "limit"}
 _RELEASE_NAMES = {"#consumed": "consumed", "#held": "held", "#settled": "settled"}
-
-
-def _to_item(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
-
-
-def _from_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: _deserializer.deserialize(v) for k, v in item.items()}
-    return {k: int(v) if isinstance(v, Decimal) else v for k, v in out.items()}
-
-
-def _dump(model: Any) -> dict[str, Any]:
-    """A pydantic model as DynamoDB values: JSON mode turns datetimes and enums into strings."""
-    return dict(model.model_dump(mode="json", exclude_none=True))
 
 
 def _epoch(moment: datetime) -> int:
