@@ -18,8 +18,8 @@ from forge.domain.money import Bucket, format_micros
 from forge_tools import catalog_admin
 
 if TYPE_CHECKING:
+    from forge.domain.money_in import RedeemCode
     from forge.domain.records import Wallet
-    from forge.money_in.payments import RedeemCode
 
 _OUTPUT_TO_ENV = {
     "BudgetTableName": "BUDGET_TABLE",

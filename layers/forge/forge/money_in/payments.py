@@ -2,17 +2,16 @@
 
 Every way money enters (or is corrected) is exactly one `DynamoStore.credit()`, so a balance
 and its ledger entry always move together. Each "at most once" rule rides inside that same
-transaction as a guard item, never as a read-then-write check:
+transaction as a guard (forge.domain.money_in), never as a read-then-write check:
 
-- a payment event credits once: the marker `PAYMENT#{event_id}` / `EVENT` must not exist yet;
-- an account claims a code once: the claim `CODE#{code}` / `CLAIM#{account_id}` must not exist
-  yet, and the code item must still be active, unexpired and below `max_claims` while its
-  `claim_count` goes up by one.
+- a payment event credits once: its `PaymentMarker` must not exist yet;
+- an account claims a code once: its `CodeClaim` must not exist yet, and the `CodeUse` counts
+  one more claim only while the code is still active, unexpired and below `max_claims`;
+- a request is refunded once: its `RefundMarker` must not exist yet.
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import re
@@ -44,12 +43,20 @@ from forge.domain.errors import (
 )
 from forge.domain.ids import new_id
 from forge.domain.money import Bucket, Money, decimal_to_micros, format_micros
+from forge.domain.money_in import (
+    CodeClaim,
+    CodeStatus,
+    CodeUse,
+    PaymentMarker,
+    RedeemCode,
+    RefundMarker,
+)
 from forge.domain.records import LedgerEntry, LedgerKind, utcnow
 from forge.store.dynamo.store import DynamoStore
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
-# Webhook signatures ---------------------------------------------------------------------------
+# Signatures --------------------------------------------------------------------------------
 SIGNATURE_HEADER = "Forge-Signature"
 SIGNATURE_TOLERANCE_SECONDS = 300
 _MAX_SIGNATURE_HEADER = 2048  # a handful of v1 values; anything longer is not ours
@@ -229,10 +236,6 @@ class PaymentOutcome(BaseModel):
     entry: LedgerEntry | None = None  # only when this call wrote it
 
 
-def payment_marker_key(event_id: str) -> tuple[str, str]:
-    return f"PAYMENT#{event_id}", "EVENT"
-
-
 def apply_payment(store: DynamoStore, event: PaymentEvent) -> PaymentOutcome:
     """Credit a payment event's bucket exactly once per event id; a replay changes nothing."""
     if event.type != PAYMENT_SUCCEEDED:
@@ -242,17 +245,14 @@ def apply_payment(store: DynamoStore, event: PaymentEvent) -> PaymentOutcome:
     entry_id = f"le_pay_{event.id}"
     if not store.account_exists(payment.account_id):
         raise NotFound(f"No account '{payment.account_id}'", param="data.account_id")
-    pk, sk = payment_marker_key(event.id)
-    marker = store.new_item_guard(
-        pk,
-        sk,
-        record_type="payment_event",
+    marker = PaymentMarker(
+        event_id=event.id,
         account_id=payment.account_id,
-        bucket=money.bucket.value,
+        bucket=money.bucket,
         amount=money.micros,
         payment_id=payment.payment_id,
         ledger_entry_id=entry_id,
-        received_at=utcnow().isoformat(),
+        received_at=utcnow(),
     )
     try:
         entry = store.credit(
@@ -276,19 +276,19 @@ def _replayed(
     store: DynamoStore, event_id: str, payment: PaymentData, money: Money
 ) -> PaymentOutcome:
     """The event was applied before: a no-op, unless the replay carries different money."""
-    seen = store.get_item(*payment_marker_key(event_id)) or {}
-    same = (seen.get("account_id"), seen.get("bucket"), seen.get("amount")) == (
+    seen = store.get_payment_marker(event_id)
+    if seen is None or (seen.account_id, seen.bucket, seen.amount, seen.payment_id) != (
         payment.account_id,
-        money.bucket.value,
+        money.bucket,
         money.micros,
-    )
-    if not same or seen.get("payment_id") != payment.payment_id:
+        payment.payment_id,
+    ):
         raise PaymentEventConflict(
             f"Event '{event_id}' was already applied with different data; nothing was credited",
             param="id",
         )
     return PaymentOutcome(
-        event_id=event_id, status="duplicate", ledger_entry_id=seen.get("ledger_entry_id")
+        event_id=event_id, status="duplicate", ledger_entry_id=seen.ledger_entry_id
     )
 
 
@@ -300,13 +300,6 @@ CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_GROUPS = 3
 CODE_GROUP_LENGTH = 4
 _READ_AS = str.maketrans({"O": "0", "I": "1", "L": "1"})
-_CODE_INDEX_PK = "CODES"  # one item per code under one key, so operators can list them
-_MAX_MEMO = 500
-
-
-class CodeStatus(enum.StrEnum):
-    ACTIVE = "active"
-    DISABLED = "disabled"
 
 
 def new_code() -> str:
@@ -327,62 +320,6 @@ def normalize_code(raw: str) -> str | None:
         return None
     groups = [body[i : i + CODE_GROUP_LENGTH] for i in range(0, len(body), CODE_GROUP_LENGTH)]
     return "-".join([CODE_PREFIX, *groups])
-
-
-def code_pk(code: str) -> str:
-    return f"CODE#{code}"
-
-
-class RedeemCode(BaseModel):
-    """A code an operator hands out: `amount` micro-units of `bucket` per claiming account."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    code: str
-    bucket: Bucket
-    amount: int = Field(gt=0)
-    max_claims: int | None = Field(default=None, ge=1)
-    claim_count: int = Field(default=0, ge=0)
-    code_status: CodeStatus = CodeStatus.ACTIVE
-    expires_at: datetime | None = None  # exclusive: claimable strictly before this moment
-    memo: str | None = None
-    created_at: datetime = Field(default_factory=utcnow)
-
-    def state(self, now: datetime) -> Literal["active", "disabled", "expired", "exhausted"]:
-        if self.code_status is CodeStatus.DISABLED:
-            return "disabled"
-        if self.expires_at is not None and now >= self.expires_at:
-            return "expired"
-        if self.max_claims is not None and self.claim_count >= self.max_claims:
-            return "exhausted"
-        return "active"
-
-    def item_values(self) -> dict[str, Any]:
-        values = self.model_dump(mode="json", exclude_none=True)
-        values["record_type"] = "redeem_code"
-        if self.expires_at is not None:
-            # The claim condition compares numbers; DynamoDB cannot compare ISO strings' times.
-            values["valid_until_epoch"] = int(self.expires_at.timestamp())
-        return values
-
-
-def _parse_amount(amount: str, *, positive: bool) -> int:
-    try:
-        micros = decimal_to_micros(amount)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="amount") from exc
-    if positive and micros <= 0:
-        raise InvalidRequest("The amount must be positive", param="amount")
-    return micros
-
-
-def _clean_memo(memo: str | None, param: str) -> str | None:
-    if memo is None:
-        return None
-    memo = memo.strip()
-    if len(memo) > _MAX_MEMO:
-        raise InvalidRequest(f"At most {_MAX_MEMO} characters", param=param)
-    return memo or None
 
 
 def create_code(
@@ -418,32 +355,22 @@ def create_code(
             memo=memo,
             created_at=now,
         )
-        # Index first: a crash in between leaves an index entry without a code (listed as
-        # nothing), never a live code that operators cannot see.
-        listed = {"created_at": code.created_at.isoformat()}
-        if store.put_item(_CODE_INDEX_PK, f"CODE#{code.code}", listed) and store.put_item(
-            code_pk(code.code), "CODE", code.item_values()
-        ):
+        if store.add_code(code):
             return code
     raise BudgetStoreUnavailable("Could not allocate a unique code; try again")
 
 
 def get_code(store: DynamoStore, raw_code: str) -> RedeemCode:
     code = normalize_code(raw_code)
-    item = store.get_item(code_pk(code), "CODE") if code else None
-    if item is None:
+    found = store.get_code(code) if code else None
+    if found is None:
         raise RedeemCodeNotFound("No such redeem code", param="code")
-    return RedeemCode.model_validate(item)
+    return found
 
 
 def list_codes(store: DynamoStore) -> list[RedeemCode]:
     """Every code, oldest first (an operator view: one read per code)."""
-    codes = []
-    for listed in store.query_items(_CODE_INDEX_PK, "CODE#"):
-        item = store.get_item(code_pk(str(listed["sk"]).removeprefix("CODE#")), "CODE")
-        if item is not None:
-            codes.append(RedeemCode.model_validate(item))
-    return sorted(codes, key=lambda c: (c.created_at, c.code))
+    return sorted(store.list_codes(), key=lambda c: (c.created_at, c.code))
 
 
 def disable_code(store: DynamoStore, raw_code: str) -> RedeemCode:
@@ -452,13 +379,13 @@ def disable_code(store: DynamoStore, raw_code: str) -> RedeemCode:
     if code.code_status is CodeStatus.DISABLED:
         return code
     disabled = code.model_copy(update={"code_status": CodeStatus.DISABLED})
-    store.put_item(code_pk(code.code), "CODE", disabled.item_values(), new=False)
-    # The overwrite may have raced a claim's `ADD claim_count`. Once the code is disabled no
-    # claim can commit, so the claim items are final: recount from them, the source of truth.
-    claims = len(store.query_items(code_pk(code.code), "CLAIM#"))
+    store.replace_code(disabled)
+    # The overwrite may have raced a claim's count. Once the code is disabled no claim can
+    # commit, so the claims are final: recount from them, the source of truth.
+    claims = store.count_code_claims(code.code)
     if claims != disabled.claim_count:
         disabled = disabled.model_copy(update={"claim_count": claims})
-        store.put_item(code_pk(code.code), "CODE", disabled.item_values(), new=False)
+        store.replace_code(disabled)
     return disabled
 
 
@@ -482,24 +409,9 @@ def claim_code(
     code = get_code(store, raw_code)
     if refusal := _unclaimable(code, now):
         raise refusal
-    pk = code_pk(code.code)
     entry_id = new_id("le")
-    claim = store.new_item_guard(
-        pk,
-        f"CLAIM#{account_id}",
-        record_type="code_claim",
-        account_id=account_id,
-        ledger_entry_id=entry_id,
-        claimed_at=now.isoformat(),
-    )
-    take = store.update_guard(
-        pk,
-        "CODE",
-        "ADD claim_count :one",
-        "code_status = :active"
-        " AND (attribute_not_exists(max_claims) OR claim_count < max_claims)"
-        " AND (attribute_not_exists(valid_until_epoch) OR valid_until_epoch > :now)",
-        {":one": 1, ":active": CodeStatus.ACTIVE.value, ":now": int(now.timestamp())},
+    claim = CodeClaim(
+        code=code.code, account_id=account_id, ledger_entry_id=entry_id, claimed_at=now
     )
     try:
         return store.credit(
@@ -510,7 +422,7 @@ def claim_code(
             entry_id=entry_id,
             source=f"code:{code.code}",
             memo=code.memo,
-            guards=[claim, take],
+            guards=[claim, CodeUse(code=code.code, at=now)],
         )
     except GuardFailed as failed:
         if failed.index == 0:
@@ -524,7 +436,31 @@ def claim_code(
         raise refusal from None
 
 
-# Operator adjustments -------------------------------------------------------------------------
+_MAX_MEMO = 500
+
+
+def _parse_amount(amount: str, *, positive: bool) -> int:
+    """A decimal amount in micro-units; with `positive`, above zero."""
+    try:
+        micros = decimal_to_micros(amount)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="amount") from exc
+    if positive and micros <= 0:
+        raise InvalidRequest("The amount must be positive", param="amount")
+    return micros
+
+
+def _clean_memo(memo: str | None, param: str) -> str | None:
+    """A memo trimmed, at most _MAX_MEMO characters; None when empty."""
+    if memo is None:
+        return None
+    memo = memo.strip()
+    if len(memo) > _MAX_MEMO:
+        raise InvalidRequest(f"At most {_MAX_MEMO} characters", param=param)
+    return memo or None
+
+
+# Operator adjustments and refunds -------------------------------------------------------------
 def adjust_wallet(
     store: DynamoStore, account_id: str, bucket: Bucket, amount: str, *, reason: str
 ) -> LedgerEntry:
@@ -562,13 +498,6 @@ def describe_entry(entry: LedgerEntry) -> dict[str, Any]:
     }
 
 
-# Operator refunds -----------------------------------------------------------------------------
-
-
-def refund_marker_key(account_id: str, request_id: str) -> tuple[str, str]:
-    return f"REFUND#{account_id}#{request_id}", "REFUND"
-
-
 def refund_charge(
     store: DynamoStore,
     account_id: str,
@@ -596,16 +525,14 @@ def refund_charge(
         )
     memo = _clean_memo(reason, "reason") or f"refund of {request_id}"
     entry_id = f"le_refund_{request_id}"
-    marker = store.new_item_guard(
-        *refund_marker_key(account_id, request_id),
-        record_type="refund",
+    marker = RefundMarker(
         account_id=account_id,
         request_id=request_id,
         charge_entry_id=receipt.ledger_entry_id,
-        bucket=receipt.bucket.value,
+        bucket=receipt.bucket,
         amount=micros,
         ledger_entry_id=entry_id,
-        refunded_at=utcnow().isoformat(),
+        refunded_at=utcnow(),
     )
     try:
         return store.credit(
