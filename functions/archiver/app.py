@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from forge.ledger.archive import archive_record
+from forge.store.dynamo.stream import archive_record
 from forge.wiring import get_archive
 
 logger = Logger()

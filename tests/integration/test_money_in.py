@@ -30,21 +30,12 @@ from forge.domain.errors import (
     RedeemCodeNotFound,
 )
 from forge.domain.money import Bucket
+from forge.domain.money_in import CodeStatus
 from forge.domain.records import LedgerKind
 from forge.money_in.accounts import create_account, credit_wallet
-from forge.money_in.payments import (
-    PAYMENT_SUCCEEDED,
-    CodeStatus,
-    PaymentEvent,
-    adjust_wallet,
-    apply_payment,
-    claim_code,
-    create_code,
-    disable_code,
-    get_code,
-    list_codes,
-    sign_payload,
-)
+from forge.money_in.adjustments import adjust_wallet
+from forge.money_in.codes import claim_code, create_code, disable_code, get_code, list_codes
+from forge.money_in.webhooks import PAYMENT_SUCCEEDED, PaymentEvent, apply_payment, sign_payload
 from forge.settings import get_settings
 from forge.store.dynamo.store import DynamoStore
 from forge.wiring import dynamodb_client, get_store

@@ -23,7 +23,8 @@ from forge.domain.money import Bucket
 from forge.domain.records import ApiKey, Hold, KeyCaps, LedgerKind, ProjectCaps, Receipt, utcnow
 from forge.ledger.reconcile import reconcile
 from forge.ledger.sweeper import sweep
-from forge.money_in.payments import PaymentEvent, apply_payment, claim_code, create_code
+from forge.money_in.codes import claim_code, create_code
+from forge.money_in.webhooks import PaymentEvent, apply_payment
 from forge.store.dynamo.store import DynamoStore
 from forge_tools.emulator import Emulator
 

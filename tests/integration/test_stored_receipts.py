@@ -14,7 +14,7 @@ from forge.domain.money import Bucket
 from forge.domain.records import Attempt, Hold, HoldOutcome, Receipt, utcnow
 from forge.ledger.sweeper import sweep
 from forge.money_in.accounts import create_account, credit_wallet
-from forge.money_in.payments import refund_charge
+from forge.money_in.adjustments import refund_charge
 from forge.store.dynamo.views import LedgerViews
 from forge.wiring import get_store
 from forge_tools.emulator import Resources

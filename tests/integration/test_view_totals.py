@@ -34,7 +34,7 @@ from forge.domain.records import (
 from forge.domain.views import TimeRange, UsageGroupBy, summarize_usage
 from forge.ledger.sweeper import sweep
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
-from forge.money_in.payments import refund_charge
+from forge.money_in.adjustments import refund_charge
 from forge.store.dynamo.store import DynamoStore
 from forge.store.dynamo.views import LedgerViews
 from forge.wiring import get_archive, get_store

@@ -17,10 +17,8 @@ from forge.domain.errors import InvalidRequest, LedgerChainBroken
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry, LedgerKind
 from forge.ledger.archive import (
-    MalformedStreamRecord,
     archive_key,
     archive_line,
-    ledger_entry_from_stream_record,
     parse_archive_lines,
     statement_key,
 )
@@ -31,6 +29,7 @@ from forge.ledger.statements import (
     render_csv,
     verify_chain,
 )
+from forge.store.dynamo.stream import MalformedStreamRecord, ledger_entry_from_stream_record
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 ACCOUNT = "acct_unit"

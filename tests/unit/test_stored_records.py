@@ -13,7 +13,9 @@ from pydantic import BaseModel
 from forge.domain import idempotency, records
 from forge.domain.money import Bucket
 from forge.domain.records import Attempt, Hold, HoldOutcome, Receipt, utcnow
-from forge.store.dynamo.store import _dump, _from_item, _to_item
+from forge.store.dynamo.items import dump as _dump
+from forge.store.dynamo.items import from_item as _from_item
+from forge.store.dynamo.items import to_item as _to_item
 
 STORED_MODULES = (records, idempotency)
 

@@ -21,15 +21,16 @@ from forge.domain.views import (
     hour_of,
     summarize_usage,
 )
-from forge.store.dynamo.totals import hour_key, receipt_updates, usage_cell_key
-from forge.store.dynamo.views import (
+from forge.store.dynamo.schema import (
     BY_SCOPE_INDEX,
     BY_TIME_INDEX,
-    _Query,
     entry_index_attributes,
+    hour_key,
     receipt_index_attributes,
     time_key,
 )
+from forge.store.dynamo.totals import receipt_updates, usage_cell_key
+from forge.store.dynamo.views import _Query
 
 _serializer = TypeSerializer()
 

@@ -18,8 +18,8 @@ from forge.domain.money import Bucket, format_micros
 from forge_tools import catalog_admin
 
 if TYPE_CHECKING:
+    from forge.domain.money_in import RedeemCode
     from forge.domain.records import Wallet
-    from forge.money_in.payments import RedeemCode
 
 _OUTPUT_TO_ENV = {
     "BudgetTableName": "BUDGET_TABLE",
@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> None:
         statement_month,
     )
     from forge.ledger.sweeper import sweep
-    from forge.money_in import accounts, payments
+    from forge.money_in import accounts, adjustments, codes
     from forge.wiring import get_archive, get_ledger_views, get_store
 
     if args.group == "catalog":
@@ -323,12 +323,12 @@ def run(args: argparse.Namespace) -> None:
                 }
             )
         case ("wallet", "adjust"):
-            entry = payments.adjust_wallet(
+            entry = adjustments.adjust_wallet(
                 store, args.account, Bucket(args.bucket), args.amount, reason=args.reason
             )
-            _print(payments.describe_entry(entry))
+            _print(adjustments.describe_entry(entry))
         case ("code", "create"):
-            created = payments.create_code(
+            created = codes.create_code(
                 store,
                 Bucket(args.bucket),
                 args.amount,
@@ -344,9 +344,9 @@ def run(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
         case ("code", "disable"):
-            _print(_describe_code(payments.disable_code(store, args.code)))
+            _print(_describe_code(codes.disable_code(store, args.code)))
         case ("code", "list"):
-            _print([_describe_code(c) for c in payments.list_codes(store)])
+            _print([_describe_code(c) for c in codes.list_codes(store)])
         case ("wallet", "show"):
             _print(
                 {
@@ -355,10 +355,10 @@ def run(args: argparse.Namespace) -> None:
                 }
             )
         case ("wallet", "refund"):
-            entry = payments.refund_charge(
+            entry = adjustments.refund_charge(
                 store, args.account, args.request_id, args.amount, reason=args.reason
             )
-            _print(payments.describe_entry(entry))
+            _print(adjustments.describe_entry(entry))
         case ("statement", "build"):
             views = get_ledger_views()
             if args.account is None:
@@ -402,7 +402,7 @@ def run(args: argparse.Namespace) -> None:
             _print(
                 {
                     "entries": [
-                        {**payments.describe_entry(e), "seq": e.seq, "created_at": e.created_at}
+                        {**adjustments.describe_entry(e), "seq": e.seq, "created_at": e.created_at}
                         | {"request_id": e.request_id, "model": e.model, "route": e.route}
                         for e in page.items
                     ],

@@ -65,6 +65,9 @@ def envelopes_for(
     """Every stored envelope a request paid from `bucket` must fit in, at `now` (UTC)."""
     day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
     caps = key.caps_for(bucket)
+    # An envelope's id (pk, sk) is where its counters live, and every hold stores the ids of
+    # its envelopes, so they are named here, once, where the envelopes are chosen; the store
+    # uses them as given (forge.store.dynamo.schema lists them with every other key).
     key_pk = f"ENV#KEY#{key.key_id}"
     project_pk = f"ENV#PROJECT#{key.account_id}#{key.project_id}"
     candidates = [

@@ -203,3 +203,22 @@ class Receipt(BaseModel):
 
 HoldOutcome.model_rebuild()
 Hold.model_rebuild()
+
+
+class EnvelopeCounters(BaseModel):
+    """An envelope's stored counters. Invariants: consumed == settled + held, and held ==
+    the sum of the pending holds reserved against it."""
+
+    pk: str
+    sk: str
+    consumed: int = 0
+    held: int = 0
+    settled: int = 0
+
+
+class BudgetSnapshot(BaseModel):
+    """Every wallet, hold and envelope of the budget store, read in one pass (reconciliation)."""
+
+    wallets: list[Wallet] = Field(default_factory=list)
+    holds: list[Hold] = Field(default_factory=list)
+    envelopes: list[EnvelopeCounters] = Field(default_factory=list)

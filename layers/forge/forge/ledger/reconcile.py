@@ -103,17 +103,9 @@ def _wallet_drifts(wallet: Wallet, entries: list[LedgerEntry], pending: list[Hol
 
 
 def reconcile(store: DynamoStore, now: datetime) -> ReconcileReport:
-    wallets: list[Wallet] = []
-    holds: list[Hold] = []
-    envelopes: dict[tuple[str, str], dict[str, int]] = {}
-    for item in store.scan_budget():
-        pk, sk = str(item["pk"]), str(item["sk"])
-        if pk.startswith("ACCT#") and sk.startswith("BUCKET#"):
-            wallets.append(Wallet.model_validate(item))
-        elif pk.startswith("HOLD#"):
-            holds.append(Hold.model_validate(item))
-        elif pk.startswith("ENV#"):
-            envelopes[(pk, sk)] = {k: int(item.get(k, 0)) for k in ("consumed", "held", "settled")}
+    budget = store.read_budget()
+    wallets, holds = budget.wallets, budget.holds
+    envelopes = {(e.pk, e.sk): e for e in budget.envelopes}
 
     pending = [h for h in holds if h.status is HoldStatus.PENDING]
     pending_by_bucket: dict[tuple[str, Bucket], list[Hold]] = defaultdict(list)
@@ -130,21 +122,21 @@ def reconcile(store: DynamoStore, now: datetime) -> ReconcileReport:
             wallet, entries, pending_by_bucket[(wallet.account_id, wallet.bucket)]
         )
     for (pk, sk), counters in envelopes.items():
-        if counters["consumed"] != counters["settled"] + counters["held"]:
+        if counters.consumed != counters.settled + counters.held:
             drifts.append(
                 Drift(
                     check="envelope_consumed",
-                    expected=counters["settled"] + counters["held"],
-                    actual=counters["consumed"],
+                    expected=counters.settled + counters.held,
+                    actual=counters.consumed,
                     involved=[f"{pk}/{sk}"],
                 )
             )
-        if counters["held"] != held_by_envelope[(pk, sk)]:
+        if counters.held != held_by_envelope[(pk, sk)]:
             drifts.append(
                 Drift(
                     check="envelope_held",
                     expected=held_by_envelope[(pk, sk)],
-                    actual=counters["held"],
+                    actual=counters.held,
                     involved=[f"{pk}/{sk}"],
                 )
             )

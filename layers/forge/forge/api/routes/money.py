@@ -13,7 +13,8 @@ from forge.api.deps import KeyDep, SettingsDep, StoreDep
 from forge.api.strict import StrictJsonRoute
 from forge.domain.errors import WebhooksNotConfigured
 from forge.domain.money import format_micros
-from forge.money_in.payments import apply_payment, claim_code, parse_event, verify_signature
+from forge.money_in.codes import claim_code
+from forge.money_in.webhooks import apply_payment, parse_event, verify_signature
 from forge.secrets import webhook_secret
 
 router = APIRouter(route_class=StrictJsonRoute)

@@ -1,5 +1,5 @@
-"""The catalog in the budget table: one item per model (pk CATALOG, sk MODEL#{id}, the model as
-JSON) and an index item (pk CATALOG, sk INDEX) with the models' order and a version. Readers
+"""The catalog in the budget table: one item per model (the model as JSON) and an index item
+with the models' order and a version (keys in forge.store.dynamo.schema). Readers
 make two round trips (GetItem, BatchGetItem); writers change a model and the index in one
 transaction, conditioned on the version they read, so concurrent operators never lose edits."""
 
@@ -14,21 +14,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from forge.domain.catalog import Catalog, CatalogModel
 from forge.domain.errors import BudgetStoreUnavailable, ConcurrentUpdate, NotFound
 from forge.domain.records import utcnow
-from forge.store.dynamo.types import TypeDeserializer, TypeSerializer
+from forge.store.dynamo.items import TypeSerializer, from_item, to_item
+from forge.store.dynamo.schema import CATALOG_INDEX_SK, catalog_key, catalog_model_sk
 
-CATALOG_PK = "CATALOG"
-INDEX_SK = "INDEX"
 _serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 _BATCH = 100  # BatchGetItem's limit per call
 
 
 def _key(sk: str) -> dict[str, Any]:
-    return {"pk": {"S": CATALOG_PK}, "sk": {"S": sk}}
-
-
-def _model_sk(model_id: str) -> str:
-    return f"MODEL#{model_id}"
+    return to_item(catalog_key(sk))
 
 
 @contextmanager
@@ -50,10 +44,12 @@ class DynamoCatalogStore:
 
     def _index(self) -> tuple[list[str], int] | None:
         with _store_errors():
-            got = self._db.get_item(TableName=self._table, Key=_key(INDEX_SK), ConsistentRead=True)
+            got = self._db.get_item(
+                TableName=self._table, Key=_key(CATALOG_INDEX_SK), ConsistentRead=True
+            )
         if "Item" not in got:
             return None
-        item = {k: _deserializer.deserialize(v) for k, v in got["Item"].items()}
+        item = from_item(got["Item"])
         return [str(m) for m in item.get("models", [])], int(item.get("version", 0))
 
     def read_catalog(self) -> Catalog | None:
@@ -64,7 +60,7 @@ class DynamoCatalogStore:
         ids, _ = index
         found: dict[str, CatalogModel] = {}
         for start in range(0, len(ids), _BATCH):
-            keys = [_key(_model_sk(i)) for i in ids[start : start + _BATCH]]
+            keys = [_key(catalog_model_sk(i)) for i in ids[start : start + _BATCH]]
             request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
             while request:
                 with _store_errors():
@@ -85,7 +81,7 @@ class DynamoCatalogStore:
                 "Put": {
                     "TableName": self._table,
                     "Item": {
-                        **_key(INDEX_SK),
+                        **_key(CATALOG_INDEX_SK),
                         "models": _serializer.serialize(order),
                         "version": {"N": str(version + 1)},
                         "updated_at": {"S": utcnow().isoformat()},
@@ -102,13 +98,17 @@ class DynamoCatalogStore:
                 {
                     "Put": {
                         "TableName": self._table,
-                        "Item": {**_key(_model_sk(m.id)), "model": {"S": m.model_dump_json()}},
+                        "Item": {
+                            **_key(catalog_model_sk(m.id)),
+                            "model": {"S": m.model_dump_json()},
+                        },
                     }
                 }
                 for m in models
             ]
             items += [
-                {"Delete": {"TableName": self._table, "Key": _key(_model_sk(i))}} for i in removed
+                {"Delete": {"TableName": self._table, "Key": _key(catalog_model_sk(i))}}
+                for i in removed
             ]
             try:
                 with _store_errors():

@@ -5,13 +5,10 @@ settle, a void or a refusal; the entry of a refund), so they are exact and count
 once: a cancelled transaction adds nothing, and a committed one cannot commit again because
 its receipt (or refund guard) exists. The views read a few of them instead of every receipt.
 
-| item       | pk                           | sk                                   |
-|------------|------------------------------|--------------------------------------|
-| run total  | `RUNSUM#{account}#{run_id}`  | `{bucket}` (`-` before a route)      |
-| usage cell | `USAGE#{account}`            | `{yyyy-mm-ddThh}#{combination hash}` |
-
-Their own partition keys keep a view's Query among aggregates only (never sorting through
-the account's entries and receipts) and the partition key still names the caller's account.
+Their keys are in forge.store.dynamo.schema (run totals: `RUNSUM#{account}#{run_id}`; usage
+cells: `USAGE#{account}`, by hour and a hash of the combination). Their own partition keys
+keep a view's Query among aggregates only (never sorting through the account's entries and
+receipts) and the partition key still names the caller's account.
 The dimensions are plain attributes beside the counters (names may contain '#', so the sort
 key carries only a hash of them). `record_type` is `run_total` or `usage_cell`: the
 archiver's stream filter takes only inserts of `ledger_entry` items, so none reaches it.
@@ -19,8 +16,6 @@ archiver's stream filter takes only inserts of `ledger_entry` items, so none rea
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -28,26 +23,8 @@ from typing import Any
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry, Receipt
 from forge.domain.views import TimeRange, UsageCell, UsageLine, UsageTotals
-from forge.store.dynamo.types import TypeSerializer
-
-_HOUR_FORMAT = "%Y-%m-%dT%H"  # fixed width: text order is time order
-_serializer = TypeSerializer()
-
-
-def _cells_pk(account_id: str) -> str:
-    return f"USAGE#{account_id}"
-
-
-def _run_pk(account_id: str, run_id: str) -> str:
-    return f"RUNSUM#{account_id}#{run_id}"
-
-
-def hour_key(hour: datetime) -> str:
-    return hour.astimezone(UTC).strftime(_HOUR_FORMAT)
-
-
-def run_total_key(account_id: str, run_id: str, bucket: Bucket | None) -> dict[str, str]:
-    return {"pk": _run_pk(account_id, run_id), "sk": bucket.value if bucket else "-"}
+from forge.store.dynamo import schema
+from forge.store.dynamo.items import to_item
 
 
 def _dimensions(cell: UsageCell) -> dict[str, str | None]:
@@ -60,11 +37,8 @@ def _dimensions(cell: UsageCell) -> dict[str, str | None]:
     }
 
 
-def usage_cell_key(account_id: str, cell: UsageCell) -> dict[str, str]:
-    # 128 bits of SHA-256: two combinations of one account and hour never share a cell.
-    combination = json.dumps(list(_dimensions(cell).values()), separators=(",", ":"))
-    digest = hashlib.sha256(combination.encode()).hexdigest()[:32]
-    return {"pk": _cells_pk(account_id), "sk": f"{hour_key(cell.hour)}#{digest}"}
+def usage_cell_key(account_id: str, cell: UsageCell) -> schema.Key:
+    return schema.usage_cell_key(account_id, cell.hour, list(_dimensions(cell).values()))
 
 
 def _add(
@@ -85,19 +59,19 @@ def _add(
     return {
         "Update": {
             "TableName": table,
-            "Key": {k: _serializer.serialize(v) for k, v in key.items()},
+            "Key": to_item(key),
             "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
             "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": {k: _serializer.serialize(v) for k, v in values.items()},
+            "ExpressionAttributeValues": to_item(values),
         }
     }
 
 
 def _cell_update(table: str, account_id: str, cell: UsageCell) -> dict[str, Any]:
     attributes = {
-        "record_type": "usage_cell",
+        "record_type": schema.USAGE_CELL_RECORD,
         "account_id": account_id,
-        "hour": hour_key(cell.hour),
+        "hour": schema.hour_key(cell.hour),
         **_dimensions(cell),
     }
     return _add(table, usage_cell_key(account_id, cell), attributes, cell.totals)
@@ -107,12 +81,12 @@ def _run_update(
     table: str, account_id: str, run_id: str, bucket: Bucket | None, totals: UsageTotals
 ) -> dict[str, Any]:
     attributes = {
-        "record_type": "run_total",
+        "record_type": schema.RUN_TOTAL_RECORD,
         "account_id": account_id,
         "run_id": run_id,
         "bucket": bucket.value if bucket else None,
     }
-    return _add(table, run_total_key(account_id, run_id, bucket), attributes, totals)
+    return _add(table, schema.run_total_key(account_id, run_id, bucket), attributes, totals)
 
 
 def receipt_updates(table: str, receipt: Receipt) -> list[dict[str, Any]]:
@@ -145,7 +119,7 @@ def _totals(item: Mapping[str, Any]) -> UsageTotals:
 def usage_cell(item: Mapping[str, Any]) -> UsageCell:
     bucket = item.get("bucket")
     return UsageCell(
-        hour=datetime.strptime(str(item["hour"]), _HOUR_FORMAT).replace(tzinfo=UTC),
+        hour=datetime.strptime(str(item["hour"]), schema.HOUR_FORMAT).replace(tzinfo=UTC),
         bucket=Bucket(bucket) if bucket else None,
         key_id=item["key_id"],
         project_id=item["project_id"],
@@ -171,9 +145,9 @@ def cells_request(table: str, account_id: str, hours: TimeRange) -> dict[str, An
         "TableName": table,
         "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
         "ExpressionAttributeValues": {
-            ":pk": {"S": _cells_pk(account_id)},
-            ":low": {"S": hour_key(hours.start)},
-            ":high": {"S": hour_key(hours.end)},
+            ":pk": {"S": schema.usage_pk(account_id)},
+            ":low": {"S": schema.hour_key(hours.start)},
+            ":high": {"S": schema.hour_key(hours.end)},
         },
         "ConsistentRead": True,
     }
@@ -184,6 +158,6 @@ def run_totals_request(table: str, account_id: str, run_id: str) -> dict[str, An
     return {
         "TableName": table,
         "KeyConditionExpression": "pk = :pk",
-        "ExpressionAttributeValues": {":pk": {"S": _run_pk(account_id, run_id)}},
+        "ExpressionAttributeValues": {":pk": {"S": schema.run_total_pk(account_id, run_id)}},
         "ConsistentRead": True,
     }

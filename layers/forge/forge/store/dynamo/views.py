@@ -1,23 +1,13 @@
 """The ledger table's read side: account views and statement checks, by keys and indexes only.
 
-Items written by DynamoStore carry sparse index attributes (stamped in `_put_entry` and
-`_put_receipt` from the helpers below), so every view is one Query on a partition that
-names the caller's account:
-
-| index           | partition                    | sort                         | serves          |
-|-----------------|------------------------------|------------------------------|-----------------|
-| (table)         | `ACCT#{account}`             | `ENTRY#{bucket}#{seq:012d}`  | statement check |
-| ledger-by-time  | `ENTRIES#{account}`          | `{time}#{bucket}#{seq:012d}` | ledger          |
-| ledger-by-time  | `RECEIPTS#{account}`         | `{time}#{request_id}`        | usage (edges)   |
-| ledger-by-scope | `ENTRIES#{account}#{bucket}` | `{time}#{seq:012d}`          | ledger, bucket  |
-| ledger-by-scope | `RUN#{account}#{run_id}`     | `{time}#{request_id}`        | a run's calls   |
-| (table)         | `RUNSUM#{account}#{run_id}`  | `{bucket}`                   | a run's totals  |
-| (table)         | `USAGE#{account}`            | `{hour}#{hash}`              | usage           |
+Items written by DynamoStore carry sparse index attributes (schema.entry_index_attributes and
+schema.receipt_index_attributes), so every view is one Query on a partition that names the
+caller's account; forge.store.dynamo.schema lists the partitions and sort keys.
 
 `{time}` is the UTC instant with fixed microseconds (`2025-03-04T05:06:07.000000Z`), so text
 order is time order. A page cursor is the query's LastEvaluatedKey, encoded, and is checked
 against the caller and the query before DynamoDB sees it. Totals come from the aggregate
-items of adapters/ledger_totals, so no view reads more than a page of receipts, except the
+items of forge.store.dynamo.totals, so no view reads more than a page of receipts, except the
 receipts of an hour that a usage range cuts through.
 """
 
@@ -30,7 +20,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -41,45 +30,13 @@ from forge.domain.errors import BudgetStoreUnavailable, InvalidCursor, NotFound
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry, LedgerKind, Receipt
 from forge.domain.views import Page, TimeRange, UsageCell, UsageLine, UsageRead, UsageTotals
+from forge.store.dynamo import schema
 from forge.store.dynamo import totals as ledger_totals
-from forge.store.dynamo.types import TypeDeserializer, TypeSerializer
+from forge.store.dynamo.items import decode_value, from_item, to_item
+from forge.store.dynamo.schema import time_key
 
-BY_TIME_INDEX = "ledger-by-time"
-BY_SCOPE_INDEX = "ledger-by-scope"
-_INDEX_KEYS = {BY_TIME_INDEX: ("time_pk", "time_sk"), BY_SCOPE_INDEX: ("scope_pk", "scope_sk")}
 _CURSOR_VERSION = 1
 _MAX_CURSOR_CHARS = 2048
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
-
-def time_key(moment: datetime) -> str:
-    """A sortable UTC instant: fixed width, so text order is time order."""
-    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def entry_index_attributes(entry: LedgerEntry) -> dict[str, str]:
-    """What `_put_entry` adds to a ledger entry item so the views can find it."""
-    at = time_key(entry.created_at)
-    return {
-        "time_pk": f"ENTRIES#{entry.account_id}",
-        "time_sk": f"{at}#{entry.bucket.value}#{entry.seq:012d}",
-        "scope_pk": f"ENTRIES#{entry.account_id}#{entry.bucket.value}",
-        "scope_sk": f"{at}#{entry.seq:012d}",
-    }
-
-
-def receipt_index_attributes(receipt: Receipt) -> dict[str, str]:
-    """What `_put_receipt` adds to a receipt item; only receipts of a run join a run."""
-    at = time_key(receipt.created_at)
-    values = {
-        "time_pk": f"RECEIPTS#{receipt.account_id}",
-        "time_sk": f"{at}#{receipt.request_id}",
-    }
-    if receipt.run_id:
-        values["scope_pk"] = f"RUN#{receipt.account_id}#{receipt.run_id}"
-        values["scope_sk"] = f"{at}#{receipt.request_id}"
-    return values
 
 
 @contextmanager
@@ -91,19 +48,6 @@ def _ledger_errors() -> Iterator[None]:
         raise BudgetStoreUnavailable("The ledger is unavailable; try again") from exc
 
 
-def _account_pk(account_id: str) -> str:
-    return f"ACCT#{account_id}"
-
-
-def _to_item(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
-
-
-def _from_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: _deserializer.deserialize(v) for k, v in item.items()}
-    return {k: int(v) if isinstance(v, Decimal) else v for k, v in out.items()}
-
-
 # Cursors ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Query:
@@ -112,13 +56,13 @@ class _Query:
     account_id: str
     index: str
     partition: str
-    sk_prefix: str  # of the table's own sort key: ENTRY# or RCPT#
+    sk_prefix: str  # of the table's own sort key: schema.ENTRY_PREFIX or RECEIPT_PREFIX
     window: TimeRange = field(default_factory=TimeRange)
     newest_first: bool = False
 
     @property
     def key_names(self) -> tuple[str, str]:
-        return _INDEX_KEYS[self.index]
+        return schema.INDEX_KEYS[self.index]
 
     @property
     def bounds(self) -> tuple[str | None, str | None]:
@@ -148,7 +92,7 @@ class _Query:
             "IndexName": self.index,
             "KeyConditionExpression": condition,
             "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": _to_item(values),
+            "ExpressionAttributeValues": to_item(values),
             "ScanIndexForward": not self.newest_first,
         }
         if limit is not None:
@@ -158,7 +102,7 @@ class _Query:
     def cursor_of(self, item: Mapping[str, Any]) -> str:
         """The LastEvaluatedKey a page ending on `item` would return, encoded."""
         names = ("pk", "sk", *self.key_names)
-        plain = {name: _deserializer.deserialize(item[name]) for name in names}
+        plain = {name: decode_value(item[name]) for name in names}
         raw = json.dumps({"v": _CURSOR_VERSION, "k": plain}, separators=(",", ":"), sort_keys=True)
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -186,7 +130,7 @@ class _Query:
             or not all(isinstance(v, str) for v in key.values())
         ):
             raise InvalidCursor("The cursor is not valid for this listing", param="cursor")
-        if key["pk"] != _account_pk(self.account_id):
+        if key["pk"] != schema.account_pk(self.account_id):
             raise NotFound("No such page for this account", param="cursor")
         low, high = self.bounds
         if (
@@ -198,7 +142,7 @@ class _Query:
             raise InvalidCursor(
                 "The cursor belongs to another listing (other filters?)", param="cursor"
             )
-        return _to_item(key)
+        return to_item(key)
 
 
 class LedgerViews:
@@ -220,23 +164,24 @@ class LedgerViews:
         newest_first: bool = True,
     ) -> Page[LedgerEntry]:
         """One page of ledger entries, by time, of one bucket or both."""
-        if bucket is None:
-            index, partition = BY_TIME_INDEX, f"ENTRIES#{account_id}"
-        else:
-            index, partition = BY_SCOPE_INDEX, f"ENTRIES#{account_id}#{bucket.value}"
-        query = _Query(account_id, index, partition, "ENTRY#", window or TimeRange(), newest_first)
+        index, partition = schema.entries_partition(account_id, bucket)
+        query = _Query(
+            account_id, index, partition, schema.ENTRY_PREFIX, window or TimeRange(), newest_first
+        )
         items, next_cursor = self._page(query, limit, cursor)
         return Page([self._entry(account_id, item) for item in items], next_cursor)
 
     def receipts(self, account_id: str, window: TimeRange) -> Iterator[Receipt]:
         """Every receipt of the account created in `window`, oldest first."""
-        query = _Query(account_id, BY_TIME_INDEX, f"RECEIPTS#{account_id}", "RCPT#", window)
+        index, partition = schema.receipts_partition(account_id)
+        query = _Query(account_id, index, partition, schema.RECEIPT_PREFIX, window)
         for item in self._all(query):
             yield self._receipt(account_id, item)
 
     def refunds(self, account_id: str, window: TimeRange) -> Iterator[LedgerEntry]:
         """Every refund entry of the account (both buckets) written in `window`."""
-        query = _Query(account_id, BY_TIME_INDEX, f"ENTRIES#{account_id}", "ENTRY#", window)
+        index, partition = schema.entries_partition(account_id)
+        query = _Query(account_id, index, partition, schema.ENTRY_PREFIX, window)
         request = query.request(self._ledger, None)
         request["FilterExpression"] = "#kind = :refund"
         request["ExpressionAttributeNames"]["#kind"] = "kind"
@@ -253,7 +198,7 @@ class LedgerViews:
         cells: list[UsageCell] = []
         busy: dict[TimeRange, UsageTotals] = {}
         for item in self._drain(request):
-            cell = ledger_totals.usage_cell(_from_item(item))
+            cell = ledger_totals.usage_cell(from_item(item))
             edge = plan.edge_at(cell.hour)
             if edge is None:
                 cells.append(cell)
@@ -277,7 +222,7 @@ class LedgerViews:
     def run_totals(self, account_id: str, run_id: str) -> list[UsageLine]:
         """A run's totals, one line per bucket (by bucket); none if the run has no calls."""
         request = ledger_totals.run_totals_request(self._ledger, account_id, run_id)
-        items = [_from_item(item) for item in self._drain(request)]
+        items = [from_item(item) for item in self._drain(request)]
         if any(item.get("account_id") != account_id for item in items):  # keys say so already
             raise BudgetStoreUnavailable("The ledger returned another account's totals")
         lines = [ledger_totals.run_line(item) for item in items]
@@ -289,13 +234,12 @@ class LedgerViews:
     ) -> list[LedgerEntry]:
         """The entries first..last of one bucket, straight from the table (strongly
         consistent): what a statement's closing balance is checked against."""
-        low = f"ENTRY#{bucket.value}#{first:012d}"
-        high = f"ENTRY#{bucket.value}#{last:012d}"
+        low, high = schema.entry_sort_key(bucket, first), schema.entry_sort_key(bucket, last)
         request = {
             "TableName": self._ledger,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
-            "ExpressionAttributeValues": _to_item(
-                {":pk": _account_pk(account_id), ":low": low, ":high": high}
+            "ExpressionAttributeValues": to_item(
+                {":pk": schema.account_pk(account_id), ":low": low, ":high": high}
             ),
             "ConsistentRead": True,
         }
@@ -308,9 +252,7 @@ class LedgerViews:
             for bucket in Bucket:
                 got = self._db.get_item(
                     TableName=self._ledger,
-                    Key=_to_item(
-                        {"pk": _account_pk(account_id), "sk": f"ENTRY#{bucket.value}#{1:012d}"}
-                    ),
+                    Key=to_item(schema.entry_key(account_id, bucket, 1)),
                 )
                 if "Item" in got:
                     firsts.append(self._entry(account_id, got["Item"]).created_at)
@@ -318,7 +260,8 @@ class LedgerViews:
 
     # Building blocks -------------------------------------------------------------------------
     def _run_query(self, account_id: str, run_id: str) -> _Query:
-        return _Query(account_id, BY_SCOPE_INDEX, f"RUN#{account_id}#{run_id}", "RCPT#")
+        index, partition = schema.run_partition(account_id, run_id)
+        return _Query(account_id, index, partition, schema.RECEIPT_PREFIX)
 
     def _page(
         self, query: _Query, limit: int, cursor: str | None
@@ -352,7 +295,7 @@ class LedgerViews:
     @staticmethod
     def _entry(account_id: str, item: Mapping[str, Any]) -> LedgerEntry:
         try:
-            entry = LedgerEntry.model_validate(_from_item(item))
+            entry = LedgerEntry.model_validate(from_item(item))
         except ValidationError as exc:
             raise BudgetStoreUnavailable("The ledger holds an unreadable entry") from exc
         if entry.account_id != account_id:  # the keys say so already; a view never leaks
@@ -362,7 +305,7 @@ class LedgerViews:
     @staticmethod
     def _receipt(account_id: str, item: Mapping[str, Any]) -> Receipt:
         try:
-            receipt = Receipt.model_validate(_from_item(item))
+            receipt = Receipt.model_validate(from_item(item))
         except ValidationError as exc:
             raise BudgetStoreUnavailable("The ledger holds an unreadable receipt") from exc
         if receipt.account_id != account_id:
