@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from forge.domain.archive import StatementFormat
 from forge.domain.calendar import Month
 from forge.domain.errors import (
     InvalidRequest,
@@ -23,7 +24,6 @@ from forge.domain.errors import (
 )
 from forge.domain.money import Bucket, format_micros
 from forge.domain.records import Hold, LedgerEntry, LedgerKind, Receipt
-from forge.ledger.archive import StatementFormat
 from forge.ledger.statements import (
     build_month_for_all,
     build_statement,

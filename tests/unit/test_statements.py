@@ -12,16 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from forge.domain.archive import archive_key, archive_line, parse_archive_lines, statement_key
 from forge.domain.calendar import Month
 from forge.domain.errors import InvalidRequest, LedgerChainBroken
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry, LedgerKind
-from forge.ledger.archive import (
-    archive_key,
-    archive_line,
-    parse_archive_lines,
-    statement_key,
-)
 from forge.ledger.statements import (
     CSV_COLUMNS,
     StatementRequest,

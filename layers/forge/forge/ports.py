@@ -7,18 +7,23 @@ never answers as if nothing were there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from forge.domain.archive import StatementFormat, StatementState
+from forge.domain.calendar import Month
 from forge.domain.idempotency import IdempotencyRecord, StoredResponse
 from forge.domain.money import Bucket
+from forge.domain.money_in import CreditGuard, PaymentMarker, RedeemCode
 from forge.domain.records import (
     ApiKey,
+    BudgetSnapshot,
     EnvelopeRef,
     Hold,
     HoldOutcome,
     LedgerEntry,
+    LedgerKind,
     ProjectCaps,
     Receipt,
     Wallet,
@@ -89,19 +94,92 @@ class IdempotencyStore(Protocol):
     ) -> None: ...
 
 
-class LedgerReader(Protocol):
-    """The ledger as written: what reconciliation and statements check balances against."""
+class CreditStore(Protocol):
+    """Money in: credits with the guards that make them happen at most once (a payment
+    event, a code claim, a refund), and the redeem codes themselves."""
+
+    def account_exists(self, account_id: str) -> bool: ...
 
     def get_wallet(self, account_id: str, bucket: Bucket) -> Wallet: ...
 
-    def list_entries(self, account_id: str, bucket: Bucket) -> list[LedgerEntry]: ...
+    def credit(
+        self,
+        account_id: str,
+        bucket: Bucket,
+        amount: int,
+        *,
+        kind: LedgerKind,
+        entry_id: str,
+        source: str | None = None,
+        memo: str | None = None,
+        guards: Sequence[CreditGuard] = (),
+        refund_of: Receipt | None = None,
+    ) -> LedgerEntry: ...
+
+    def get_payment_marker(self, event_id: str) -> PaymentMarker | None: ...
 
     def get_receipt(self, account_id: str, request_id: str) -> Receipt | None: ...
 
-    def scan_budget(self) -> Iterator[dict[str, Any]]: ...
+    def add_code(self, code: RedeemCode) -> bool: ...
 
-    def expired_holds(self, now: datetime) -> list[Hold]: ...
+    def get_code(self, code: str) -> RedeemCode | None: ...
+
+    def list_codes(self) -> list[RedeemCode]: ...
+
+    def replace_code(self, code: RedeemCode) -> None: ...
+
+    def count_code_claims(self, code: str) -> int: ...
+
+
+class LedgerReader(Protocol):
+    """The ledger as written: what reconciliation checks balances and holds against."""
+
+    def read_budget(self) -> BudgetSnapshot: ...
+
+    def list_entries(self, account_id: str, bucket: Bucket) -> list[LedgerEntry]: ...
+
+
+class AccountStore(KeyStore, CreditStore, Protocol):
+    """What operator actions on accounts use: keys, and credits to fund them."""
 
 
 class GatewayStore(KeyStore, BudgetStore, Protocol):
     """What the gateway uses: keys to authenticate, holds to pay."""
+
+
+class LedgerArchive(Protocol):
+    """The archive port: where ledger entries and statements are kept (S3 in production)."""
+
+    def put_entry(self, entry: LedgerEntry) -> bool: ...
+
+    def entries(self, account_id: str, *, through: Month | None = None) -> list[LedgerEntry]: ...
+
+    def accounts_with_activity(self, month: Month | str) -> list[str]: ...
+
+    def put_statement(
+        self,
+        account_id: str,
+        month: Month | str,
+        body: bytes,
+        *,
+        final: bool = True,
+        fmt: StatementFormat = StatementFormat.CSV,
+    ) -> str: ...
+
+    def statement_exists(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> bool:
+        """Whether a *final* statement is stored (provisional ones do not count)."""
+        ...
+
+    def stored_statement(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> StatementState | None:
+        """How the statement is stored, final or provisional; None if it is not."""
+        ...
+
+    def final_statement(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> bytes | None:
+        """The stored final statement's bytes; None if there is none (or only a provisional)."""
+        ...

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from forge.domain.money import Bucket
 from forge.domain.records import Hold, HoldStatus, LedgerEntry, Wallet
-from forge.store.dynamo.store import DynamoStore
+from forge.ports import LedgerReader
 
 
 class Drift(BaseModel):
@@ -102,7 +102,7 @@ def _wallet_drifts(wallet: Wallet, entries: list[LedgerEntry], pending: list[Hol
     return drifts
 
 
-def reconcile(store: DynamoStore, now: datetime) -> ReconcileReport:
+def reconcile(store: LedgerReader, now: datetime) -> ReconcileReport:
     budget = store.read_budget()
     wallets, holds = budget.wallets, budget.holds
     envelopes = {(e.pk, e.sk): e for e in budget.envelopes}

@@ -6,17 +6,17 @@ from forge.domain.errors import InvalidRequest, NotFound
 from forge.domain.ids import display_prefix, hash_api_key, new_api_key, new_id
 from forge.domain.money import Bucket, RouteType, decimal_to_micros
 from forge.domain.records import ApiKey, KeyCaps, LedgerEntry, LedgerKind
-from forge.store.dynamo.store import DynamoStore
+from forge.ports import AccountStore
 
 
-def create_account(store: DynamoStore, name: str) -> str:
+def create_account(store: AccountStore, name: str) -> str:
     account_id = new_id("acct")
     store.create_account(account_id, name)
     return account_id
 
 
 def issue_key(
-    store: DynamoStore,
+    store: AccountStore,
     account_id: str,
     project_id: str = "default",
     route_types: frozenset[RouteType] = frozenset(RouteType),
@@ -39,7 +39,7 @@ def issue_key(
 
 
 def credit_wallet(
-    store: DynamoStore, account_id: str, bucket: Bucket, amount: str, *, source: str, memo: str
+    store: AccountStore, account_id: str, bucket: Bucket, amount: str, *, source: str, memo: str
 ) -> LedgerEntry:
     """Top up a bucket by a positive decimal amount; one ledger entry records it."""
     try:

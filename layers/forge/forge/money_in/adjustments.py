@@ -19,11 +19,11 @@ from forge.domain.money import Bucket, format_micros
 from forge.domain.money_in import RefundMarker
 from forge.domain.records import LedgerEntry, LedgerKind, utcnow
 from forge.money_in.inputs import clean_memo, parse_amount
-from forge.store.dynamo.store import DynamoStore
+from forge.ports import CreditStore
 
 
 def adjust_wallet(
-    store: DynamoStore, account_id: str, bucket: Bucket, amount: str, *, reason: str
+    store: CreditStore, account_id: str, bucket: Bucket, amount: str, *, reason: str
 ) -> LedgerEntry:
     """Correct a balance by a signed amount, with the reason on the ledger entry. A negative
     adjustment never takes `available` below zero (the store refuses with BudgetExceeded)."""
@@ -60,7 +60,7 @@ def describe_entry(entry: LedgerEntry) -> dict[str, Any]:
 
 
 def refund_charge(
-    store: DynamoStore,
+    store: CreditStore,
     account_id: str,
     request_id: str,
     amount: str | None = None,

@@ -27,7 +27,7 @@ from forge.domain.money import Bucket
 from forge.domain.money_in import CodeClaim, CodeStatus, CodeUse, RedeemCode
 from forge.domain.records import LedgerEntry, LedgerKind, utcnow
 from forge.money_in.inputs import clean_memo, parse_amount
-from forge.store.dynamo.store import DynamoStore
+from forge.ports import CreditStore
 
 CODE_PREFIX = "FORGE"
 # Crockford's base32: no I, L, O or U, so nothing reads as something else; 12 symbols give
@@ -59,7 +59,7 @@ def normalize_code(raw: str) -> str | None:
 
 
 def create_code(
-    store: DynamoStore,
+    store: CreditStore,
     bucket: Bucket,
     amount: str,
     *,
@@ -96,7 +96,7 @@ def create_code(
     raise BudgetStoreUnavailable("Could not allocate a unique code; try again")
 
 
-def get_code(store: DynamoStore, raw_code: str) -> RedeemCode:
+def get_code(store: CreditStore, raw_code: str) -> RedeemCode:
     code = normalize_code(raw_code)
     found = store.get_code(code) if code else None
     if found is None:
@@ -104,12 +104,12 @@ def get_code(store: DynamoStore, raw_code: str) -> RedeemCode:
     return found
 
 
-def list_codes(store: DynamoStore) -> list[RedeemCode]:
+def list_codes(store: CreditStore) -> list[RedeemCode]:
     """Every code, oldest first (an operator view: one read per code)."""
     return sorted(store.list_codes(), key=lambda c: (c.created_at, c.code))
 
 
-def disable_code(store: DynamoStore, raw_code: str) -> RedeemCode:
+def disable_code(store: CreditStore, raw_code: str) -> RedeemCode:
     """Stop a code from granting anything more; claims already made stand."""
     code = get_code(store, raw_code)
     if code.code_status is CodeStatus.DISABLED:
@@ -137,7 +137,7 @@ def _unclaimable(code: RedeemCode, now: datetime) -> RedeemCodeInvalid | None:
 
 
 def claim_code(
-    store: DynamoStore, account_id: str, raw_code: str, *, now: datetime | None = None
+    store: CreditStore, account_id: str, raw_code: str, *, now: datetime | None = None
 ) -> LedgerEntry:
     """Grant a code's amount to an account: once per account, within max_claims, before
     expiry, while active. The grant and the claim commit together or not at all."""

@@ -30,7 +30,7 @@ from forge.domain.errors import (
 from forge.domain.money import Bucket, Money, decimal_to_micros
 from forge.domain.money_in import PaymentMarker
 from forge.domain.records import LedgerEntry, LedgerKind, utcnow
-from forge.store.dynamo.store import DynamoStore
+from forge.ports import CreditStore
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -214,7 +214,7 @@ class PaymentOutcome(BaseModel):
     entry: LedgerEntry | None = None  # only when this call wrote it
 
 
-def apply_payment(store: DynamoStore, event: PaymentEvent) -> PaymentOutcome:
+def apply_payment(store: CreditStore, event: PaymentEvent) -> PaymentOutcome:
     """Credit a payment event's bucket exactly once per event id; a replay changes nothing."""
     if event.type != PAYMENT_SUCCEEDED:
         return PaymentOutcome(event_id=event.id, status="ignored")
@@ -251,7 +251,7 @@ def apply_payment(store: DynamoStore, event: PaymentEvent) -> PaymentOutcome:
 
 
 def _replayed(
-    store: DynamoStore, event_id: str, payment: PaymentData, money: Money
+    store: CreditStore, event_id: str, payment: PaymentData, money: Money
 ) -> PaymentOutcome:
     """The event was applied before: a no-op, unless the replay carries different money."""
     seen = store.get_payment_marker(event_id)

@@ -15,10 +15,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from forge.domain.calendar import Month
-from forge.domain.errors import ArchiveUnavailable
-from forge.domain.records import LedgerEntry
-from forge.ledger.archive import (
+from forge.domain.archive import (
     LEDGER_PREFIX,
     StatementFormat,
     StatementState,
@@ -30,6 +27,9 @@ from forge.ledger.archive import (
     statement_filename,
     statement_key,
 )
+from forge.domain.calendar import Month
+from forge.domain.errors import ArchiveUnavailable
+from forge.domain.records import LedgerEntry
 
 MAX_URL_TTL_SECONDS = 900
 _ALREADY_WRITTEN = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})

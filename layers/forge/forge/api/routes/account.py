@@ -22,6 +22,7 @@ from forge.api.schemas import (
     UsageLineView,
     UsageView,
 )
+from forge.domain.archive import StatementFormat
 from forge.domain.calendar import Month
 from forge.domain.errors import NotFound
 from forge.domain.money import Bucket, format_micros
@@ -35,7 +36,6 @@ from forge.domain.views import (
     hour_ceiling,
     summarize_usage,
 )
-from forge.ledger.archive import StatementFormat
 from forge.ledger.entry_view import LedgerEntryView
 from forge.ledger.statements import available_months, ensure_statement
 from forge.store.dynamo.views import LedgerViews

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from forge.domain.archive import check_account_id
 from forge.domain.calendar import Month, as_utc
 from forge.domain.errors import LedgerChainBroken, StatementNotReady
 from forge.domain.money import Bucket, format_micros
 from forge.domain.records import LedgerEntry, LedgerKind
-from forge.ledger.archive import check_account_id
 from forge.ledger.statements.model import (
     BucketStatement,
     ChargeGroup,

@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from forge.domain.archive import StatementFormat, check_account_id, statement_key
 from forge.domain.calendar import Month, as_utc
 from forge.domain.errors import ForgeError, InvalidRequest, NotFound, StatementMismatch
 from forge.domain.records import utcnow
-from forge.ledger.archive import LedgerArchive, StatementFormat, check_account_id, statement_key
 from forge.ledger.statements.build import (
     LedgerSource,
     build_statement,
@@ -22,6 +22,7 @@ from forge.ledger.statements.build import (
 from forge.ledger.statements.model import Statement
 from forge.ledger.statements.render_csv import render_csv
 from forge.ledger.statements.render_html import render_html
+from forge.ports import LedgerArchive
 
 # The archive trails the ledger by the stream's delay (seconds, minutes when it retries): a
 # statement built the instant a month closes could miss its last entries, so it stays

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from forge.domain.records import LEDGER_SCHEMA_VERSION, LedgerEntry
-from forge.ledger.archive import LedgerArchive
+from forge.ports import LedgerArchive
 from forge.store.dynamo.items import from_item
 from forge.store.dynamo.schema import LEDGER_ENTRY_RECORD
 

@@ -9,7 +9,7 @@ DynamoDB stream records the archiver reads are decoded in forge.store.dynamo.str
 from __future__ import annotations
 
 import enum
-from typing import Literal, Protocol
+from typing import Literal
 
 from forge.domain.calendar import Month
 from forge.domain.errors import InvalidRequest
@@ -82,41 +82,3 @@ def parse_archive_lines(body: bytes) -> list[LedgerEntry]:
         for line in body.decode("utf-8").splitlines()
         if line.strip()
     ]
-
-
-class LedgerArchive(Protocol):
-    """The archive port: where ledger entries and statements are kept (S3 in production)."""
-
-    def put_entry(self, entry: LedgerEntry) -> bool: ...
-
-    def entries(self, account_id: str, *, through: Month | None = None) -> list[LedgerEntry]: ...
-
-    def accounts_with_activity(self, month: Month | str) -> list[str]: ...
-
-    def put_statement(
-        self,
-        account_id: str,
-        month: Month | str,
-        body: bytes,
-        *,
-        final: bool = True,
-        fmt: StatementFormat = StatementFormat.CSV,
-    ) -> str: ...
-
-    def statement_exists(
-        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
-    ) -> bool:
-        """Whether a *final* statement is stored (provisional ones do not count)."""
-        ...
-
-    def stored_statement(
-        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
-    ) -> StatementState | None:
-        """How the statement is stored, final or provisional; None if it is not."""
-        ...
-
-    def final_statement(
-        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
-    ) -> bytes | None:
-        """The stored final statement's bytes; None if there is none (or only a provisional)."""
-        ...
