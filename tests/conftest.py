@@ -10,6 +10,7 @@ from forge.adapters.aws import dynamodb_client, s3_client
 from forge.api.deps import get_gateway
 from forge.settings import get_settings
 from forge.stores import get_archive, get_store
+from tests.twin import memory_store, twin  # noqa: F401  (fixtures for every tier)
 
 
 def clear_cached_factories() -> None:

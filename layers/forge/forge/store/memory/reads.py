@@ -238,6 +238,12 @@ def _key_range(
             range_op, bounds = operator, values
         else:
             raise errors.validation("Query key condition not supported", op)
+        if any(v.get("S") == "" or v.get("B") == b"" for v in values):
+            raise errors.validation(
+                "One or more parameter values are not valid. The AttributeValue for a key"
+                f" attribute cannot contain an empty string value. Key: {name}",
+                op,
+            )
         wanted = types[name]
         if any(type_of(v) != wanted for v in values) or (
             operator == "begins_with" and wanted == "N"
