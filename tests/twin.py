@@ -8,10 +8,14 @@ one line, and the fixtures that hand them out (registered for every test in test
 
 from __future__ import annotations
 
+import sys
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from forge.adapters import aws
 from forge.adapters.dynamo import DynamoStore
 from forge.store.memory import Faults
 from forge_tools.template import MemoryStack, memory_stack
@@ -31,6 +35,17 @@ def store_on(stack: MemoryStack) -> DynamoStore:
 def twin_store(faults: Faults | None = None) -> DynamoStore:
     """The DynamoDB budget store and ledger writer, on a fresh twin."""
     return store_on(twin_stack(faults))
+
+
+def route_dynamodb_to(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every `dynamodb_client()` factory of this process (the cached one and each module's
+    imported reference to it) hand out `client`, so `get_store()`, the views and the app run
+    on the twin; the monkeypatch undoes it."""
+    original = aws.dynamodb_client
+    routed = cache(lambda: client)  # cache_clear() still works for clear_cached_factories
+    for module in list(sys.modules.values()):  # test modules too, whatever their import name
+        if getattr(module, "dynamodb_client", None) is original:
+            monkeypatch.setattr(module, "dynamodb_client", routed)
 
 
 @pytest.fixture
