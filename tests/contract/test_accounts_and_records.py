@@ -112,6 +112,8 @@ def test_idempotency_claims(backend: Backend) -> None:
     assert store.read_idempotency(ACCOUNT, "k2") == second
     store.finish_idempotency(ACCOUNT, "k2", "req_2", None)  # released for a clean retry
     assert store.read_idempotency(ACCOUNT, "k2") is None
+    store.finish_idempotency(ACCOUNT, "k2", "req_2", response)  # a late finish: no resurrection
+    assert store.read_idempotency(ACCOUNT, "k2") is None
     assert store.read_idempotency(ACCOUNT, "k3") is None
 
 

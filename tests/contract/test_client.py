@@ -68,6 +68,7 @@ def test_conditional_writes_and_their_errors(backend: Backend) -> None:
         ("(s = :x OR s = :y) AND n <> :v", {":x": {"S": "q"}, ":y": {"S": "x"}, ":v": n(2)}, True),
         ("attribute_exists(gone) OR s = :v", {":v": {"S": "y"}}, False),
         ("gone <> :v", {":v": n(1)}, True),
+        ("gone = :v OR gone < :v OR gone >= :v", {":v": n(1)}, False),
     ]
     for condition, values, holds in checks:
         params = {
@@ -144,6 +145,13 @@ def test_update_expressions(backend: Backend) -> None:
     )
     assert plain(exact)["Attributes"]["big"] == {"N": Decimal("0.1")}
     assert plain(again)["Attributes"]["big"] == {"N": Decimal("0.3")}  # exact, never a float
+    swapped = db.update_item(
+        TableName=table,
+        Key=key("u", "1"),
+        UpdateExpression="SET a = c, c = a",  # operands are read from the item as it was
+        ReturnValues="UPDATED_NEW",
+    )
+    assert plain(swapped)["Attributes"] == {"a": {"N": Decimal(2)}, "c": {"N": Decimal("0.5")}}
     missing = error(
         db.update_item,
         TableName=table,
