@@ -6,6 +6,7 @@ turn into a second charge, and any failure before the upstream call fails closed
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -17,10 +18,11 @@ from forge.adapters.dynamo import DynamoStore, HoldAlreadyResolved
 from forge.adapters.openai_compat import OpenAICompatProvider
 from forge.api.schemas import ChatCompletionRequest
 from forge.catalog import load_catalog
-from forge.errors import BudgetStoreUnavailable, RedeemCodeAlreadyClaimed
+from forge.errors import BudgetExceeded, BudgetStoreUnavailable, RedeemCodeAlreadyClaimed
 from forge.gateway import Gateway, RequestLimits
 from forge.money import Bucket
 from forge.payments import PaymentEvent, apply_payment, claim_code, create_code
+from forge.reconcile import reconcile
 from forge.records import HoldStatus, KeyCaps, LedgerKind
 from forge.store.memory import FaultKind, Faults
 from forge.sweeper import sweep
@@ -181,6 +183,31 @@ def test_the_schedule_replays_from_its_seed() -> None:
     first = run(7)
     assert first == run(7) and first != run(8)
     assert len(first) > 5
+
+
+def test_overlapping_transactions_conflict_and_money_stays_exact() -> None:
+    stack = twin_stack()
+    open_account(store_on(stack), credit=10_000)
+    stack.client.faults = Faults(overlap=True, latency=0.0005)
+
+    def request(n: int) -> str:
+        store = store_on(stack)  # every request from its own container: no shared wallet lock
+        held = hold(f"req_{n}", 100)
+        try:
+            store.reserve(held)
+        except BudgetExceeded:
+            return "refused"
+        store.settle(held, 60, receipt(held))
+        return "settled"
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        outcomes = list(pool.map(request, range(60)))
+    store = store_on(stack)
+    settled = outcomes.count("settled")
+    assert any(i.kind is FaultKind.CONFLICT for i in stack.client.faults.log)
+    assert store.get_wallet(ACCOUNT, Bucket.CREDIT).balance == 10_000 - 60 * settled
+    assert_conserved(store)
+    assert reconcile(store, NOW).ok
 
 
 # The gateway over a failing store ------------------------------------------------------------

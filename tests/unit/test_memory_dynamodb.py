@@ -5,6 +5,7 @@ schedule's mechanics."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -445,3 +446,32 @@ def test_rates_are_drawn_from_the_seed() -> None:
 
     assert run(1) == run(1) != run(2)
     assert 5 < len(run(1)) < 35
+
+
+def test_with_overlap_a_transaction_in_flight_conflicts_with_the_next() -> None:
+    in_flight, release = threading.Event(), threading.Event()
+
+    def sleep(_: float) -> None:
+        if not in_flight.is_set():  # the first write waits "on the network" until released
+            in_flight.set()
+            release.wait(5)
+
+    db = twin()
+    db.faults = Faults(overlap=True, latency=0.001, sleep=sleep)
+    write = [{"Put": {"TableName": TABLE, "Item": key("o")}}]
+    first = threading.Thread(target=db.transact_write_items, kwargs={"TransactItems": write})
+    first.start()
+    assert in_flight.wait(5)
+    with pytest.raises(ClientError) as raised:
+        db.transact_write_items(
+            TransactItems=[*write, {"Put": {"TableName": TABLE, "Item": key("p")}}]
+        )
+    assert [r["Code"] for r in raised.value.response["CancellationReasons"]] == [
+        "TransactionConflict",
+        "None",
+    ]
+    assert code(db.put_item, TableName=TABLE, Item=key("o")) == "TransactionConflictException"
+    release.set()
+    first.join(5)
+    assert db.table_items(TABLE) == [key("o")]
+    db.put_item(TableName=TABLE, Item=key("o"))  # nothing in flight any more

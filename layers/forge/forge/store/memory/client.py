@@ -24,7 +24,7 @@ from forge.store.memory import errors, reads
 from forge.store.memory.faults import Call, Decision, FaultKind, Faults
 from forge.store.memory.tables import Table
 from forge.store.memory.values import InvalidValue, Item, canonical_item, clone_item
-from forge.store.memory.writes import Outcome, Write, decide, prepare, raise_failure
+from forge.store.memory.writes import Outcome, Write, decide, prepare, raise_failure, returned
 
 _MAX_TRANSACTION_ITEMS = 100
 _MAX_BATCH_WRITES = 25
@@ -76,36 +76,50 @@ class MemoryDynamoDB:
         items: Callable[[], list[tuple[str, Mapping[str, Any]]]] = list,
     ) -> dict[str, Any]:
         errors.validate_parameters(operation, params)
-        self.faults.wait()
-        with self._lock:
-            self._calls += 1
-            decision = self.faults.decide(Call(self._calls, operation, items()))
-            kind = decision.kind if decision else None
-            if kind in _BEFORE:
-                raise _BEFORE[kind]()
-            if kind in _REFUSALS:
-                code, message, status = _REFUSALS[kind]
-                raise errors.client_error(code, message, operation, status=status)
-            if kind is FaultKind.CONFLICT and operation != "TransactWriteItems":
-                raise errors.client_error(
-                    "TransactionConflictException",
-                    "Transaction is ongoing for the item",
-                    operation,
-                )
-            try:
-                response = run(decision)
-            except Exception:
-                if kind is FaultKind.LOST_RESPONSE:
-                    raise ReadTimeoutError(endpoint_url=errors.ENDPOINT) from None
-                raise
-            if kind is FaultKind.LOST_RESPONSE:
-                raise ReadTimeoutError(endpoint_url=errors.ENDPOINT)
+        touched = items()
+        held, clash = self.faults.depart(operation, touched)
+        try:
+            self.faults.wait()
+            with self._lock:
+                self._calls += 1
+                decision = self.faults.decide(Call(self._calls, operation, touched), clash)
+                response = self._answer(operation, run, decision)
+        finally:
+            self.faults.arrive(held)
         response["ResponseMetadata"] = {
             "RequestId": hashlib.sha256(str(self._calls).encode()).hexdigest()[:32].upper(),
             "HTTPStatusCode": 200,
             "HTTPHeaders": {},
             "RetryAttempts": 0,
         }
+        return response
+
+    @staticmethod
+    def _answer(
+        operation: str,
+        run: Callable[[Decision | None], dict[str, Any]],
+        decision: Decision | None,
+    ) -> dict[str, Any]:
+        """Run the call under its fault: refused before applying, or applied and its answer
+        lost, or (no fault) simply run."""
+        kind = decision.kind if decision else None
+        if kind in _BEFORE:
+            raise _BEFORE[kind]()
+        if kind in _REFUSALS:
+            code, message, status = _REFUSALS[kind]
+            raise errors.client_error(code, message, operation, status=status)
+        if kind is FaultKind.CONFLICT and operation != "TransactWriteItems":
+            raise errors.client_error(
+                "TransactionConflictException", "Transaction is ongoing for the item", operation
+            )
+        try:
+            response = run(decision)
+        except Exception:
+            if kind is FaultKind.LOST_RESPONSE:
+                raise ReadTimeoutError(endpoint_url=errors.ENDPOINT) from None
+            raise
+        if kind is FaultKind.LOST_RESPONSE:
+            raise ReadTimeoutError(endpoint_url=errors.ENDPOINT)
         return response
 
     def _table(self, name: str, operation: str) -> Table:
@@ -232,7 +246,7 @@ class MemoryDynamoDB:
             outcome = decide(write)
             raise_failure(outcome, operation)
             write.table.write(write.key, outcome.new)
-            return _returned(write, outcome, params.get("ReturnValues", "NONE"))
+            return returned(write, outcome, params.get("ReturnValues", "NONE"))
 
         return self._call(
             operation, params, run, lambda: [(params.get("TableName", ""), self._key_of(params))]
@@ -368,21 +382,6 @@ class MemoryDynamoDB:
             for raw in items:
                 item = canonical_item(raw)
                 table.write(table.check(item), item)
-
-
-def _returned(write: Write, outcome: Outcome, mode: str) -> dict[str, Any]:
-    old, new = outcome.old, outcome.new
-    touched = {t[0] for t in write.targets}
-    chosen: Item | None = None
-    if mode == "ALL_OLD":
-        chosen = old
-    elif mode == "ALL_NEW":
-        chosen = new
-    elif mode == "UPDATED_OLD" and old is not None:
-        chosen = {k: v for k, v in old.items() if k in touched}
-    elif mode == "UPDATED_NEW" and new is not None:
-        chosen = {k: v for k, v in new.items() if k in touched}
-    return {"Attributes": clone_item(chosen)} if chosen else {}
 
 
 def _fingerprint(entries: list[dict[str, Any]]) -> str:

@@ -4,12 +4,18 @@ The twin serialises every call under one lock, so two transactions never overlap
 DynamoDB's `TransactionConflict` cannot arise by itself; it happens when this schedule says so.
 Each decision is drawn from one `random.Random(seed)` in call order, so a single-threaded run
 (a simulation) replays exactly from its seed; `log` records every fault injected.
+With `overlap`, writes that are in flight at the same time (between the call and its answer,
+latency included) conflict as they do in DynamoDB: a transaction or a single-item write that
+names an item an in-flight transaction holds is refused with TransactionConflict. That
+depends on thread timing, so it is for concurrency tests, not for replayable simulations.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -35,6 +41,7 @@ class FaultKind(Enum):
 
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
 _BATCHES = frozenset({"BatchGetItem", "BatchWriteItem"})
+_OVERLAPPING = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"})
 
 
 @dataclass(frozen=True)
@@ -104,10 +111,13 @@ class Faults:
     seed: int = 0
     latency: float = 0.0
     sleep: Callable[[float], None] = time.sleep
+    overlap: bool = False
     log: list[Injected] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)  # noqa: S311 - a simulation, not secrets
+        self._flight_lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()  # items held by transactions in flight
 
     def inject(self, kind: FaultKind, **match: Any) -> Rule:
         """Add a rule (see Rule for the match arguments); returns it."""
@@ -123,9 +133,36 @@ class Faults:
         if self.latency > 0:
             self.sleep(self.latency)
 
-    def decide(self, call: Call) -> Decision | None:
-        """The fault for this call, if any: scripted rules first, then the random rates."""
+    def depart(
+        self, operation: str, items: Sequence[tuple[str, Mapping[str, AttributeValue]]]
+    ) -> tuple[list[str], int | None]:
+        """With `overlap`: a write takes off. Returns what a transaction now holds in flight
+        (for `arrive`) and the index of its first item an earlier transaction in flight holds."""
+        if not self.overlap or operation not in _OVERLAPPING:
+            return [], None
+        names = [
+            f"{table}#{sorted((k, _plain(v)) for k, v in key.items())}" for table, key in items
+        ]
+        with self._flight_lock:
+            clash = next((i for i, name in enumerate(names) if self._in_flight[name]), None)
+            if operation != "TransactWriteItems":
+                return [], clash
+            self._in_flight.update(names)
+        return names, clash
+
+    def arrive(self, held: list[str]) -> None:
+        """The write's answer is back (or lost): its items are no longer in flight."""
+        if held:
+            with self._flight_lock:
+                self._in_flight.subtract(held)
+                self._in_flight = +self._in_flight
+
+    def decide(self, call: Call, clash: int | None = None) -> Decision | None:
+        """The fault for this call, if any: scripted rules first, then the random rates, then
+        an overlap with a transaction in flight (`clash`, the index of the item it holds)."""
         decision = self._scripted(call) or self._drawn(call)
+        if decision is None and clash is not None:
+            decision = Decision(FaultKind.CONFLICT, clash)
         if decision is not None:
             item = decision.item if decision.kind is FaultKind.CONFLICT else None
             self.log.append(Injected(call.number, call.operation, decision.kind, item))

@@ -28,7 +28,7 @@ from forge.store.memory.expressions import (
     parse_update,
 )
 from forge.store.memory.tables import PrimaryKey, Table
-from forge.store.memory.values import InvalidValue, Item, canonical, canonical_item
+from forge.store.memory.values import InvalidValue, Item, canonical, canonical_item, clone_item
 
 CONDITION_FAILED = "The conditional request failed"
 _LEGACY = ("Expected", "AttributeUpdates", "ConditionalOperator", "AttributesToGet")
@@ -190,3 +190,19 @@ def raise_failure(outcome: Outcome, operation: str) -> None:
     else:
         error = errors.validation(reason["Message"], operation)
     raise error
+
+
+def returned(write: Write, outcome: Outcome, mode: str) -> dict[str, Any]:
+    """What a write returns as Attributes, per ReturnValues."""
+    old, new = outcome.old, outcome.new
+    touched = {t[0] for t in write.targets}
+    chosen: Item | None = None
+    if mode == "ALL_OLD":
+        chosen = old
+    elif mode == "ALL_NEW":
+        chosen = new
+    elif mode == "UPDATED_OLD" and old is not None:
+        chosen = {k: v for k, v in old.items() if k in touched}
+    elif mode == "UPDATED_NEW" and new is not None:
+        chosen = {k: v for k, v in new.items() if k in touched}
+    return {"Attributes": clone_item(chosen)} if chosen else {}
