@@ -5,7 +5,8 @@ parameters with botocore's own model, and raises botocore's errors with DynamoDB
 shapes. One lock serialises every call: DynamoDB makes each item write and each transaction
 atomic, and from outside a global lock is indistinguishable from that (only slower under
 contention), so the twin can neither hide a race of ours nor invent one. For the same reason
-two transactions never overlap here: `TransactionConflict` comes from the `Faults` schedule.
+two transactions never overlap here by themselves: `TransactionConflict` comes from the
+`Faults` schedule (scripted, seeded, or, with `overlap`, from writes in flight at once).
 """
 
 from __future__ import annotations
