@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from forge import wiring
+from tests.twin import memory_store, twin  # noqa: F401  (fixtures for every tier)
 
 
 def clear_cached_factories() -> None:

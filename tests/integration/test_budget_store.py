@@ -19,6 +19,12 @@ from forge.wiring import get_store
 from forge_tools.emulator import Resources
 
 
+@pytest.fixture
+def aws_stack(aws_stack_or_twin: Resources) -> Resources:
+    """Every test of this module runs on the emulator and on the in-memory twin."""
+    return aws_stack_or_twin
+
+
 def make_hold(account_id: str, amount: int, bucket: Bucket = Bucket.CREDIT) -> Hold:
     return Hold(
         request_id=new_id("req"),

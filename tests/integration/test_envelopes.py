@@ -26,6 +26,13 @@ from forge.wiring import get_store
 from forge_tools.emulator import Resources
 from tests.integration.test_budget_store import container, receipt_for
 
+
+@pytest.fixture
+def aws_stack(aws_stack_or_twin: Resources) -> Resources:
+    """Every test of this module runs on the emulator and on the in-memory twin."""
+    return aws_stack_or_twin
+
+
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
 

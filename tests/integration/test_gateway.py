@@ -34,6 +34,12 @@ REQUEST = ChatCompletionRequest.model_validate(
 )
 
 
+@pytest.fixture
+def aws_stack(aws_stack_or_twin: Resources) -> Resources:
+    """Every test of this module runs on the emulator and on the in-memory twin."""
+    return aws_stack_or_twin
+
+
 def sse(*payloads: dict[str, Any], done: bool = True) -> bytes:
     body = b"".join(b"data: " + json.dumps(p).encode() + b"\n\n" for p in payloads)
     return body + (b"data: [DONE]\n\n" if done else b"")

@@ -42,6 +42,13 @@ from forge.wiring import dynamodb_client, get_store
 from forge_tools.emulator import Resources
 from tests.conftest import clear_cached_factories
 
+
+@pytest.fixture
+def aws_stack(aws_stack_or_twin: Resources) -> Resources:
+    """Every test of this module runs on the emulator and on the in-memory twin."""
+    return aws_stack_or_twin
+
+
 T = TypeVar("T")
 
 
