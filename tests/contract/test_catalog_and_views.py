@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from forge.domain.catalog import Catalog, load_catalog
-from forge.domain.errors import NotFound
+from forge.domain.errors import InvalidCursor, NotFound
 from forge.domain.money import Bucket
-from forge.ledger.views import InvalidCursor, TimeRange
+from forge.domain.views import TimeRange
 from forge.money_in.adjustments import refund_charge
 from tests.contract.conftest import Backend
 from tests.contract.money import ACCOUNT, NOW, OTHER, hold, open_account, receipt, top_up

@@ -8,12 +8,11 @@ from datetime import timedelta
 
 import pytest
 
-from forge.domain.errors import BudgetExceeded
+from forge.domain.errors import BudgetExceeded, HoldAlreadyResolved
 from forge.domain.money import Bucket
 from forge.domain.records import HoldOutcome, HoldStatus, KeyCaps, ProjectCaps
 from forge.ledger.reconcile import reconcile
 from forge.ledger.sweeper import sweep
-from forge.store.dynamo.store import HoldAlreadyResolved
 from tests.contract.conftest import Backend
 from tests.contract.money import (
     NOW,

@@ -10,6 +10,7 @@ import pytest
 
 from forge.domain.errors import (
     BudgetExceeded,
+    GuardFailed,
     InvalidRequest,
     NotFound,
     PaymentEventConflict,
@@ -24,7 +25,6 @@ from forge.domain.records import LedgerKind
 from forge.money_in.adjustments import adjust_wallet, refund_charge
 from forge.money_in.codes import claim_code, create_code, disable_code, get_code, list_codes
 from forge.money_in.webhooks import PaymentEvent, apply_payment
-from forge.store.dynamo.store import GuardFailed
 from tests.contract.conftest import Backend
 from tests.contract.money import (
     ACCOUNT,

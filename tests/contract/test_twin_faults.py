@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from forge.api.schemas import ChatCompletionRequest
 from forge.domain.catalog import load_catalog
 from forge.domain.errors import (
     BudgetExceeded,
@@ -22,6 +21,7 @@ from forge.domain.errors import (
 )
 from forge.domain.money import Bucket
 from forge.domain.records import HoldStatus, KeyCaps, LedgerKind
+from forge.domain.requests import ChatCompletionRequest
 from forge.gateway import Gateway, RequestLimits
 from forge.ledger.reconcile import reconcile
 from forge.ledger.sweeper import sweep

@@ -13,9 +13,9 @@ import pytest
 from forge.domain.money import Usage
 from forge.domain.routing import RetryPolicy, RouteHealth
 from forge.domain.upstream import FailureKind, UpstreamError, classify
+from forge.providers import anthropic_format as claude
+from forge.providers import gemini_format as gemini
 from forge.providers.http import retry_after_seconds
-from forge.providers.registry import anthropic_format as claude
-from forge.providers.registry import gemini_format as gemini
 
 TOOLS = [
     {
