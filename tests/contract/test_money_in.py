@@ -4,7 +4,7 @@ their guard or not at all, and adjustments that never overdraw."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -21,6 +21,7 @@ from forge.domain.errors import (
     RefundAlreadyIssued,
 )
 from forge.domain.money import Bucket
+from forge.domain.money_in import CodeUse, PaymentMarker
 from forge.domain.records import LedgerKind
 from forge.money_in.adjustments import adjust_wallet, refund_charge
 from forge.money_in.codes import claim_code, create_code, disable_code, get_code, list_codes
@@ -90,24 +91,45 @@ def test_a_payment_event_credits_once(backend: Backend) -> None:
 def test_a_guard_that_fails_writes_nothing(backend: Backend) -> None:
     store = backend.store()
     open_account(store)
-    store.put_item("MARK#1", "MARK", {"note": "already here"})
-    guard = store.new_item_guard("MARK#1", "MARK", note="again")
-    with pytest.raises(GuardFailed) as failed:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def marker(event_id: str) -> PaymentMarker:
+        return PaymentMarker(
+            event_id=event_id,
+            account_id=ACCOUNT,
+            bucket=Bucket.CREDIT,
+            amount=5,
+            payment_id="pi_1",
+            ledger_entry_id=f"le_{event_id}",
+            received_at=now,
+        )
+
+    store.credit(
+        ACCOUNT, Bucket.CREDIT, 5, kind=LedgerKind.TOPUP, entry_id="le_1", guards=[marker("evt_1")]
+    )
+    with pytest.raises(GuardFailed) as failed:  # the same event again
         store.credit(
-            ACCOUNT, Bucket.CREDIT, 5, kind=LedgerKind.GRANT, entry_id="le_g", guards=[guard]
+            ACCOUNT,
+            Bucket.CREDIT,
+            5,
+            kind=LedgerKind.GRANT,
+            entry_id="le_g",
+            guards=[marker("evt_1")],
         )
     assert failed.value.index == 0
-    cond = store.update_guard(
-        "MARK#1", "MARK", "SET note = :n", "note = :was", {":n": "x", ":was": "y"}
-    )
-    fresh = store.new_item_guard("MARK#2", "MARK")
+    unknown_code = CodeUse(code="FORGE-NONE-NONE-NONE", at=now)  # no such code: not claimable
     with pytest.raises(GuardFailed) as failed:
         store.credit(
-            ACCOUNT, Bucket.CREDIT, 5, kind=LedgerKind.GRANT, entry_id="le_g", guards=[fresh, cond]
+            ACCOUNT,
+            Bucket.CREDIT,
+            5,
+            kind=LedgerKind.GRANT,
+            entry_id="le_g",
+            guards=[marker("evt_2"), unknown_code],
         )
     assert failed.value.index == 1
-    assert store.get_item("MARK#2", "MARK") is None
-    assert store.get_wallet(ACCOUNT, Bucket.CREDIT).seq == 1
+    assert store.get_payment_marker("evt_2") is None  # the first guard did not land either
+    assert store.get_wallet(ACCOUNT, Bucket.CREDIT).seq == 2  # the opening credit and evt_1
     with pytest.raises(ValueError):  # a refund, and only a refund, names its receipt
         store.credit(ACCOUNT, Bucket.CREDIT, 5, kind=LedgerKind.REFUND, entry_id="le_r")
 
