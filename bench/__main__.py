@@ -115,9 +115,9 @@ def running_stack() -> Iterator[Stack]:
 
 
 def seed(credit: str, **key_options: Any) -> tuple[str, str]:
-    from forge.accounts import create_account, credit_wallet, issue_key
-    from forge.money import Bucket
-    from forge.stores import get_store
+    from forge.domain.money import Bucket
+    from forge.money_in.accounts import create_account, credit_wallet, issue_key
+    from forge.wiring import get_store
 
     store = get_store()
     account_id = create_account(store, "bench")
@@ -190,9 +190,9 @@ def overhead(stack: Stack, requests: int) -> dict[str, Any]:
 
 def round_trips(stack: Stack, requests: int = 30) -> dict[str, Any]:
     """DynamoDB calls per request, counted at the adapter, after the caches are warm."""
-    from forge.money import Bucket
-    from forge.records import KeyCaps, ProjectCaps
-    from forge.stores import get_store
+    from forge.domain.money import Bucket
+    from forge.domain.records import KeyCaps, ProjectCaps
+    from forge.wiring import get_store
 
     plain_account, plain_key = seed("1000")
     caps = KeyCaps(
@@ -256,9 +256,9 @@ def round_trips(stack: Stack, requests: int = 30) -> dict[str, Any]:
 
 def busy_wallet(stack: Stack, clients: int = 50, per_client: int = 20) -> dict[str, Any]:
     """50 clients, one wallet that affords about 60% of what they ask; invariants after."""
-    from forge.reconcile import reconcile
-    from forge.records import utcnow
-    from forge.stores import get_store
+    from forge.domain.records import utcnow
+    from forge.ledger.reconcile import reconcile
+    from forge.wiring import get_store
 
     body = {"model": "demo-official", "messages": MESSAGES, "max_tokens": 16}
     account_id, key = seed("0.02")  # about 600 of the 1,000 calls at ~33 µ each
@@ -282,7 +282,7 @@ def busy_wallet(stack: Stack, clients: int = 50, per_client: int = 20) -> dict[s
 
     elapsed = asyncio.run(run())
     report = reconcile(get_store(), utcnow())
-    from forge.money import Bucket
+    from forge.domain.money import Bucket
 
     wallet = get_store().get_wallet(account_id, Bucket.CREDIT)
     return {
@@ -309,13 +309,13 @@ def seed_run(calls: int, run_id: str, workers: int = 4) -> tuple[str, str]:
     from botocore.config import Config
     from botocore.session import get_session
 
-    from forge.accounts import create_account, credit_wallet, issue_key
-    from forge.adapters.dynamo import DynamoStore
-    from forge.catalog import load_catalog
-    from forge.ids import new_id
-    from forge.money import Bucket, Usage, charge_for
-    from forge.records import Attempt, Hold, Receipt, utcnow
+    from forge.domain.catalog import load_catalog
+    from forge.domain.ids import new_id
+    from forge.domain.money import Bucket, Usage, charge_for
+    from forge.domain.records import Attempt, Hold, Receipt, utcnow
+    from forge.money_in.accounts import create_account, credit_wallet, issue_key
     from forge.settings import get_settings
+    from forge.store.dynamo.store import DynamoStore
 
     # Seeding is not what is measured: no 5 s timeout and no retry, so a pause of the big
     # emulator never turns into a retried transaction that finds its own work done.

@@ -68,22 +68,20 @@ def run_emulator(port: int) -> None:
 
 
 def run_demo(port: int) -> None:
-    from forge.demo_upstream import create_demo_app
+    from forge.providers.demo import create_demo_app
 
     uvicorn.run(create_demo_app(), host="127.0.0.1", port=port, log_level="warning")
 
 
 def run_gateway(port: int) -> None:
-    from forge import stores
-    from forge.adapters import ledger_views
-    from forge.adapters.aws import dynamodb_client
+    from forge import wiring as stores
     from forge.api import create_app
+    from forge.wiring import dynamodb_client
 
     counting = CountingClient(dynamodb_client())
-    # Every store this process builds (the gateway's and the account views' included) uses
-    # the counted client.
+    # Every store this process builds (the gateway's and the account views' included) comes
+    # from wiring, so one patch counts them all.
     setattr(stores, "dynamodb_client", lambda: counting)  # noqa: B010 - a module patch
-    setattr(ledger_views, "dynamodb_client", lambda: counting)  # noqa: B010 - a module patch
     app = create_app()
 
     @app.get("/bench/stats")

@@ -12,23 +12,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from forge.accounts import create_account, issue_key
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.ledger_views import LedgerViews
-from forge.adapters.s3archive import S3Archive
-from forge.archive import Month
-from forge.catalog import load_catalog
-from forge.ids import new_id
-from forge.money import Bucket, Prices, RouteType, Usage, charge_for, format_micros
-from forge.payments import (
-    adjust_wallet,
-    apply_payment,
-    claim_code,
-    create_code,
-    parse_event,
-    refund_charge,
-)
-from forge.records import Attempt, Hold, LedgerEntry, LedgerKind, Receipt
+from forge.domain.calendar import Month
+from forge.domain.catalog import load_catalog
+from forge.domain.ids import new_id
+from forge.domain.money import Bucket, Prices, RouteType, Usage, charge_for, format_micros
+from forge.domain.records import Attempt, Hold, LedgerEntry, LedgerKind, Receipt
+from forge.money_in.accounts import create_account, issue_key
+from forge.money_in.adjustments import adjust_wallet, refund_charge
+from forge.money_in.codes import claim_code, create_code
+from forge.money_in.webhooks import apply_payment, parse_event
+from forge.store.dynamo.store import DynamoStore
+from forge.store.dynamo.views import LedgerViews
+from forge.store.s3archive import S3Archive
 
 
 @dataclass

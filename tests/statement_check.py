@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from html.parser import HTMLParser
 
-from forge.archive import Month, as_utc
-from forge.money import Bucket, format_micros
-from forge.records import LedgerEntry, LedgerKind
+from forge.domain.calendar import Month, as_utc
+from forge.domain.money import Bucket, format_micros
+from forge.domain.records import LedgerEntry, LedgerKind
 
 GROUP_FIELDS = {"key": "key_id", "project": "project_id", "model": "model", "route": "route"}
 

@@ -17,8 +17,8 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from forge.archive import archive_record
-from forge.stores import get_archive
+from forge.store.dynamo.stream import archive_record
+from forge.wiring import get_archive
 
 logger = Logger()
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)

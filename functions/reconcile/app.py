@@ -6,8 +6,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from forge.reconcile import reconcile
-from forge.stores import get_store
+from forge.ledger.reconcile import reconcile
+from forge.wiring import get_store
 
 logger = Logger()
 

@@ -9,9 +9,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from forge.adapters.ledger_views import get_ledger_views
-from forge.statements import MonthlyRun, StatementRequest, run_statements
-from forge.stores import get_archive
+from forge.ledger.statements import MonthlyRun, StatementRequest, run_statements
+from forge.wiring import get_archive, get_ledger_views
 
 logger = Logger()
 

@@ -5,8 +5,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from forge.stores import get_store
-from forge.sweeper import sweep
+from forge.ledger.sweeper import sweep
+from forge.wiring import get_store
 
 logger = Logger()
 

@@ -17,7 +17,7 @@ import boto3
 import httpx
 import pytest
 
-from forge.adapters.dynamo import DynamoStore
+from forge.store.dynamo.store import DynamoStore
 from tests.e2e.helpers import open_clients, provider_environment
 from tests.integration.providers_kit import Fakes, start_fakes
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.catalog import load_catalog
-from forge.demo_upstream import count_usage, reply_words
-from forge.money import Bucket, Usage, charge_for, decimal_to_micros
+from forge.domain.catalog import load_catalog
+from forge.domain.money import Bucket, Usage, charge_for, decimal_to_micros
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.providers.demo import count_usage, reply_words
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import LocalStack

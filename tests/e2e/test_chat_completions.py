@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from forge.money import Bucket
+from forge.domain.money import Bucket
 from tests.e2e.conftest import LocalStack
 from tests.e2e.helpers import expected_reply_and_charge, new_customer, sdk
 

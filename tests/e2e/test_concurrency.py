@@ -9,11 +9,11 @@ import json
 
 import httpx
 
-from forge.api.schemas import ChatCompletionRequest
-from forge.catalog import load_catalog
+from forge.domain.catalog import load_catalog
+from forge.domain.money import Bucket, format_micros, token_cost
+from forge.domain.records import LedgerKind
+from forge.domain.requests import ChatCompletionRequest
 from forge.gateway import worst_case_input_tokens
-from forge.money import Bucket, format_micros, token_cost
-from forge.records import LedgerKind
 from tests.e2e.conftest import LocalStack
 from tests.e2e.helpers import expected_reply_and_charge, forge_admin, new_customer
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 
-from forge.money import Bucket
-from forge.payments import PAYMENT_SUCCEEDED, create_code, normalize_code, sign_payload
-from forge.records import LedgerKind
+from forge.domain.money import Bucket
+from forge.domain.records import LedgerKind
+from forge.money_in.codes import create_code, normalize_code
+from forge.money_in.webhooks import PAYMENT_SUCCEEDED, sign_payload
 from tests.e2e.conftest import E2E_WEBHOOK_SECRET, LocalStack
 from tests.e2e.helpers import new_customer
 from tests.e2e.test_refusals import assert_openai_error, unchanged

@@ -22,9 +22,9 @@ from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from forge.archive import Month
-from forge.money import Bucket, format_micros
-from forge.records import LedgerEntry, LedgerKind
+from forge.domain.calendar import Month
+from forge.domain.money import Bucket, format_micros
+from forge.domain.records import LedgerEntry, LedgerKind
 from tests.e2e.conftest import LocalStack
 from tests.e2e.helpers import forge_admin, new_customer, sdk
 from tests.e2e.test_chat_completions import MESSAGES

@@ -13,9 +13,9 @@ import anthropic
 import httpx
 import pytest
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.catalog import CatalogModel
-from forge.money import Bucket, RouteType, Usage, charge_for
+from forge.domain.catalog import CatalogModel
+from forge.domain.money import Bucket, RouteType, Usage, charge_for
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
 from tests.e2e.conftest import LocalStack
 from tests.e2e.helpers import e2e_catalog, forge_admin, new_customer, sdk
 from tests.fakes import Fault

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from forge.money import Bucket
+from forge.domain.money import Bucket
 from tests.e2e.conftest import LocalStack
 from tests.e2e.helpers import new_customer, sdk
 from tests.e2e.test_chat_completions import MESSAGES

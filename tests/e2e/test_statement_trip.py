@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from forge.money import Bucket, format_micros
+from forge.domain.money import Bucket, format_micros
 from tests.e2e.conftest import LocalStack
 from tests.e2e.helpers import forge_admin, new_customer, sdk
 from tests.e2e.test_chat_completions import MESSAGES

@@ -16,15 +16,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from tests.fakes.base import (
     CACHE_MIN_BYTES,
-    Call,
     FakeProvider,
     Fault,
-    guarded,
-    hang,
+    error_event_at,
     reply_words,
     tokens_of,
     wants_tool,
@@ -122,9 +120,14 @@ def validate(body: Any) -> str | None:
 
 
 class FakeAnthropic(FakeProvider):
+    sse_names_events = True
+
     def __init__(self) -> None:
         super().__init__(name="anthropic")
         self.app.post("/v1/messages", response_model=None)(self.messages)
+
+    def fault_error(self, fault: Fault) -> Response:
+        return _error(fault.status, "scripted failure", fault.retry_after)
 
     def usage(self, body: dict[str, Any], output: int) -> dict[str, Any]:
         system = body.get("system")
@@ -153,8 +156,7 @@ class FakeAnthropic(FakeProvider):
         body = await request.json()
         model = str(body.get("model", "")) if isinstance(body, dict) else ""
         stream = bool(isinstance(body, dict) and body.get("stream"))
-        call = Call(request.url.path, model, stream, body, dict(request.headers))
-        self.calls.append(call)
+        call = self.record(request, model, stream, body)
         if request.headers.get("x-api-key") != self.api_key:
             call.status = 401
             return _error(401, "invalid x-api-key")
@@ -164,15 +166,9 @@ class FakeAnthropic(FakeProvider):
         if problem := validate(body):
             call.status = 400
             return _error(400, problem)
-        fault: Fault | None = self.fault_for(model)
-        call.fault = fault.kind if fault else None
-        if fault is not None and fault.kind == "timeout":
-            await hang(fault)
-        if fault is not None and fault.kind == "status":
-            call.status = fault.status
-            return _error(fault.status, "scripted failure", fault.retry_after)
-        if fault is not None and fault.kind == "malformed" and not stream:
-            return Response("{not json", media_type="application/json")
+        fault = await self.take_fault(call)
+        if (failed := self.scripted_failure(call, fault)) is not None:
+            return failed
         last = body["messages"][-1]
         prompt = _text_of([b for b in _blocks(last["content"]) if b.get("type") == "text"])
         tool = wants_tool(prompt, body.get("tools")) and last["role"] == "user"
@@ -218,12 +214,9 @@ class FakeAnthropic(FakeProvider):
                 }
             )
 
-        def event(payload: dict[str, Any]) -> str:
-            return f"event: {payload['type']}\ndata: {json.dumps(payload)}\n\n"
-
         async def events() -> AsyncIterator[str]:
             start_usage = {**usage, "output_tokens": 1}
-            yield event(
+            yield self.sse(
                 {
                     "type": "message_start",
                     "message": {
@@ -238,36 +231,36 @@ class FakeAnthropic(FakeProvider):
                     },
                 }
             )
-            yield event(
+            yield self.sse(
                 {
                     "type": "content_block_start",
                     "index": 0,
                     "content_block": {"type": "text", "text": ""},
                 }
             )
-            yield event({"type": "ping"})
+            yield self.sse({"type": "ping"})
             pieces = (
                 ["Let me check."]
                 if tool
                 else [w if i == 0 else " " + w for i, w in enumerate(words)]
             )
             for i, piece in enumerate(pieces):
-                if fault is not None and fault.kind == "error_event" and i == fault.after:
-                    yield event(
+                if error_event_at(fault, i):
+                    yield self.sse(
                         {
                             "type": "error",
                             "error": {"type": "overloaded_error", "message": "Overloaded"},
                         }
                     )
                     return
-                yield event(
+                yield self.sse(
                     {
                         "type": "content_block_delta",
                         "index": 0,
                         "delta": {"type": "text_delta", "text": piece},
                     }
                 )
-            yield event({"type": "content_block_stop", "index": 0})
+            yield self.sse({"type": "content_block_stop", "index": 0})
             if tool:
                 block = {
                     "type": "tool_use",
@@ -275,27 +268,24 @@ class FakeAnthropic(FakeProvider):
                     "name": body["tools"][0]["name"],
                     "input": {},
                 }
-                yield event({"type": "content_block_start", "index": 1, "content_block": block})
+                yield self.sse({"type": "content_block_start", "index": 1, "content_block": block})
                 raw = json.dumps(tool_input)
                 for piece in (raw[:5], raw[5:]):
-                    yield event(
+                    yield self.sse(
                         {
                             "type": "content_block_delta",
                             "index": 1,
                             "delta": {"type": "input_json_delta", "partial_json": piece},
                         }
                     )
-                yield event({"type": "content_block_stop", "index": 1})
-            yield event(
+                yield self.sse({"type": "content_block_stop", "index": 1})
+            yield self.sse(
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": stop, "stop_sequence": None},
                     "usage": {"output_tokens": output},
                 }
             )
-            yield event({"type": "message_stop"})
+            yield self.sse({"type": "message_stop"})
 
-        return StreamingResponse(
-            guarded(call, events(), fault, lambda: "event: message_start\ndata: {broken\n\n"),
-            media_type="text/event-stream",
-        )
+        return self.stream(call, events(), fault, broken=self.sse("{broken", event="message_start"))

@@ -1,20 +1,23 @@
 """What every fake provider shares: a real HTTP server on 127.0.0.1 (uvicorn in a thread),
-scripted faults per upstream model, deterministic answers, and a log of what it was asked and
-what usage it reported, so tests compute every charge independently of the gateway."""
+scripted faults per upstream model and how they are played (status answers, hangs, cut or
+malformed streams), server-sent event framing, deterministic answers, and a log of what it was
+asked and what usage it reported, so tests compute every charge independently of the gateway."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
 
 _VOCABULARY = (
     *("forge", "tokens", "ledger", "balance", "budget", "route", "stream", "receipt", "settle"),
@@ -36,6 +39,17 @@ def reply_words(prompt: str, max_tokens: int | None, *, endless: bool = False) -
     if max_tokens is not None and not endless:
         words = words[:max_tokens]
     return words
+
+
+def sse_event(
+    payload: dict[str, Any] | str, *, event: str | None = None, newline: str = "\n"
+) -> str:
+    """One server-sent event: an optional `event:` line, then `data:` with the payload as
+    JSON (a string goes as it is: `[DONE]`, or a broken body), then a blank line."""
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    lines = [f"event: {event}"] if event else []
+    lines.append(f"data: {data}")
+    return newline.join(lines) + newline * 2
 
 
 def wants_tool(prompt: str, tools: list[Any] | None) -> bool:
@@ -68,9 +82,21 @@ class Call:
     closed_early: bool = False  # the client closed the stream before the end
 
 
+def error_event_at(fault: Fault | None, index: int) -> bool:
+    """An error_event fault sends its error in place of the stream's `index`-th piece."""
+    return fault is not None and fault.kind == "error_event" and index == fault.after
+
+
 @dataclass
 class FakeProvider:
-    """Subclasses add routes to `app` and call `begin`/`fault_for` in them."""
+    """Subclasses add routes to `app`; their handlers `record` each call, `take_fault`, answer
+    a `scripted_failure` if there is one, and reply as JSON or as a `stream` of `sse` events."""
+
+    # The provider's dialect: Anthropic names each event after its type, Gemini ends lines
+    # with CRLF; what a malformed (unstreamed) answer says.
+    sse_names_events: ClassVar[bool] = False
+    sse_newline: ClassVar[str] = "\n"
+    malformed_body: ClassVar[str] = "{not json"
 
     name: str
     api_key: str = "test-key"
@@ -113,6 +139,52 @@ class FakeProvider:
         self._seen_prefixes.add(key)
         return seen
 
+    # Answering ---------------------------------------------------------------------------
+    def record(self, request: Request, model: str, stream: bool, body: Any) -> Call:
+        """Log a request as it arrived; the handler fills in what it answered."""
+        call = Call(request.url.path, model, stream, body, dict(request.headers))
+        self.calls.append(call)
+        return call
+
+    async def take_fault(self, call: Call) -> Fault | None:
+        """The call's scripted fault, noted on it; a timeout fault hangs here first."""
+        fault = self.fault_for(call.model)
+        call.fault = fault.kind if fault else None
+        if fault is not None and fault.kind == "timeout":
+            await asyncio.sleep(fault.seconds)
+        return fault
+
+    def fault_error(self, fault: Fault) -> Response:
+        """The provider's error answer to a status fault."""
+        raise NotImplementedError
+
+    def scripted_failure(self, call: Call, fault: Fault | None) -> Response | None:
+        """What a status fault (or, unstreamed, a malformed one) answers instead of a reply;
+        other faults play out in the stream."""
+        if fault is None:
+            return None
+        if fault.kind == "status":
+            call.status = fault.status
+            return self.fault_error(fault)
+        if fault.kind == "malformed" and not call.stream:
+            return Response(self.malformed_body, media_type="application/json")
+        return None
+
+    def sse(self, payload: dict[str, Any] | str, *, event: str | None = None) -> str:
+        """One event framed in this provider's dialect."""
+        if event is None and self.sse_names_events and isinstance(payload, dict):
+            event = str(payload["type"])
+        return sse_event(payload, event=event, newline=self.sse_newline)
+
+    def stream(
+        self, call: Call, events: AsyncIterator[str], fault: Fault | None, *, broken: str
+    ) -> StreamingResponse:
+        """An event stream that plays `fault` out: `broken` first when malformed, a dropped
+        connection when cut, a slow model when endless."""
+        return StreamingResponse(
+            _guarded(call, events, fault, broken), media_type="text/event-stream"
+        )
+
     # Serving -----------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
@@ -143,12 +215,8 @@ class FakeProvider:
             self._thread.join(timeout=10)
 
 
-async def hang(fault: Fault) -> None:
-    await asyncio.sleep(fault.seconds)
-
-
-async def guarded(
-    call: Call, events: AsyncIterator[str], fault: Fault | None, broken: Callable[[], str]
+async def _guarded(
+    call: Call, events: AsyncIterator[str], fault: Fault | None, broken: str
 ) -> AsyncIterator[str]:
     """Send `events`; with a cut fault, drop the connection after `fault.after` events (the
     server raises, so the response ends without its final chunk); notes an early close."""
@@ -159,7 +227,7 @@ async def guarded(
             if fault is not None and fault.kind == "cut" and sent >= fault.after:
                 raise ConnectionAbortedError("the fake cuts this stream")
             if fault is not None and fault.kind == "malformed" and sent == 0:
-                yield broken()
+                yield broken
                 return
             yield event
             sent += 1

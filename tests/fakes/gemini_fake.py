@@ -16,15 +16,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from tests.fakes.base import (
     CACHE_MIN_BYTES,
-    Call,
     FakeProvider,
     Fault,
-    guarded,
-    hang,
+    error_event_at,
     reply_words,
     tokens_of,
     wants_tool,
@@ -113,9 +111,14 @@ def validate(body: Any) -> str | None:
 
 
 class FakeGemini(FakeProvider):
+    sse_newline = "\r\n"
+
     def __init__(self) -> None:
         super().__init__(name="gemini")
         self.app.post("/v1beta/models/{target}", response_model=None)(self.generate)
+
+    def fault_error(self, fault: Fault) -> Response:
+        return _error(fault.status, "scripted failure", fault.retry_after)
 
     def usage(self, body: dict[str, Any], model: str, output: int) -> dict[str, Any]:
         system = "".join(
@@ -137,8 +140,7 @@ class FakeGemini(FakeProvider):
         model, _, method = target.partition(":")
         body = await request.json()
         stream = method == "streamGenerateContent"
-        call = Call(request.url.path, model, stream, body, dict(request.headers))
-        self.calls.append(call)
+        call = self.record(request, model, stream, body)
         if request.headers.get("x-goog-api-key") != self.api_key:
             call.status = 403
             return _error(403, "Method doesn't allow unregistered callers")
@@ -151,15 +153,9 @@ class FakeGemini(FakeProvider):
         if problem := validate(body):
             call.status = 400
             return _error(400, problem)
-        fault: Fault | None = self.fault_for(model)
-        call.fault = fault.kind if fault else None
-        if fault is not None and fault.kind == "timeout":
-            await hang(fault)
-        if fault is not None and fault.kind == "status":
-            call.status = fault.status
-            return _error(fault.status, "scripted failure", fault.retry_after)
-        if fault is not None and fault.kind == "malformed" and not stream:
-            return Response("{not json", media_type="application/json")
+        fault = await self.take_fault(call)
+        if (failed := self.scripted_failure(call, fault)) is not None:
+            return failed
         last = body["contents"][-1]
         prompt = "".join(p.get("text", "") for p in last["parts"])
         declarations = [
@@ -206,21 +202,18 @@ class FakeGemini(FakeProvider):
                 "totalTokenCount": usage["promptTokenCount"],
             }
             if tool:
-                yield f"data: {json.dumps(response([call_part], usage, finish))}\r\n\r\n"
+                yield self.sse(response([call_part], usage, finish))
                 return
             for i, word in enumerate(words):
-                if fault is not None and fault.kind == "error_event" and i == fault.after:
+                if error_event_at(fault, i):
                     error = {"code": 500, "message": "Internal error", "status": "INTERNAL"}
-                    yield f"data: {json.dumps({'error': error})}\r\n\r\n"
+                    yield self.sse({"error": error})
                     return
                 text = word if i == 0 else " " + word
                 final = i == len(words) - 1
                 payload = response(
                     [{"text": text}], usage if final else running, finish if final else None
                 )
-                yield f"data: {json.dumps(payload)}\r\n\r\n"
+                yield self.sse(payload)
 
-        return StreamingResponse(
-            guarded(call, events(), fault, lambda: "data: {broken\r\n\r\n"),
-            media_type="text/event-stream",
-        )
+        return self.stream(call, events(), fault, broken=self.sse("{broken"))

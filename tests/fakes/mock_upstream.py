@@ -8,12 +8,13 @@ import json
 import httpx
 from fastapi import FastAPI
 
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.openai_compat import OpenAICompatProvider
 from forge.api import create_app
 from forge.api.deps import get_gateway
-from forge.catalog import load_catalog
+from forge.domain.catalog import load_catalog
 from forge.gateway import Gateway
+from forge.providers.openai import OpenAICompatProvider
+from forge.store.dynamo.store import DynamoStore
+from tests.fakes.base import sse_event
 
 USAGE = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
 
@@ -35,7 +36,7 @@ def answer(request: httpx.Request) -> httpx.Response:
     ]
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     chunks.append({**base, "choices": [], "usage": USAGE})
-    sse = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    sse = "".join(sse_event(c) for c in chunks) + sse_event("[DONE]")
     return httpx.Response(200, content=sse.encode(), headers={"content-type": "text/event-stream"})
 
 

@@ -13,15 +13,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from tests.fakes.base import (
     CACHE_MIN_BYTES,
-    Call,
     FakeProvider,
     Fault,
-    guarded,
-    hang,
+    error_event_at,
     reply_words,
     tokens_of,
     wants_tool,
@@ -46,25 +44,18 @@ def _error(status: int, message: str, code: str, retry_after: str | None = None)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _fault_response(fault: Fault) -> Response | None:
-    if fault.kind == "status":
-        codes = {429: "rate_limit_exceeded", 500: "server_error", 503: "overloaded"}
-        return _error(
-            fault.status,
-            "scripted failure",
-            codes.get(fault.status, "bad_request"),
-            fault.retry_after,
-        )
-    if fault.kind == "malformed":
-        return Response("{this is not json", media_type="application/json")
-    return None
-
-
 class FakeOpenAI(FakeProvider):
+    malformed_body = "{this is not json"
+
     def __init__(self, name: str = "openai") -> None:
         super().__init__(name=name)
         self.app.post("/v1/chat/completions", response_model=None)(self.chat)
         self.app.post("/v1/embeddings", response_model=None)(self.embeddings)
+
+    def fault_error(self, fault: Fault) -> Response:
+        codes = {429: "rate_limit_exceeded", 500: "server_error", 503: "overloaded"}
+        code = codes.get(fault.status, "bad_request")
+        return _error(fault.status, "scripted failure", code, fault.retry_after)
 
     def usage(self, messages: list[dict[str, Any]], completion: int) -> dict[str, Any]:
         prompt = sum(tokens_of(_text(m.get("content"))) + 4 for m in messages) + 3
@@ -107,22 +98,12 @@ class FakeOpenAI(FakeProvider):
     async def chat(self, request: Request) -> Response:
         body = await request.json()
         model = str(body.get("model", "")) if isinstance(body, dict) else ""
-        call = Call(request.url.path, model, bool(body.get("stream")), body, dict(request.headers))
-        self.calls.append(call)
+        call = self.record(request, model, bool(body.get("stream")), body)
         if (refusal := self._check(request, body)) is not None:
             call.status = refusal.status_code
             return refusal
-        fault = self.fault_for(model)
-        call.fault = fault.kind if fault else None
-        if fault is not None and fault.kind == "timeout":
-            await hang(fault)
-        if fault is not None and not call.stream and (failed := _fault_response(fault)):
-            call.status = failed.status_code
-            return failed
-        if fault is not None and call.stream and fault.kind == "status":
-            failed = _fault_response(fault)
-            assert failed is not None
-            call.status = failed.status_code
+        fault = await self.take_fault(call)
+        if (failed := self.scripted_failure(call, fault)) is not None:
             return failed
         messages = body["messages"]
         prompt = _text(
@@ -187,7 +168,7 @@ class FakeOpenAI(FakeProvider):
                 "choices": choices,
                 **extra,
             }
-            return f"data: {json.dumps(payload)}\n\n"
+            return self.sse(payload)
 
         async def events() -> AsyncIterator[str]:
             yield chunk(
@@ -232,9 +213,9 @@ class FakeOpenAI(FakeProvider):
                         ]
                     )
             for i, word in enumerate(words):
-                if fault is not None and fault.kind == "error_event" and i == fault.after:
+                if error_event_at(fault, i):
                     error = {"message": "scripted", "type": "server_error", "code": "server_error"}
-                    yield f"data: {json.dumps({'error': error})}\n\n"
+                    yield self.sse({"error": error})
                     return
                 yield chunk(
                     [
@@ -248,24 +229,19 @@ class FakeOpenAI(FakeProvider):
                 )
             yield chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}])
             yield chunk([], usage=usage)
-            yield "data: [DONE]\n\n"
+            yield self.sse("[DONE]")
 
-        return StreamingResponse(
-            guarded(call, events(), fault, lambda: "data: {broken json\n\n"),
-            media_type="text/event-stream",
-        )
+        return self.stream(call, events(), fault, broken=self.sse("{broken json"))
 
     async def embeddings(self, request: Request) -> Response:
         body = await request.json()
         model = str(body.get("model", ""))
-        call = Call(request.url.path, model, False, body, dict(request.headers))
-        self.calls.append(call)
+        call = self.record(request, model, False, body)
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             call.status = 401
             return _error(401, "Incorrect API key provided", "invalid_api_key")
-        fault = self.fault_for(model)
-        if fault is not None and (failed := _fault_response(fault)):
-            call.status = failed.status_code
+        # Embeddings neither hang nor note their fault: only status and malformed apply.
+        if (failed := self.scripted_failure(call, self.fault_for(model))) is not None:
             return failed
         raw = body.get("input")
         items = [raw] if isinstance(raw, str) else list(raw)

@@ -14,6 +14,7 @@ import pytest
 from forge_tools.emulator import REGION, Emulator, Resources
 from forge_tools.lambda_local import LambdaContext, load_handler_module, to_lambda_record
 from tests.conftest import clear_cached_factories
+from tests.twin import route_dynamodb_to, twin_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -30,16 +31,39 @@ def emulator() -> Iterator[Emulator]:
     emu.stop()
 
 
-@pytest.fixture
-def aws_stack(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Resources]:
-    """Fresh tables and bucket (from template.yaml) per test, and the environment to reach
-    them; settings and client caches are rebuilt around the test."""
-    resources = emulator.create_resources(TEMPLATE, prefix=f"it{next(_stack_ids)}")
+def _stack(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[Resources]:
     for name, value in resources.environment().items():
         monkeypatch.setenv(name, value)
     clear_cached_factories()
     yield resources
     clear_cached_factories()
+
+
+@pytest.fixture
+def aws_stack(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Resources]:
+    """Fresh tables and bucket (from template.yaml) per test, and the environment to reach
+    them; settings and client caches are rebuilt around the test."""
+    resources = emulator.create_resources(TEMPLATE, prefix=f"it{next(_stack_ids)}")
+    yield from _stack(resources, monkeypatch)
+
+
+@pytest.fixture(params=["emulator", "twin"])
+def aws_stack_or_twin(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Resources]:
+    """`aws_stack` on the emulator, then the same on the in-memory twin: get_store(), the views
+    and the app reach the twin's tables; no S3 (its endpoint is a closed port). A module runs
+    its tests on both by overriding `aws_stack` with this fixture."""
+    if request.param == "emulator":
+        emulator = request.getfixturevalue("emulator")
+        resources = emulator.create_resources(TEMPLATE, prefix=f"it{next(_stack_ids)}")
+        yield from _stack(resources, monkeypatch)
+        return
+    stack = twin_stack()
+    closed = "http://127.0.0.1:9"  # anything that bypasses the twin fails fast, never leaks
+    resources = Resources(closed, stack.tables, {"ArchiveBucket": "twin-archivebucket"})
+    route_dynamodb_to(stack.client, monkeypatch)
+    yield from _stack(resources, monkeypatch)
 
 
 @pytest.fixture

@@ -10,18 +10,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.adapters.anthropic import AnthropicProvider
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.gemini import GeminiProvider
-from forge.adapters.openai_compat import OpenAICompatProvider
-from forge.api.schemas import ChatCompletionRequest
-from forge.catalog import Catalog
+from forge.domain.catalog import Catalog
+from forge.domain.ids import new_id
+from forge.domain.money import Bucket, Prices, RouteType, Usage, charge_for
+from forge.domain.records import ApiKey, Receipt
+from forge.domain.requests import ChatCompletionRequest
+from forge.domain.routing import RetryPolicy, RouteHealth
 from forge.gateway import Gateway, RequestLimits, StreamItem
-from forge.ids import new_id
-from forge.money import Bucket, Prices, RouteType, Usage, charge_for
-from forge.records import ApiKey, Receipt
-from forge.routing import RetryPolicy, RouteHealth
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.providers.anthropic import AnthropicProvider
+from forge.providers.gemini import GeminiProvider
+from forge.providers.openai import OpenAICompatProvider
+from forge.store.dynamo.store import DynamoStore
 from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI, FakeProvider
 
 PROVIDERS = ("openai", "anthropic", "gemini")

@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from forge.api import create_app
-from forge.archive import Month
-from forge.money import Bucket, format_micros
-from forge.records import Hold, LedgerEntry, LedgerKind, Receipt
-from forge.views import UsageGroupBy
+from forge.domain.calendar import Month
+from forge.domain.money import Bucket, format_micros
+from forge.domain.records import Hold, LedgerEntry, LedgerKind, Receipt
+from forge.domain.views import UsageGroupBy
 from forge_tools.emulator import Emulator, Resources
 from tests.ledger_history import History, MonthStory, simulate_month
 from tests.statement_check import assert_csv_tells, assert_html_tells, ledger_month

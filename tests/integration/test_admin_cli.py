@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from forge.accounts import create_account, credit_wallet, issue_key
 from forge.api import create_app
-from forge.archive import Month
-from forge.ids import hash_api_key
-from forge.money import Bucket
-from forge.records import LedgerKind
-from forge.stores import get_archive, get_store
+from forge.domain.calendar import Month
+from forge.domain.ids import hash_api_key
+from forge.domain.money import Bucket
+from forge.domain.records import LedgerKind
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.wiring import get_archive, get_store
 from forge_tools import admin
 from forge_tools.emulator import Emulator, Resources
 from tests.ledger_history import History

@@ -11,16 +11,16 @@ from typing import Any
 import httpx
 import pytest
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.openai_compat import OpenAICompatProvider
 from forge.api import create_app
 from forge.api.deps import get_gateway
-from forge.catalog import load_catalog
+from forge.domain.catalog import load_catalog
+from forge.domain.money import Bucket
+from forge.domain.records import LedgerKind
 from forge.gateway import Gateway
-from forge.money import Bucket
-from forge.records import LedgerKind
-from forge.stores import get_store as stores_get_store
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.providers.openai import OpenAICompatProvider
+from forge.store.dynamo.store import DynamoStore
+from forge.wiring import get_store as stores_get_store
 from forge_tools.emulator import Resources
 
 BODY = {

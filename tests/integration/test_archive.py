@@ -14,12 +14,12 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from boto3.dynamodb.types import TypeSerializer
 from botocore.config import Config
 
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.s3archive import S3Archive
-from forge.archive import archive_key, archive_line
-from forge.errors import ArchiveUnavailable
-from forge.money import Bucket
-from forge.records import Hold, LedgerEntry, LedgerKind, Receipt
+from forge.domain.archive import archive_key, archive_line
+from forge.domain.errors import ArchiveUnavailable
+from forge.domain.money import Bucket
+from forge.domain.records import Hold, LedgerEntry, LedgerKind, Receipt
+from forge.store.dynamo.store import DynamoStore
+from forge.store.s3archive import S3Archive
 from forge_tools.emulator import Emulator, Resources
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from forge.adapters.s3archive import S3Archive
-from forge.archive import Month
-from forge.money import Bucket
-from forge.records import LedgerKind
+from forge.domain.calendar import Month
+from forge.domain.money import Bucket
+from forge.domain.records import LedgerKind
+from forge.store.s3archive import S3Archive
 from forge_tools.emulator import Emulator, Resources
 from tests.ledger_history import History, simulate_month
 

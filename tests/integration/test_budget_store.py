@@ -9,14 +9,20 @@ from datetime import timedelta
 
 import pytest
 
-from forge.accounts import create_account, credit_wallet
-from forge.adapters.dynamo import DynamoStore, HoldAlreadyResolved
-from forge.errors import BudgetExceeded, BudgetStoreUnavailable
-from forge.ids import new_id
-from forge.money import Bucket
-from forge.records import Hold, HoldStatus, Receipt, utcnow
-from forge.stores import get_store
+from forge.domain.errors import BudgetExceeded, BudgetStoreUnavailable, HoldAlreadyResolved
+from forge.domain.ids import new_id
+from forge.domain.money import Bucket
+from forge.domain.records import Hold, HoldStatus, Receipt, utcnow
+from forge.money_in.accounts import create_account, credit_wallet
+from forge.store.dynamo.store import DynamoStore
+from forge.wiring import get_store
 from forge_tools.emulator import Resources
+
+
+@pytest.fixture
+def aws_stack(aws_stack_or_twin: Resources) -> Resources:
+    """Every test of this module runs on the emulator and on the in-memory twin."""
+    return aws_stack_or_twin
 
 
 def make_hold(account_id: str, amount: int, bucket: Bucket = Bucket.CREDIT) -> Hold:

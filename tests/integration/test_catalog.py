@@ -11,19 +11,18 @@ from typing import Any
 import httpx
 import pytest
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.adapters.aws import dynamodb_client
-from forge.adapters.catalog_store import DynamoCatalogStore
-from forge.adapters.openai_compat import OpenAICompatProvider
 from forge.api import create_app
 from forge.api.deps import get_gateway
-from forge.catalog import Catalog, CatalogSource, load_catalog
-from forge.demo_upstream import create_demo_app
-from forge.errors import BudgetStoreUnavailable
+from forge.domain.catalog import Catalog, CatalogSource, load_catalog
+from forge.domain.errors import BudgetStoreUnavailable
+from forge.domain.money import Bucket, RouteType
 from forge.gateway import Gateway
-from forge.money import Bucket, RouteType
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.providers.demo import create_demo_app
+from forge.providers.openai import OpenAICompatProvider
 from forge.settings import get_settings
-from forge.stores import get_store
+from forge.store.dynamo.catalog import DynamoCatalogStore
+from forge.wiring import dynamodb_client, get_store
 from forge_tools import admin
 from forge_tools.emulator import Resources
 

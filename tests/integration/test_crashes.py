@@ -11,24 +11,30 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.openai_compat import OpenAICompatProvider
-from forge.api.schemas import ChatCompletionRequest
-from forge.catalog import load_catalog
+from forge.domain.catalog import load_catalog
+from forge.domain.ids import new_id
+from forge.domain.money import Bucket, Usage, charge_for
+from forge.domain.records import ApiKey, HoldStatus, LedgerKind, utcnow
+from forge.domain.requests import ChatCompletionRequest
 from forge.gateway import CallPlan, Gateway, RequestLimits
-from forge.ids import new_id
-from forge.money import Bucket, Usage, charge_for
-from forge.reconcile import reconcile
-from forge.records import ApiKey, HoldStatus, LedgerKind, utcnow
-from forge.stores import get_store
-from forge.sweeper import sweep
+from forge.ledger.reconcile import reconcile
+from forge.ledger.sweeper import sweep
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.providers.openai import OpenAICompatProvider
+from forge.store.dynamo.store import DynamoStore
+from forge.wiring import dynamodb_client, get_store
 from forge_tools.emulator import Resources
 
 USAGE = {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
 REQUEST = ChatCompletionRequest.model_validate(
     {"model": "demo-official", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 64}
 )
+
+
+@pytest.fixture
+def aws_stack(aws_stack_or_twin: Resources) -> Resources:
+    """Every test of this module runs on the emulator and on the in-memory twin."""
+    return aws_stack_or_twin
 
 
 class FlakyClient:
@@ -59,9 +65,9 @@ def upstream_ok(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"id": "x", "choices": [], "usage": USAGE})
 
 
-def flaky_store(stack: Resources, emulator: Any, mode: str) -> DynamoStore:
+def flaky_store(stack: Resources, mode: str) -> DynamoStore:
     """The same tables, through a client that fails settle transactions (see FlakyClient)."""
-    flaky = FlakyClient(emulator.client("dynamodb"), mode)
+    flaky = FlakyClient(dynamodb_client(), mode)
     return DynamoStore(flaky, stack.tables["BudgetTable"], stack.tables["LedgerTable"])
 
 
@@ -137,11 +143,11 @@ def test_a_request_that_dies_before_settling_is_released_by_the_sweeper(
 
 
 def test_settle_that_never_reached_the_store_is_settled_later_at_the_known_charge(
-    aws_stack: Resources, emulator: Any
+    aws_stack: Resources,
 ) -> None:
     store = get_store()
     key, _ = setup(store)
-    gateway = gateway_over(flaky_store(aws_stack, emulator, "before"))
+    gateway = gateway_over(flaky_store(aws_stack, "before"))
     plan = reserved(gateway, key)
 
     _, receipt = asyncio.run(gateway.complete(plan))
@@ -161,12 +167,10 @@ def test_settle_that_never_reached_the_store_is_settled_later_at_the_known_charg
     assert_conserved(store, at=after_expiry())
 
 
-def test_settle_applied_but_answer_lost_is_never_charged_twice(
-    aws_stack: Resources, emulator: Any
-) -> None:
+def test_settle_applied_but_answer_lost_is_never_charged_twice(aws_stack: Resources) -> None:
     store = get_store()
     key, _ = setup(store)
-    gateway = gateway_over(flaky_store(aws_stack, emulator, "after"))
+    gateway = gateway_over(flaky_store(aws_stack, "after"))
     plan = reserved(gateway, key)
 
     _, receipt = asyncio.run(gateway.complete(plan))
@@ -239,11 +243,11 @@ class ConflictingClient:
 
 
 def test_a_transaction_conflict_is_retried_never_refused_or_charged_twice(
-    aws_stack: Resources, emulator: Any
+    aws_stack: Resources,
 ) -> None:
     store = get_store()
     key, _ = setup(store)
-    client = ConflictingClient(emulator.client("dynamodb"), conflicts=2)
+    client = ConflictingClient(dynamodb_client(), conflicts=2)
     conflicted = DynamoStore(
         client, aws_stack.tables["BudgetTable"], aws_stack.tables["LedgerTable"]
     )

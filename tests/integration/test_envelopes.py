@@ -10,21 +10,28 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.openai_compat import OpenAICompatProvider
-from forge.api.schemas import ChatCompletionRequest
-from forge.catalog import load_catalog
-from forge.envelopes import envelopes_for
-from forge.errors import BudgetExceeded
+from forge.domain.catalog import load_catalog
+from forge.domain.envelopes import envelopes_for
+from forge.domain.errors import BudgetExceeded
+from forge.domain.ids import new_id
+from forge.domain.money import Bucket
+from forge.domain.records import ApiKey, Hold, KeyCaps, ProjectCaps, utcnow
+from forge.domain.requests import ChatCompletionRequest
 from forge.gateway import MIN_OUTPUT_TOKENS, Gateway, RequestLimits
-from forge.ids import new_id
-from forge.money import Bucket
-from forge.reconcile import reconcile
-from forge.records import ApiKey, Hold, KeyCaps, ProjectCaps, utcnow
-from forge.stores import get_store
+from forge.ledger.reconcile import reconcile
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.providers.openai import OpenAICompatProvider
+from forge.store.dynamo.store import DynamoStore
+from forge.wiring import get_store
 from forge_tools.emulator import Resources
 from tests.integration.test_budget_store import container, receipt_for
+
+
+@pytest.fixture
+def aws_stack(aws_stack_or_twin: Resources) -> Resources:
+    """Every test of this module runs on the emulator and on the in-memory twin."""
+    return aws_stack_or_twin
+
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 

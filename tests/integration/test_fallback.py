@@ -9,16 +9,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.openai_compat import OpenAICompatProvider
-from forge.catalog import Catalog
-from forge.errors import BudgetExceeded, UpstreamUnavailable
-from forge.ids import new_id
-from forge.money import Bucket, RouteType, Usage
-from forge.reconcile import reconcile
-from forge.records import KeyCaps, utcnow
-from forge.routing import FallbackNotAllowed, RouteHealth
-from forge.stores import get_store
+from forge.domain.catalog import Catalog
+from forge.domain.errors import BudgetExceeded, FallbackNotAllowed, UpstreamUnavailable
+from forge.domain.ids import new_id
+from forge.domain.money import Bucket, RouteType, Usage
+from forge.domain.records import KeyCaps, utcnow
+from forge.domain.routing import RouteHealth
+from forge.ledger.reconcile import reconcile
+from forge.providers.openai import OpenAICompatProvider
+from forge.store.dynamo.store import DynamoStore
+from forge.wiring import get_store
 from forge_tools.emulator import Resources
 from tests.fakes import Fault
 from tests.integration.providers_kit import (

@@ -11,16 +11,17 @@ from typing import Any
 import httpx
 import pytest
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.openai_compat import OpenAICompatProvider
-from forge.api.schemas import ChatCompletionRequest
-from forge.catalog import load_catalog
-from forge.errors import BudgetStoreUnavailable, UpstreamUnavailable
+from forge.api.sse import openai_events
+from forge.domain.catalog import load_catalog
+from forge.domain.errors import BudgetStoreUnavailable, UpstreamUnavailable
+from forge.domain.money import Bucket, Usage, charge_for
+from forge.domain.records import ApiKey
+from forge.domain.requests import ChatCompletionRequest
 from forge.gateway import Gateway, RequestLimits, estimated_input_tokens
-from forge.money import Bucket, Usage, charge_for
-from forge.records import ApiKey
-from forge.stores import get_store
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.providers.openai import OpenAICompatProvider
+from forge.store.dynamo.store import DynamoStore
+from forge.wiring import get_store
 from forge_tools.emulator import Resources
 
 REQUEST = ChatCompletionRequest.model_validate(
@@ -31,6 +32,12 @@ REQUEST = ChatCompletionRequest.model_validate(
         "stream": True,
     }
 )
+
+
+@pytest.fixture
+def aws_stack(aws_stack_or_twin: Resources) -> Resources:
+    """Every test of this module runs on the emulator and on the in-memory twin."""
+    return aws_stack_or_twin
 
 
 def sse(*payloads: dict[str, Any], done: bool = True) -> bytes:
@@ -118,7 +125,7 @@ def test_a_stream_cut_midway_charges_the_documented_estimate_once(aws_stack: Res
 
     async def run() -> list[bytes]:
         await gateway.reserve(plan)
-        return await collect((await gateway.open_stream(plan)).events)
+        return await collect(openai_events(await gateway.open_stream(plan)))
 
     events = asyncio.run(run())
     assert len(events) == 4 and b"[DONE]" not in events[-1]  # 3 chunks, then a final event
@@ -144,7 +151,7 @@ def test_a_client_disconnect_settles_what_was_delivered(aws_stack: Resources) ->
 
     async def run() -> None:
         await gateway.reserve(plan)
-        events = (await gateway.open_stream(plan)).events
+        events = openai_events(await gateway.open_stream(plan))
         await collect(events, limit=2)
         await events.aclose()  # what the server does when the client goes away
 
@@ -185,7 +192,7 @@ def test_stream_usage_from_the_upstream_is_charged_exactly(aws_stack: Resources)
 
     async def run() -> list[bytes]:
         await gateway.reserve(plan)
-        return await collect((await gateway.open_stream(plan)).events)
+        return await collect(openai_events(await gateway.open_stream(plan)))
 
     events = asyncio.run(run())
     sent = json.loads(upstream.requests[0].content)

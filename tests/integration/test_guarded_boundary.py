@@ -15,20 +15,20 @@ import httpx
 import pytest
 
 import forge.api.routes.chat as chat_routes
-import forge.gateway as gateway_module
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.openai_compat import OpenAICompatProvider
+import forge.api.sse as sse_module
 from forge.api import create_app
 from forge.api.deps import get_gateway
-from forge.catalog import load_catalog
-from forge.errors import BudgetStoreUnavailable
+from forge.domain.catalog import load_catalog
+from forge.domain.errors import BudgetStoreUnavailable
+from forge.domain.money import Bucket
+from forge.domain.records import LedgerKind, utcnow
+from forge.domain.upstream import ChatStream
 from forge.gateway import Gateway
-from forge.money import Bucket
-from forge.reconcile import reconcile
-from forge.records import LedgerKind, utcnow
-from forge.stores import get_store
-from forge.upstream import ChatStream
+from forge.ledger.reconcile import reconcile
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.providers.openai import OpenAICompatProvider
+from forge.store.dynamo.store import DynamoStore
+from forge.wiring import get_store
 from forge_tools.emulator import Resources
 from tests.fakes.mock_upstream import answer
 
@@ -132,7 +132,7 @@ def api(aws_stack: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
         return real_settle(*args)
 
     monkeypatch.setattr(store, "settle", settle)
-    real_json, real_sse = chat_routes._json, gateway_module._sse
+    real_json, real_sse = chat_routes._json, sse_module.openai_frame
 
     def render(completion: Any) -> bytes:
         faults.fire("render")
@@ -147,7 +147,7 @@ def api(aws_stack: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
         return real_sse(payload)
 
     monkeypatch.setattr(chat_routes, "_json", render)
-    monkeypatch.setattr(gateway_module, "_sse", frame)
+    monkeypatch.setattr(sse_module, "openai_frame", frame)
     app = create_app()
     app.dependency_overrides[get_gateway] = lambda: gateway
     client = httpx.AsyncClient(

@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.adapters.dynamo import DynamoStore
-from forge.money import Bucket
-from forge.reconcile import reconcile
-from forge.records import LedgerKind, utcnow
-from forge.stores import get_store
+from forge.domain.money import Bucket
+from forge.domain.records import LedgerKind, utcnow
+from forge.ledger.reconcile import reconcile
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.store.dynamo.store import DynamoStore
+from forge.wiring import get_store
 from forge_tools.emulator import Resources
 from tests.fakes.mock_upstream import answer, gateway_app
 

@@ -16,11 +16,8 @@ from typing import Any, TypeVar
 import pytest
 from fastapi.testclient import TestClient
 
-from forge.accounts import create_account, credit_wallet
-from forge.adapters.aws import dynamodb_client
-from forge.adapters.dynamo import DynamoStore
 from forge.api import create_app
-from forge.errors import (
+from forge.domain.errors import (
     BudgetExceeded,
     ForgeError,
     InvalidRequest,
@@ -32,25 +29,25 @@ from forge.errors import (
     RedeemCodeExpired,
     RedeemCodeNotFound,
 )
-from forge.money import Bucket
-from forge.payments import (
-    PAYMENT_SUCCEEDED,
-    CodeStatus,
-    PaymentEvent,
-    adjust_wallet,
-    apply_payment,
-    claim_code,
-    create_code,
-    disable_code,
-    get_code,
-    list_codes,
-    sign_payload,
-)
-from forge.records import LedgerKind
+from forge.domain.money import Bucket
+from forge.domain.money_in import CodeStatus
+from forge.domain.records import LedgerKind
+from forge.money_in.accounts import create_account, credit_wallet
+from forge.money_in.adjustments import adjust_wallet
+from forge.money_in.codes import claim_code, create_code, disable_code, get_code, list_codes
+from forge.money_in.webhooks import PAYMENT_SUCCEEDED, PaymentEvent, apply_payment, sign_payload
 from forge.settings import get_settings
-from forge.stores import get_store
+from forge.store.dynamo.store import DynamoStore
+from forge.wiring import dynamodb_client, get_store
 from forge_tools.emulator import Resources
 from tests.conftest import clear_cached_factories
+
+
+@pytest.fixture
+def aws_stack(aws_stack_or_twin: Resources) -> Resources:
+    """Every test of this module runs on the emulator and on the in-memory twin."""
+    return aws_stack_or_twin
+
 
 T = TypeVar("T")
 

@@ -7,6 +7,7 @@ reconciliation must find no drift."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,18 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from forge.adapters.dynamo import DynamoStore, HoldAlreadyResolved
-from forge.envelopes import envelopes_for
-from forge.errors import BudgetExceeded, RedeemCodeInvalid
-from forge.ids import new_id
-from forge.money import Bucket
-from forge.payments import PaymentEvent, apply_payment, claim_code, create_code
-from forge.reconcile import reconcile
-from forge.records import ApiKey, Hold, KeyCaps, LedgerKind, ProjectCaps, Receipt, utcnow
-from forge.sweeper import sweep
+from forge.domain.envelopes import envelopes_for
+from forge.domain.errors import BudgetExceeded, HoldAlreadyResolved, RedeemCodeInvalid
+from forge.domain.ids import new_id
+from forge.domain.money import Bucket
+from forge.domain.records import ApiKey, Hold, KeyCaps, LedgerKind, ProjectCaps, Receipt, utcnow
+from forge.ledger.reconcile import reconcile
+from forge.ledger.sweeper import sweep
+from forge.money_in.codes import claim_code, create_code
+from forge.money_in.webhooks import PaymentEvent, apply_payment
+from forge.store.dynamo.store import DynamoStore
 from forge_tools.emulator import Emulator
+from tests.twin import twin_store
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
@@ -36,16 +39,11 @@ amounts = st.integers(min_value=1, max_value=3_000)
 
 
 class MoneyModel(RuleBasedStateMachine):
-    emulator: Emulator  # set by the test below
+    new_store: Callable[[], DynamoStore]  # set by the test below: one fresh stack per run
 
     def __init__(self) -> None:
         super().__init__()
-        stack = self.emulator.create_resources(TEMPLATE, prefix=f"mm{next(_machines)}")
-        self.store = DynamoStore(
-            self.emulator.client("dynamodb"),
-            stack.tables["BudgetTable"],
-            stack.tables["LedgerTable"],
-        )
+        self.store = self.new_store()
         self.account = new_id("acct")
         self.store.create_account(self.account, "model")
         caps = {
@@ -243,8 +241,22 @@ def _receipt(hold: Hold) -> Receipt:
     )
 
 
-def test_the_money_model_survives_random_interleavings(emulator: Emulator) -> None:
-    MoneyModel.emulator = emulator
+@pytest.mark.parametrize("backend", ["emulator", "twin"])
+def test_the_money_model_survives_random_interleavings(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "emulator":
+        emulator: Emulator = request.getfixturevalue("emulator")
+
+        def on_emulator() -> DynamoStore:
+            stack = emulator.create_resources(TEMPLATE, prefix=f"mm{next(_machines)}")
+            tables = stack.tables
+            client = emulator.client("dynamodb")
+            return DynamoStore(client, tables["BudgetTable"], tables["LedgerTable"])
+
+        MoneyModel.new_store = staticmethod(on_emulator)  # type: ignore[assignment]
+    else:
+        MoneyModel.new_store = staticmethod(twin_store)  # type: ignore[assignment]
     run = MoneyModel.TestCase
     run.settings = settings(
         max_examples=25,

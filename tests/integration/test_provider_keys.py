@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from forge.providers import configured_providers, key_source
+from forge.providers.registry import configured_providers, key_source
 from forge.settings import get_settings
 from forge_tools.emulator import Emulator, Resources
 

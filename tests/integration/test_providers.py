@@ -13,16 +13,15 @@ from typing import Any
 
 import pytest
 
-from forge.adapters.dynamo import DynamoStore
-from forge.api.schemas import EmbeddingsRequest
-from forge.errors import UpstreamUnavailable
+from forge.domain.errors import UpstreamRejected, UpstreamUnavailable
+from forge.domain.ids import new_id
+from forge.domain.money import Bucket, Usage
+from forge.domain.records import utcnow
+from forge.domain.requests import EmbeddingsRequest
 from forge.gateway import RequestLimits, estimated_input_tokens
-from forge.ids import new_id
-from forge.money import Bucket, Usage
-from forge.reconcile import reconcile
-from forge.records import utcnow
-from forge.routing import UpstreamRejected
-from forge.stores import get_store
+from forge.ledger.reconcile import reconcile
+from forge.store.dynamo.store import DynamoStore
+from forge.wiring import get_store
 from forge_tools.emulator import Resources
 from tests.fakes import Fault
 from tests.integration.providers_kit import (

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import httpx
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.adapters.openai_compat import OpenAICompatProvider
 from forge.api import create_app
 from forge.api.deps import get_gateway
-from forge.catalog import load_catalog
+from forge.domain.catalog import load_catalog
+from forge.domain.money import Bucket
 from forge.gateway import Gateway
-from forge.money import Bucket
-from forge.stores import get_store
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.providers.openai import OpenAICompatProvider
+from forge.wiring import get_store
 from forge_tools.emulator import Resources
 
 README = Path(__file__).resolve().parents[2] / "README.md"

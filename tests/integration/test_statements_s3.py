@@ -14,25 +14,28 @@ from typing import Any
 import httpx
 import pytest
 
-from forge.adapters.aws import s3_client
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.ledger_views import LedgerViews
-from forge.adapters.s3archive import S3Archive
-from forge.archive import Month, StatementFormat
-from forge.errors import InvalidRequest
-from forge.money import Bucket, format_micros
-from forge.records import Hold, LedgerEntry, LedgerKind, Receipt
-from forge.settings import get_settings
-from forge.statements import (
+from forge.domain.archive import StatementFormat
+from forge.domain.calendar import Month
+from forge.domain.errors import (
+    InvalidRequest,
     LedgerChainBroken,
     StatementMismatch,
     StatementNotReady,
+)
+from forge.domain.money import Bucket, format_micros
+from forge.domain.records import Hold, LedgerEntry, LedgerKind, Receipt
+from forge.ledger.statements import (
     build_month_for_all,
     build_statement,
     ensure_statement,
     render_csv,
     render_html,
 )
+from forge.settings import get_settings
+from forge.store.dynamo.store import DynamoStore
+from forge.store.dynamo.views import LedgerViews
+from forge.store.s3archive import S3Archive
+from forge.wiring import s3_client
 from forge_tools.emulator import Emulator, Resources
 from tests.ledger_history import History
 

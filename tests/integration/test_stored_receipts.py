@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from forge.accounts import create_account, credit_wallet
-from forge.adapters.ledger_views import LedgerViews
-from forge.ids import new_id
-from forge.money import Bucket
-from forge.payments import refund_charge
-from forge.records import Attempt, Hold, HoldOutcome, Receipt, utcnow
-from forge.stores import get_store
-from forge.sweeper import sweep
+from forge.domain.ids import new_id
+from forge.domain.money import Bucket
+from forge.domain.records import Attempt, Hold, HoldOutcome, Receipt, utcnow
+from forge.ledger.sweeper import sweep
+from forge.money_in.accounts import create_account, credit_wallet
+from forge.money_in.adjustments import refund_charge
+from forge.store.dynamo.views import LedgerViews
+from forge.wiring import get_store
 from forge_tools.emulator import Resources
 
 # What the gateway records when a route is skipped, and when an upstream never answers

@@ -18,15 +18,11 @@ import httpx
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
-from forge.accounts import create_account, credit_wallet, issue_key
-from forge.adapters.dynamo import DynamoStore, HoldAlreadyResolved
-from forge.adapters.ledger_views import LedgerViews
 from forge.api import create_app
-from forge.errors import BudgetExceeded
-from forge.ids import new_id
-from forge.money import Bucket, Usage
-from forge.payments import RefundAlreadyIssued, refund_charge
-from forge.records import (
+from forge.domain.errors import BudgetExceeded, HoldAlreadyResolved, RefundAlreadyIssued
+from forge.domain.ids import new_id
+from forge.domain.money import Bucket, Usage
+from forge.domain.records import (
     Attempt,
     Hold,
     HoldOutcome,
@@ -35,9 +31,13 @@ from forge.records import (
     Receipt,
     utcnow,
 )
-from forge.stores import get_archive, get_store
-from forge.sweeper import sweep
-from forge.views import TimeRange, UsageGroupBy, summarize_usage
+from forge.domain.views import TimeRange, UsageGroupBy, summarize_usage
+from forge.ledger.sweeper import sweep
+from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.money_in.adjustments import refund_charge
+from forge.store.dynamo.store import DynamoStore
+from forge.store.dynamo.views import LedgerViews
+from forge.wiring import get_archive, get_store
 from forge_tools.emulator import Resources, load_template
 from tests.ledger_history import Clock
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from forge.adapters.dynamo import DynamoStore
-from forge.ids import display_prefix, hash_api_key, new_api_key, new_id
-from forge.records import ApiKey
+from forge.domain.ids import display_prefix, hash_api_key, new_api_key, new_id
+from forge.domain.records import ApiKey
+from forge.store.dynamo.store import DynamoStore
 from forge_tools.emulator import Emulator, Resources, load_template
 
 pytestmark = pytest.mark.sam

@@ -10,8 +10,7 @@ from fastapi import FastAPI
 
 from forge.api.app import RequestIdMiddleware
 from forge.api.errors import install_error_handlers
-from forge.errors import ModelNotFound
-from forge.statements import StatementNotReady
+from forge.domain.errors import ModelNotFound, StatementNotReady
 
 
 def app_raising(error: Exception) -> FastAPI:

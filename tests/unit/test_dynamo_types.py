@@ -11,7 +11,7 @@ from boto3.dynamodb.types import TypeSerializer as Boto3Serializer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forge.adapters.dynamo_types import TypeDeserializer, TypeSerializer
+from forge.store.dynamo.items import TypeDeserializer, TypeSerializer
 
 scalars = st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.text(max_size=20)
 values = st.recursive(

@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from forge.adapters.http import retry_after_seconds
-from forge.formats import anthropic as claude
-from forge.formats import gemini
-from forge.money import Usage
-from forge.routing import RetryPolicy, RouteHealth
-from forge.upstream import FailureKind, UpstreamError, classify
+from forge.domain.money import Usage
+from forge.domain.routing import RetryPolicy, RouteHealth
+from forge.domain.upstream import FailureKind, UpstreamError, classify
+from forge.providers import anthropic_format as claude
+from forge.providers import gemini_format as gemini
+from forge.providers.http import retry_after_seconds
 
 TOOLS = [
     {

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forge.money import (
+from forge.domain.money import (
     Bucket,
     Money,
     Prices,

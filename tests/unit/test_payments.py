@@ -14,19 +14,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forge.errors import InvalidJson, InvalidRequest, WebhookSignatureInvalid, WebhooksNotConfigured
-from forge.money import Bucket
-from forge.payments import (
-    CODE_ALPHABET,
-    PAYMENT_SUCCEEDED,
-    CodeStatus,
-    RedeemCode,
-    new_code,
-    normalize_code,
-    parse_event,
-    sign_payload,
-    verify_signature,
+from forge.domain.errors import (
+    InvalidJson,
+    InvalidRequest,
+    WebhookSignatureInvalid,
+    WebhooksNotConfigured,
 )
+from forge.domain.money import Bucket
+from forge.domain.money_in import CodeStatus, RedeemCode
+from forge.money_in.codes import CODE_ALPHABET, new_code, normalize_code
+from forge.money_in.webhooks import PAYMENT_SUCCEEDED, parse_event, sign_payload, verify_signature
 
 SECRET = "whsec_unit"
 NOW = 1_900_000_000

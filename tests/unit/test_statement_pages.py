@@ -6,10 +6,10 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from forge.archive import Month
-from forge.money import Bucket
-from forge.records import LedgerEntry, LedgerKind
-from forge.statements import available_months, build_statement, render_csv, render_html
+from forge.domain.calendar import Month
+from forge.domain.money import Bucket
+from forge.domain.records import LedgerEntry, LedgerKind
+from forge.ledger.statements import available_months, build_statement, render_csv, render_html
 from tests.statement_check import (
     Page,
     assert_csv_tells,

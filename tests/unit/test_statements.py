@@ -12,26 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from forge.archive import (
-    MalformedStreamRecord,
-    Month,
-    archive_key,
-    archive_line,
-    ledger_entry_from_stream_record,
-    parse_archive_lines,
-    statement_key,
-)
-from forge.errors import InvalidRequest
-from forge.money import Bucket
-from forge.records import LedgerEntry, LedgerKind
-from forge.statements import (
+from forge.domain.archive import archive_key, archive_line, parse_archive_lines, statement_key
+from forge.domain.calendar import Month
+from forge.domain.errors import InvalidRequest, LedgerChainBroken
+from forge.domain.money import Bucket
+from forge.domain.records import LedgerEntry, LedgerKind
+from forge.ledger.statements import (
     CSV_COLUMNS,
-    LedgerChainBroken,
     StatementRequest,
     build_statement,
     render_csv,
     verify_chain,
 )
+from forge.store.dynamo.stream import MalformedStreamRecord, ledger_entry_from_stream_record
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 ACCOUNT = "acct_unit"

@@ -10,10 +10,12 @@ import typing
 import pytest
 from pydantic import BaseModel
 
-from forge import idempotency, records
-from forge.adapters.dynamo import _dump, _from_item, _to_item
-from forge.money import Bucket
-from forge.records import Attempt, Hold, HoldOutcome, Receipt, utcnow
+from forge.domain import idempotency, records
+from forge.domain.money import Bucket
+from forge.domain.records import Attempt, Hold, HoldOutcome, Receipt, utcnow
+from forge.store.dynamo.items import dump as _dump
+from forge.store.dynamo.items import from_item as _from_item
+from forge.store.dynamo.items import to_item as _to_item
 
 STORED_MODULES = (records, idempotency)
 

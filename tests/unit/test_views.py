@@ -10,20 +10,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from boto3.dynamodb.types import TypeSerializer
 
-from forge.adapters.ledger_totals import hour_key, receipt_updates, usage_cell_key
-from forge.adapters.ledger_views import (
-    BY_SCOPE_INDEX,
-    BY_TIME_INDEX,
-    _Query,
-    entry_index_attributes,
-    receipt_index_attributes,
-    time_key,
-)
-from forge.errors import InvalidRequest, NotFound
-from forge.money import Bucket, Usage
-from forge.records import Attempt, LedgerEntry, LedgerKind, Receipt
-from forge.views import (
-    InvalidCursor,
+from forge.domain.errors import InvalidCursor, InvalidRequest, NotFound
+from forge.domain.money import Bucket, Usage
+from forge.domain.records import Attempt, LedgerEntry, LedgerKind, Receipt
+from forge.domain.views import (
     TimeRange,
     UsageCell,
     UsageGroupBy,
@@ -31,6 +21,16 @@ from forge.views import (
     hour_of,
     summarize_usage,
 )
+from forge.store.dynamo.schema import (
+    BY_SCOPE_INDEX,
+    BY_TIME_INDEX,
+    entry_index_attributes,
+    hour_key,
+    receipt_index_attributes,
+    time_key,
+)
+from forge.store.dynamo.totals import receipt_updates, usage_cell_key
+from forge.store.dynamo.views import _Query
 
 _serializer = TypeSerializer()
 

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from forge.errors import ForgeError
-from forge.money import Bucket, format_micros
+from forge.domain.errors import ForgeError
+from forge.domain.money import Bucket, format_micros
 from forge_tools import catalog_admin
 
 if TYPE_CHECKING:
-    from forge.payments import RedeemCode
-    from forge.records import Wallet
+    from forge.domain.money_in import RedeemCode
+    from forge.domain.records import Wallet
 
 _OUTPUT_TO_ENV = {
     "BudgetTableName": "BUDGET_TABLE",
@@ -120,7 +120,7 @@ def _add_cap_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> N
 
 def _caps(args: argparse.Namespace, names: tuple[str, ...]) -> dict[Bucket, dict[str, int | None]]:
     """--daily credit=5 --daily rmb=30 ... -> {Bucket.CREDIT: {"daily": 5_000_000}, ...}."""
-    from forge.money import decimal_to_micros
+    from forge.domain.money import decimal_to_micros
 
     caps: dict[Bucket, dict[str, int | None]] = {}
     for name in names:
@@ -239,20 +239,19 @@ def _instant(text: str) -> datetime:
 
 
 def run(args: argparse.Namespace) -> None:
-    from forge import accounts, payments
-    from forge.adapters.ledger_views import get_ledger_views
-    from forge.money import RouteType
-    from forge.reconcile import reconcile
-    from forge.records import KeyCaps, KeyStatus, ProjectCaps
-    from forge.statements import (
+    from forge.domain.money import RouteType
+    from forge.domain.records import KeyCaps, KeyStatus, ProjectCaps
+    from forge.domain.views import TimeRange, page_size
+    from forge.ledger.reconcile import reconcile
+    from forge.ledger.statements import (
         available_months,
         build_month_for_all,
         ensure_statement,
         statement_month,
     )
-    from forge.stores import get_archive, get_store
-    from forge.sweeper import sweep
-    from forge.views import TimeRange, page_size
+    from forge.ledger.sweeper import sweep
+    from forge.money_in import accounts, adjustments, codes
+    from forge.wiring import get_archive, get_ledger_views, get_store
 
     if args.group == "catalog":
         catalog_admin.run(args)
@@ -324,12 +323,12 @@ def run(args: argparse.Namespace) -> None:
                 }
             )
         case ("wallet", "adjust"):
-            entry = payments.adjust_wallet(
+            entry = adjustments.adjust_wallet(
                 store, args.account, Bucket(args.bucket), args.amount, reason=args.reason
             )
-            _print(payments.describe_entry(entry))
+            _print(adjustments.describe_entry(entry))
         case ("code", "create"):
-            created = payments.create_code(
+            created = codes.create_code(
                 store,
                 Bucket(args.bucket),
                 args.amount,
@@ -345,9 +344,9 @@ def run(args: argparse.Namespace) -> None:
                 file=sys.stderr,
             )
         case ("code", "disable"):
-            _print(_describe_code(payments.disable_code(store, args.code)))
+            _print(_describe_code(codes.disable_code(store, args.code)))
         case ("code", "list"):
-            _print([_describe_code(c) for c in payments.list_codes(store)])
+            _print([_describe_code(c) for c in codes.list_codes(store)])
         case ("wallet", "show"):
             _print(
                 {
@@ -356,10 +355,10 @@ def run(args: argparse.Namespace) -> None:
                 }
             )
         case ("wallet", "refund"):
-            entry = payments.refund_charge(
+            entry = adjustments.refund_charge(
                 store, args.account, args.request_id, args.amount, reason=args.reason
             )
-            _print(payments.describe_entry(entry))
+            _print(adjustments.describe_entry(entry))
         case ("statement", "build"):
             views = get_ledger_views()
             if args.account is None:
@@ -403,7 +402,7 @@ def run(args: argparse.Namespace) -> None:
             _print(
                 {
                     "entries": [
-                        {**payments.describe_entry(e), "seq": e.seq, "created_at": e.created_at}
+                        {**adjustments.describe_entry(e), "seq": e.seq, "created_at": e.created_at}
                         | {"request_id": e.request_id, "model": e.model, "route": e.route}
                         for e in page.items
                     ],

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from forge.money import RouteType, format_micros
+from forge.domain.money import RouteType, format_micros
 
 
 def add_parser(groups: Any) -> None:
@@ -75,11 +75,11 @@ def describe(model: Any) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> None:
     from pydantic import ValidationError
 
-    from forge.adapters.aws import dynamodb_client
-    from forge.adapters.catalog_store import DynamoCatalogStore
-    from forge.catalog import CatalogModel, load_catalog
-    from forge.errors import InvalidRequest, NotFound
+    from forge.domain.catalog import CatalogModel, load_catalog
+    from forge.domain.errors import InvalidRequest, NotFound
     from forge.settings import get_settings
+    from forge.store.dynamo.catalog import DynamoCatalogStore
+    from forge.wiring import dynamodb_client
 
     store = DynamoCatalogStore(dynamodb_client(), get_settings().budget_table)
 
@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _act(args: argparse.Namespace, store: Any, current: Any, model: Any, print_json: Any) -> None:
-    from forge.catalog import CatalogModel, RouteSpec, read_catalog_file
-    from forge.errors import InvalidRequest, NotFound
+    from forge.domain.catalog import CatalogModel, RouteSpec, read_catalog_file
+    from forge.domain.errors import InvalidRequest, NotFound
 
     match args.action:
         case "list":

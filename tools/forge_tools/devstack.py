@@ -53,9 +53,9 @@ def _serve_in_thread(app: ASGIApp, port: int) -> uvicorn.Server:
 
 
 def _seed(resources: Resources) -> dict[str, str]:
-    from forge.accounts import create_account, credit_wallet, issue_key
-    from forge.money import Bucket
-    from forge.stores import get_store
+    from forge.domain.money import Bucket
+    from forge.money_in.accounts import create_account, credit_wallet, issue_key
+    from forge.wiring import get_store
 
     store = get_store()
     account_id = create_account(store, "Demo account")
@@ -69,10 +69,10 @@ def _seed(resources: Resources) -> dict[str, str]:
 def _seed_catalog() -> None:
     """The catalog in the budget table, from FORGE_CATALOG_FILE or the file the package ships
     (`forge-admin catalog ...` changes it while the stack runs)."""
-    from forge.adapters.aws import dynamodb_client
-    from forge.adapters.catalog_store import DynamoCatalogStore
-    from forge.catalog import read_catalog_file
+    from forge.domain.catalog import read_catalog_file
     from forge.settings import get_settings
+    from forge.store.dynamo.catalog import DynamoCatalogStore
+    from forge.wiring import dynamodb_client
 
     path = os.environ.get("FORGE_CATALOG_FILE")
     catalog = read_catalog_file(Path(path) if path else None)
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update(env)  # the process entry point configures the settings of everything below
 
     from forge.api import create_app
-    from forge.demo_upstream import create_demo_app
+    from forge.providers.demo import create_demo_app
 
     demo = _serve_in_thread(create_demo_app(), demo_port)
     seeded = _seed(resources)

@@ -5,7 +5,7 @@ negative. Real DynamoDB makes each item write (and each transaction) atomic, so 
 the whole WSGI app is the faithful model, and it keeps the emulator's races from hiding ours.
 moto's transaction rollback deep-copies whole tables (ever slower as they grow); it is
 replaced here by an item-level rollback. Tables and the bucket are created from
-template.yaml's own resource definitions.
+template.yaml's own resource definitions (forge_tools.template).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import yaml
 from moto.dynamodb import models as _dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
@@ -26,18 +25,10 @@ from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from forge_tools.template import create_tables, load_template
+
 REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
-
-# CloudFormation properties of AWS::DynamoDB::Table that CreateTable takes as they are.
-_TABLE_PROPERTIES = (
-    "KeySchema",
-    "AttributeDefinitions",
-    "BillingMode",
-    "StreamSpecification",
-    "GlobalSecondaryIndexes",
-    "LocalSecondaryIndexes",
-)
 
 
 class _TableCopiesAreFree:
@@ -115,27 +106,6 @@ class _LockedApp:
             return list(self._app(environ, start_response))
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """Reads a SAM template, keeping intrinsic functions (!Ref, !Sub...) as plain values."""
-
-
-def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        return {suffix: loader.construct_scalar(node)}
-    if isinstance(node, yaml.SequenceNode):
-        return {suffix: loader.construct_sequence(node, deep=True)}
-    assert isinstance(node, yaml.MappingNode)
-    return {suffix: loader.construct_mapping(node, deep=True)}
-
-
-_CfnLoader.add_multi_constructor("!", _intrinsic)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as fh:
-        return dict(yaml.load(fh, Loader=_CfnLoader))  # noqa: S506 - SafeLoader subclass
-
-
 @dataclass(frozen=True)
 class Resources:
     """Physical names of the emulated resources, by their logical ids in template.yaml."""
@@ -188,23 +158,11 @@ class Emulator:
 
     def create_resources(self, template_path: Path, prefix: str = "forge-local") -> Resources:
         """Create every table and bucket declared in the template, named after its logical id."""
-        resources = load_template(template_path)["Resources"]
         dynamodb, s3 = self.client("dynamodb"), self.client("s3")
-        tables: dict[str, str] = {}
+        tables = create_tables(dynamodb, template_path, prefix)
         buckets: dict[str, str] = {}
-        for logical_id, resource in resources.items():
-            props = resource.get("Properties", {})
-            if resource["Type"] == "AWS::DynamoDB::Table":
-                name = f"{prefix}-{logical_id}"
-                spec = {k: props[k] for k in _TABLE_PROPERTIES if k in props}
-                if "StreamSpecification" in spec:  # CloudFormation implies StreamEnabled
-                    spec["StreamSpecification"] = {
-                        "StreamEnabled": True,
-                        **spec["StreamSpecification"],
-                    }
-                dynamodb.create_table(TableName=name, **spec)
-                tables[logical_id] = name
-            elif resource["Type"] == "AWS::S3::Bucket":
+        for logical_id, resource in load_template(template_path)["Resources"].items():
+            if resource["Type"] == "AWS::S3::Bucket":
                 name = f"{prefix}-{logical_id}".lower()
                 s3.create_bucket(Bucket=name)
                 buckets[logical_id] = name

@@ -21,7 +21,7 @@ class Settings(BaseModel):
     openai_base_url: str = Field(
         default="https://api.openai.com/v1", alias="OPENAI_UPSTREAM_BASE_URL"
     )
-    # Providers (see forge.providers): a key in the environment, or in the JSON secret
+    # Providers (see forge.providers.registry): a key in the environment, or in the JSON secret
     # FORGE_PROVIDER_SECRET_ID names ({"openai": "...", "anthropic": "...", ...}) on AWS.
     anthropic_api_key: str | None = Field(
         default=None, alias="ANTHROPIC_UPSTREAM_API_KEY", repr=False
@@ -42,7 +42,7 @@ class Settings(BaseModel):
         default_factory=dict, alias="FORGE_COMPAT_API_KEYS", repr=False
     )
     provider_secret_id: str | None = Field(default=None, alias="FORGE_PROVIDER_SECRET_ID")
-    # Retry and fallback (forge.routing): attempts per route and per request (a key may set
+    # Retry and fallback (forge.domain.routing): attempts per route and per request (a key may set
     # its own ceiling), backoff, the longest Retry-After worth waiting for, route health.
     upstream_route_attempts: int = Field(default=2, ge=1, alias="FORGE_UPSTREAM_ROUTE_ATTEMPTS")
     upstream_max_attempts: int = Field(default=4, ge=1, alias="FORGE_UPSTREAM_MAX_ATTEMPTS")

@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from forge.api.errors import install_error_handlers
 from forge.api.routes import account, chat, messages, models, money
 from forge.api.schemas import ErrorResponse, error_responses
-from forge.ids import new_id
+from forge.domain.ids import new_id
 
 
 class RequestIdMiddleware:

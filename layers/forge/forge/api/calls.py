@@ -11,14 +11,14 @@ import anyio
 from fastapi import Depends, Header
 from fastapi.responses import Response, StreamingResponse
 
-from forge.adapters.dynamo import DynamoStore
 from forge.api.idempotent import IdempotentCall
-from forge.envelopes import parse_header_amount, parse_run_id
+from forge.domain.envelopes import parse_header_amount, parse_run_id
+from forge.domain.idempotency import fingerprint, validate_key
+from forge.domain.money import format_micros
+from forge.domain.records import Receipt
 from forge.gateway import CallPlan, Completed, RequestLimits, StreamResult, receipt_summary
-from forge.idempotency import fingerprint, validate_key
-from forge.money import format_micros
-from forge.records import Receipt
 from forge.settings import Settings
+from forge.store.dynamo.store import DynamoStore
 
 # What the OpenAPI document promises is what is accepted: a decimal in the bucket's currency
 # with at most six places, and a run id of letters, digits and . _ : -.

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Annotated
 
 from fastapi import Depends, Header
 
-from forge.adapters.dynamo import DynamoStore
-from forge.adapters.s3archive import S3Archive
+from forge.domain.records import ApiKey
 from forge.gateway import Gateway
-from forge.providers import build_gateway
-from forge.records import ApiKey
 from forge.settings import Settings, get_settings
-from forge.stores import get_archive, get_store
-
-
-@cache
-def get_gateway() -> Gateway:
-    return build_gateway(get_settings(), get_store())
-
+from forge.store.dynamo.store import DynamoStore
+from forge.store.s3archive import S3Archive
+from forge.wiring import get_archive, get_gateway, get_store
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[DynamoStore, Depends(get_store)]

@@ -11,8 +11,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from forge.errors import ForgeError, InternalError, InvalidJson, InvalidRequest, NotFound
-from forge.formats.anthropic import error_event
+from forge.domain.errors import (
+    ForgeError,
+    HttpError,
+    InternalError,
+    InvalidJson,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+)
+from forge.providers.anthropic_format.stream_writer import error_event
 
 logger = logging.getLogger(__name__)
 
@@ -27,23 +35,6 @@ _ANTHROPIC_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
-
-
-class MethodNotAllowed(ForgeError):
-    status = 405
-    type = "invalid_request_error"
-    code = "method_not_allowed"
-
-
-class HttpError(ForgeError):
-    """Any other HTTP-level refusal from the framework; the status is per instance."""
-
-    type = "invalid_request_error"
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status  # type: ignore[misc]
-        self.code = f"http_{status}"  # type: ignore[misc]
 
 
 def error_body(

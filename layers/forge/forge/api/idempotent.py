@@ -1,4 +1,4 @@
-"""Idempotency-Key for HTTP responses: claim, replay, or capture (see forge.idempotency)."""
+"""Idempotency-Key for HTTP responses: claim, replay, or capture (see forge.domain.idempotency)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from fastapi.responses import Response, StreamingResponse
 
-from forge.adapters.dynamo import DynamoStore
-from forge.idempotency import IdempotencyRecord, StoredResponse, wait_for_first
+from forge.domain.idempotency import IdempotencyRecord, StoredResponse, wait_for_first
+from forge.store.dynamo.store import DynamoStore
 
 REPLAY_HEADER = "x-forge-idempotent-replay"
 

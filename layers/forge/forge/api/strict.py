@@ -1,4 +1,4 @@
-"""Every JSON body is parsed strictly (forge.strict_json) before FastAPI validates it."""
+"""Every JSON body is parsed strictly (forge.domain.strict_json) before FastAPI validates it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from forge import strict_json
+from forge.domain import strict_json
 
 
 class StrictJsonRequest(Request):

@@ -9,12 +9,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from forge.adapters.ledger_views import LedgerViews, get_ledger_views
 from forge.api.deps import ArchiveDep, KeyDep, SettingsDep, StoreDep
 from forge.api.schemas import (
     BalanceView,
     BucketBalance,
-    LedgerEntryView,
     LedgerPage,
     RunCallView,
     RunView,
@@ -24,12 +22,12 @@ from forge.api.schemas import (
     UsageLineView,
     UsageView,
 )
-from forge.archive import Month, StatementFormat
-from forge.errors import NotFound
-from forge.money import Bucket, format_micros
-from forge.records import LedgerEntry, Receipt, utcnow
-from forge.statements import available_months, ensure_statement
-from forge.views import (
+from forge.domain.archive import StatementFormat
+from forge.domain.calendar import Month
+from forge.domain.errors import NotFound
+from forge.domain.money import Bucket, format_micros
+from forge.domain.records import Receipt, utcnow
+from forge.domain.views import (
     MAX_PAGE_SIZE,
     MAX_USAGE_RANGE,
     TimeRange,
@@ -38,6 +36,10 @@ from forge.views import (
     hour_ceiling,
     summarize_usage,
 )
+from forge.ledger.entry_view import LedgerEntryView
+from forge.ledger.statements import available_months, ensure_statement
+from forge.store.dynamo.views import LedgerViews
+from forge.wiring import get_ledger_views
 
 router = APIRouter()
 
@@ -82,28 +84,6 @@ async def get_receipt(
 
 
 # Ledger, usage, runs ---------------------------------------------------------------------------
-def _entry_view(entry: LedgerEntry) -> LedgerEntryView:
-    return LedgerEntryView(
-        entry_id=entry.entry_id,
-        bucket=entry.bucket.value,
-        currency=entry.bucket.currency,
-        seq=entry.seq,
-        kind=entry.kind.value,
-        amount=format_micros(entry.amount),
-        amount_micros=entry.amount,
-        balance_after=format_micros(entry.balance_after),
-        balance_after_micros=entry.balance_after,
-        created_at=entry.created_at,
-        request_id=entry.request_id,
-        key_id=entry.key_id,
-        project_id=entry.project_id,
-        model=entry.model,
-        route=entry.route,
-        source=entry.source,
-        memo=entry.memo,
-    )
-
-
 def _usage_view(line: UsageLine) -> UsageLineView:
     sums = line.totals
     return UsageLineView(
@@ -173,7 +153,7 @@ async def get_ledger(
         )
     )
     return LedgerPage(
-        data=[_entry_view(e) for e in page.items],
+        data=[LedgerEntryView.of(e) for e in page.items],
         has_more=page.next_cursor is not None,
         next_cursor=page.next_cursor,
     )

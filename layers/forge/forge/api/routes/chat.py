@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from forge import strict_json
 from forge.api.calls import CallHeadersDep, idempotent, paid_response
 from forge.api.deps import GatewayDep, KeyDep, SettingsDep, StoreDep
-from forge.api.schemas import PAID_SUCCESS, ChatCompletionRequest, EmbeddingsRequest
+from forge.api.schemas import PAID_SUCCESS
+from forge.api.sse import openai_events
 from forge.api.strict import StrictJsonRoute
-from forge.errors import InvalidRequest
-from forge.gateway import Gateway, RequestLimits, StreamResult
-from forge.records import ApiKey
-from forge.upstream import Completion
+from forge.domain import strict_json
+from forge.domain.errors import InvalidRequest
+from forge.domain.records import ApiKey
+from forge.domain.requests import ChatCompletionRequest, EmbeddingsRequest
+from forge.domain.upstream import Completion
+from forge.gateway import Gateway, RequestLimits
 
 router = APIRouter(route_class=StrictJsonRoute)
 
@@ -51,10 +51,6 @@ def _json(completion: Completion) -> bytes:
     return strict_json.dumps(completion.body)
 
 
-def _openai_events(result: StreamResult) -> AsyncIterator[bytes]:
-    return result.events
-
-
 async def _serve(
     gateway: Gateway,
     key: ApiKey,
@@ -63,7 +59,7 @@ async def _serve(
     limits: RequestLimits,
 ) -> Response:
     result = await gateway.serve(key, body, request_id, limits, _json)
-    return paid_response(result, _openai_events)
+    return paid_response(result, openai_events)
 
 
 @router.post("/v1/embeddings", response_model=None)

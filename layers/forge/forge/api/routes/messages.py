@@ -4,35 +4,29 @@ ledger and receipts as chat completions. Errors leave in Anthropic's error shape
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from forge import strict_json
 from forge.api.calls import CallHeadersDep, idempotent, paid_response
 from forge.api.deps import GatewayDep, SettingsDep, StoreDep
-from forge.api.schemas import (
-    PAID_SUCCESS,
-    AnthropicErrorResponse,
-    ChatCompletionRequest,
-    MessagesRequest,
-    error_responses,
-)
+from forge.api.schemas import PAID_SUCCESS, AnthropicErrorResponse, error_responses
+from forge.api.sse import messages_sse
 from forge.api.strict import StrictJsonRoute
-from forge.errors import InvalidJson, InvalidRequest
-from forge.formats.anthropic import (
-    MessagesStreamWriter,
+from forge.domain import strict_json
+from forge.domain.errors import InvalidJson, InvalidRequest
+from forge.domain.records import ApiKey
+from forge.domain.requests import ChatCompletionRequest, MessagesRequest
+from forge.domain.upstream import Completion
+from forge.gateway import Gateway, RequestLimits, StreamResult
+from forge.providers.anthropic_format.inbound import (
     chat_body_from_messages,
-    error_event,
     message_from_completion,
 )
-from forge.gateway import Gateway, RequestLimits, StreamItem, StreamResult, receipt_summary
-from forge.records import ApiKey
-from forge.upstream import Completion
+from forge.providers.anthropic_format.stream_writer import MessagesStreamWriter
 
 router = APIRouter(
     route_class=StrictJsonRoute,
@@ -106,7 +100,7 @@ def _message(completion: Completion) -> bytes:
 
 def _messages_events(result: StreamResult) -> AsyncIterator[bytes]:
     writer = MessagesStreamWriter(result.plan.route.upstream_model, result.plan.request_id)
-    return _messages_sse(result.items, writer)
+    return messages_sse(result.items, writer)
 
 
 async def _serve(
@@ -118,41 +112,3 @@ async def _serve(
 ) -> Response:
     result = await gateway.serve(key, chat, request_id, limits, _message)
     return paid_response(result, _messages_events)
-
-
-def _event(payload: dict[str, Any]) -> bytes:
-    data = json.dumps(payload, separators=(",", ":"))
-    return f"event: {payload['type']}\ndata: {data}\n\n".encode()
-
-
-async def _messages_sse(
-    items: AsyncGenerator[StreamItem, None], writer: MessagesStreamWriter
-) -> AsyncIterator[bytes]:
-    """The gateway's relayed stream as Messages events: message_start, content blocks,
-    message_delta (with the charged usage and the receipt), message_stop; or an error
-    event when the upstream stream was cut after its first byte."""
-    try:
-        async for item in items:
-            if item.kind == "chunk":
-                events = writer.chunk(item.payload)
-            elif item.kind == "end" and item.receipt is not None:
-                receipt = item.receipt
-                events = writer.finish(
-                    receipt.usage,
-                    receipt.cache_write_input_tokens,
-                    {"receipt": receipt_summary(receipt)},
-                )
-            else:
-                error = item.payload.get("error") or {}
-                events = writer.fail(
-                    error_event(
-                        "api_error",
-                        str(error.get("message", "The upstream stream was interrupted")),
-                        code=error.get("code"),
-                        receipt=error.get("receipt"),
-                    )
-                )
-            for event in events:
-                yield _event(event)
-    finally:
-        await items.aclose()

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 
 from forge.api.deps import GatewayDep, KeyDep
 from forge.api.schemas import ModelCard, ModelList, ModelPrices, ModelRoute
-from forge.catalog import RouteSpec
-from forge.money import format_micros
+from forge.domain.catalog import RouteSpec
+from forge.domain.money import format_micros
 
 router = APIRouter()
 

@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from forge.api.deps import KeyDep, SettingsDep, StoreDep
 from forge.api.strict import StrictJsonRoute
-from forge.errors import WebhooksNotConfigured
-from forge.money import format_micros
-from forge.payments import apply_payment, claim_code, parse_event, verify_signature
+from forge.domain.errors import WebhooksNotConfigured
+from forge.domain.money import format_micros
+from forge.money_in.codes import claim_code
+from forge.money_in.webhooks import apply_payment, parse_event, verify_signature
 from forge.secrets import webhook_secret
 
 router = APIRouter(route_class=StrictJsonRoute)

@@ -1,0 +1,224 @@
+"""The records the gateway keeps: keys, wallets, holds, ledger entries and receipts.
+
+Every record that crosses a boundary (DynamoDB item, stream record, archive line, API body)
+is one of these pydantic models; adapters only translate them to and from storage.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+
+from forge.domain.money import Bucket, Prices, RouteType, Usage
+
+LEDGER_SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class KeyStatus(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    REVOKED = "revoked"
+
+
+class KeyCaps(BaseModel):
+    """A key's spend limits in one bucket, in micro-units; None means no cap."""
+
+    model_config = ConfigDict(frozen=True)
+
+    daily: NonNegativeInt | None = None
+    monthly: NonNegativeInt | None = None
+    total: NonNegativeInt | None = None
+    run_budget: NonNegativeInt | None = None  # default budget of one X-Run-Id run
+    max_request_charge: NonNegativeInt | None = None
+
+
+class ProjectCaps(BaseModel):
+    """A project's spend limits in one bucket, in micro-units; None means no cap."""
+
+    model_config = ConfigDict(frozen=True)
+
+    daily: NonNegativeInt | None = None
+    monthly: NonNegativeInt | None = None
+
+
+class ApiKey(BaseModel):
+    """What the gateway knows about a key: never the key itself, only its hash and prefix."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key_id: str
+    account_id: str
+    project_id: str
+    prefix: str
+    status: KeyStatus = KeyStatus.ACTIVE
+    route_types: frozenset[RouteType] = frozenset(RouteType)
+    caps: dict[Bucket, KeyCaps] = Field(default_factory=dict)
+    # Upstream calls one request may make, retries and fallbacks included (None: the default).
+    max_upstream_attempts: int | None = Field(default=None, ge=1)
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def caps_for(self, bucket: Bucket) -> KeyCaps:
+        return self.caps.get(bucket) or KeyCaps()
+
+
+class Wallet(BaseModel):
+    """One bucket of one account. Invariant: available + held == balance."""
+
+    account_id: str
+    bucket: Bucket
+    balance: int = 0
+    held: int = 0
+    available: int = 0
+    seq: int = 0  # number of ledger entries written for this bucket
+
+
+class HoldStatus(enum.StrEnum):
+    PENDING = "pending"
+    SETTLED = "settled"
+    VOIDED = "voided"
+
+
+class EnvelopeRef(BaseModel):
+    """One budget envelope a hold was reserved against: where its counters live."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # e.g. "key:daily", "project:monthly", "run"
+    pk: str
+    sk: str
+    limit: NonNegativeInt
+
+
+class HoldOutcome(BaseModel):
+    """What the gateway learned but could not settle: the sweeper settles it later."""
+
+    charge: NonNegativeInt
+    receipt: Receipt
+
+
+class Hold(BaseModel):
+    """Worst-case cost reserved before an upstream call; resolves exactly once."""
+
+    request_id: str
+    account_id: str
+    key_id: str
+    project_id: str = "default"
+    requested_model: str = ""
+    run_id: str | None = None
+    bucket: Bucket
+    amount: int = Field(ge=0)
+    status: HoldStatus = HoldStatus.PENDING
+    expires_at: datetime
+    envelopes: list[EnvelopeRef] = Field(default_factory=list)
+    outcome: HoldOutcome | None = None
+
+
+class LedgerKind(enum.StrEnum):
+    TOPUP = "topup"
+    GRANT = "grant"
+    CHARGE = "charge"
+    REFUND = "refund"
+    ADJUSTMENT = "adjustment"
+
+
+class LedgerEntry(BaseModel):
+    """One balance movement. Per account and bucket, `seq` is gap-free and each entry's
+    balance_after = previous balance_after + amount, so the ledger alone explains a balance."""
+
+    schema_version: int = LEDGER_SCHEMA_VERSION
+    entry_id: str
+    account_id: str
+    bucket: Bucket
+    seq: int = Field(ge=1)
+    kind: LedgerKind
+    amount: int  # signed micro-units: positive adds to the balance, negative takes from it
+    balance_after: int
+    created_at: datetime = Field(default_factory=utcnow)
+    request_id: str | None = None
+    key_id: str | None = None
+    project_id: str | None = None
+    model: str | None = None
+    route: str | None = None
+    source: str | None = None  # payment id, redeem code, or operator
+    memo: str | None = None
+
+
+class Attempt(BaseModel):
+    """One upstream call (or a route skipped as unhealthy) and what the gateway did next."""
+
+    route: str
+    upstream_model: str
+    # Upstream HTTP status; None when no response arrived (or the route was skipped). It
+    # must default to None: stored items drop None values, nested ones included, so a
+    # required field that may be None would make the record unreadable once stored.
+    status: int | None = None
+    latency_ms: int
+    outcome: Literal["ok", "error", "skipped"]
+    reason: str | None = None
+    route_type: RouteType | None = None
+    bucket: Bucket | None = None
+    # After a failure: retried the same route (after wait_ms), fell back to the next route,
+    # returned the provider's refusal to the client, or gave up (nothing left to try).
+    action: Literal["retry", "fallback", "return", "give_up"] | None = None
+    wait_ms: int | None = None
+
+
+class Receipt(BaseModel):
+    """One per request, failed ones too: everything needed to explain its charge."""
+
+    request_id: str
+    account_id: str
+    key_id: str
+    project_id: str
+    run_id: str | None = None
+    requested_model: str
+    stream: bool = False
+    status: Literal["succeeded", "failed", "partial"]
+    attempts: list[Attempt] = Field(default_factory=list)
+    final_route: str | None = None
+    route_type: RouteType | None = None
+    upstream_model: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    # Input tokens written to the provider's prompt cache (Anthropic), part of usage's input.
+    cache_write_input_tokens: NonNegativeInt = 0
+    prices: Prices | None = None
+    hold: int = 0
+    charge: int = 0
+    bucket: Bucket | None = None
+    balance_after: int | None = None
+    ledger_entry_id: str | None = None
+    # "deferred": served, but the store failed at settle; the sweeper settles the outcome.
+    settlement: Literal["settled", "deferred"] = "settled"
+    error_code: str | None = None
+    note: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+HoldOutcome.model_rebuild()
+Hold.model_rebuild()
+
+
+class EnvelopeCounters(BaseModel):
+    """An envelope's stored counters. Invariants: consumed == settled + held, and held ==
+    the sum of the pending holds reserved against it."""
+
+    pk: str
+    sk: str
+    consumed: int = 0
+    held: int = 0
+    settled: int = 0
+
+
+class BudgetSnapshot(BaseModel):
+    """Every wallet, hold and envelope of the budget store, read in one pass (reconciliation)."""
+
+    wallets: list[Wallet] = Field(default_factory=list)
+    holds: list[Hold] = Field(default_factory=list)
+    envelopes: list[EnvelopeCounters] = Field(default_factory=list)

@@ -1,1 +1,0 @@
-"""Providers' wire formats translated to and from OpenAI's chat shapes (pure functions)."""

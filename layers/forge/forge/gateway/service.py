@@ -1,0 +1,313 @@
+"""The gateway's one paid call: plan, reserve, call upstream (retrying, falling back), settle."""
+
+# Transport-agnostic: the API layer turns results into HTTP, adapters do the I/O.
+# Money rules kept in this package: the hold is sized at the serving route's price in that
+# route's bucket; before a fallback route is called the hold is moved to its price and bucket
+# (one transaction, same conditions as a reservation); a charge never exceeds the hold; a stream
+# is stopped when its running cost reaches the hold; a call no route served charges nothing.
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Generic, TypeVar, cast
+
+import anyio
+
+from forge.domain.catalog import Catalog, CatalogSource, RouteSpec
+from forge.domain.errors import (
+    BudgetExceeded,
+    BudgetStoreUnavailable,
+    ForgeError,
+    HoldAlreadyResolved,
+    InternalError,
+)
+from forge.domain.records import ApiKey, Receipt, utcnow
+from forge.domain.requests import ChatCompletionRequest, EmbeddingsRequest
+from forge.domain.routing import RetryPolicy, RouteHealth, jitter
+from forge.domain.upstream import ChatProvider, Completion, FailureKind, UpstreamError
+from forge.gateway.attempts import Attempts
+from forge.gateway.auth import Keys
+from forge.gateway.holds import Holds, off_loop
+from forge.gateway.plan import (
+    CallPlan,
+    CallRequest,
+    RequestLimits,
+    bind,
+    choose_routes,
+    new_plan,
+    open_hold,
+    resize,
+    tightest_envelope,
+)
+from forge.gateway.relay import StreamResult, relay
+from forge.ports import GatewayStore
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Completed(Generic[T]):
+    """A non-streamed call, served and settled: the answer as rendered before the charge."""
+
+    plan: CallPlan
+    answer: T
+    receipt: Receipt
+
+
+class Gateway:
+    def __init__(
+        self,
+        store: GatewayStore,
+        providers: Mapping[str, ChatProvider],
+        catalog: Catalog | CatalogSource,
+        *,
+        hold_ttl_seconds: int,
+        clock: Callable[[], float] = time.monotonic,
+        retry: RetryPolicy | None = None,
+        health: RouteHealth | None = None,
+        sleep: Callable[[float], Any] = anyio.sleep,
+        rand: Callable[[], float] = jitter,
+    ) -> None:
+        self._providers = providers
+        self._catalog = (
+            catalog if isinstance(catalog, CatalogSource) else CatalogSource.fixed(catalog)
+        )
+        self._hold_ttl = timedelta(seconds=hold_ttl_seconds)
+        self._clock = clock
+        self.health = health or RouteHealth()
+        self._keys = Keys(store, clock)
+        self._holds = Holds(store)
+        self._attempts = Attempts(
+            self._holds,
+            self._keys,
+            self.health,
+            retry or RetryPolicy(),
+            clock=clock,
+            sleep=sleep,
+            rand=rand,
+        )
+
+    @property
+    def _store(self) -> GatewayStore:
+        return self._holds.store
+
+    @_store.setter
+    def _store(self, store: GatewayStore) -> None:
+        # Keys and holds read one store; a test swaps it under a built gateway.
+        self._keys.store = self._holds.store = store
+
+    @property
+    def provider_names(self) -> frozenset[str]:
+        return frozenset(self._providers)
+
+    async def catalog(self) -> Catalog:
+        """The catalog, re-read from the store at most once per TTL per container."""
+        if self._catalog.fresh:
+            return self._catalog.current()
+        return await off_loop(self._catalog.current)
+
+    async def authenticate(self, authorization: str | None) -> ApiKey:
+        return await self._keys.authenticate(authorization)
+
+    async def authenticate_key(self, plaintext: str) -> ApiKey:
+        return await self._keys.authenticate_key(plaintext)
+
+    # One paid call ------------------------------------------------------------------------
+    async def serve(
+        self,
+        key: ApiKey,
+        request: CallRequest,
+        request_id: str,
+        limits: RequestLimits,
+        render: Callable[[Completion], T],
+    ) -> Completed[T] | StreamResult:
+        """Plan, reserve and call, inside one guarded boundary: a refusal leaves a receipt, and
+        any exception after the reservation resolves the hold and writes a `failed` receipt
+        before it propagates. A non-streamed answer is rendered by `render` before it is
+        charged, so an answer that cannot be sent is never paid for."""
+        plan: CallPlan | None = None
+        try:
+            plan = await self.plan(key, request, request_id, limits)
+            await self.reserve(plan)
+        except ForgeError as exc:
+            await self._record_refusal(key, request, request_id, limits, plan, exc)
+            raise
+        try:
+            if plan.stream:
+                return await self.open_stream(plan)
+            answer, receipt = await self._complete(plan, render)
+            return Completed(plan, answer, receipt)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                contained = await self._contain(plan, exc)
+            if contained is exc:
+                raise
+            raise contained from exc
+
+    async def _record_refusal(
+        self,
+        key: ApiKey,
+        request: CallRequest,
+        request_id: str,
+        limits: RequestLimits,
+        plan: CallPlan | None,
+        error: ForgeError,
+    ) -> None:
+        """A receipt for a request refused before it was served (no route, scope, budget, or
+        a store that failed during the reservation)."""
+        if plan is not None and isinstance(error, BudgetStoreUnavailable):
+            # The reservation's answer was lost, not necessarily its write: void what may
+            # have been held (a hold that does not exist is 'already resolved').
+            with contextlib.suppress(BudgetStoreUnavailable, HoldAlreadyResolved):
+                await self._holds.void(plan, error.code, error.message)
+        if plan is not None:
+            if not plan.closed:
+                await self.record_refusal(plan, error)
+            return
+        receipt = Receipt(
+            request_id=request_id,
+            account_id=key.account_id,
+            key_id=key.key_id,
+            project_id=key.project_id,
+            run_id=limits.run_id,
+            requested_model=request.model,
+            stream=isinstance(request, ChatCompletionRequest) and request.stream,
+            status="failed",
+            error_code=error.code,
+            note=error.message,
+        )
+        await self._holds.put_receipt(receipt)
+
+    async def _contain(self, plan: CallPlan, exc: BaseException) -> BaseException:
+        """After the reservation, whatever failed: void the hold (nothing was delivered) with a
+        `failed` receipt, unless it was already resolved. Returns the error to answer with."""
+        if isinstance(exc, ForgeError):
+            code, note = exc.code, exc.message
+        else:
+            code, note = InternalError.code, f"internal error ({type(exc).__name__})"
+            logger.exception("paid_call_failed", extra={"request_id": plan.request_id})
+        if not plan.closed:
+            try:
+                await self._holds.void(plan, code, note)
+            except HoldAlreadyResolved:
+                plan.closed = True
+            except Exception:
+                # The store is failing too: the hold expires and the sweeper voids it.
+                logger.exception("hold_not_released", extra={"request_id": plan.request_id})
+        if isinstance(exc, ForgeError) or not isinstance(exc, Exception):
+            return exc  # ours, or a cancellation
+        return InternalError(
+            "Internal error; the hold was released and nothing was charged",
+            request_id=plan.request_id,
+        )
+
+    # Planning ------------------------------------------------------------------------------
+    async def plan(
+        self, key: ApiKey, request: CallRequest, request_id: str, limits: RequestLimits
+    ) -> CallPlan:
+        """Choose the route and size the hold at that route's price, in that route's bucket,
+        against every envelope that applies."""
+        model = (await self.catalog()).resolve(request.model, self.provider_names)
+        routes = choose_routes(model, request, key, self.health.healthy)
+        first = routes.ordered[0]
+        hold = open_hold(key, request, request_id, limits, first, utcnow() + self._hold_ttl)
+        project = await self._keys.project_caps(key, first.bucket)
+        binding = bind(key, request, first, hold, limits, project, utcnow())
+        return new_plan(request_id, key, request, model, binding, limits, routes)
+
+    # Reserving -----------------------------------------------------------------------------
+    async def reserve(self, plan: CallPlan) -> None:
+        """Reserve the worst case. If an envelope is too small for it, size the output to what
+        is left (never below MIN_OUTPUT_TOKENS) and try once more; else refuse with a 402."""
+        try:
+            try:
+                await self._holds.reserve(plan.hold)
+                return
+            except BudgetExceeded:
+                rooms = await self._holds.rooms(
+                    plan.key.account_id, plan.hold.bucket, plan.hold.envelopes
+                )
+                tokens = resize(plan.binding, rooms)
+                plan.notes.append(
+                    f"max_tokens lowered from {plan.max_output} to {tokens}"
+                    f" by {tightest_envelope(rooms)}"
+                )
+                plan.set_max_output(tokens)
+                await self._holds.reserve(plan.hold)
+        except BudgetExceeded as exc:
+            await self.record_refusal(plan, exc)
+            raise
+
+    async def record_refusal(self, plan: CallPlan, error: ForgeError) -> None:
+        """A receipt for a request refused before any money was held."""
+        await self._holds.record_refusal(plan, error)
+
+    # Calling -------------------------------------------------------------------------------
+    def _provider(self, route: RouteSpec) -> ChatProvider:
+        return self._providers[route.provider]
+
+    async def complete(self, plan: CallPlan) -> tuple[dict[str, Any], Receipt]:
+        """A non-streamed call (chat or embeddings), retried and fallen back as needed."""
+        return await self._complete(plan, _body)
+
+    async def _complete(
+        self, plan: CallPlan, render: Callable[[Completion], T]
+    ) -> tuple[T, Receipt]:
+        while True:
+            started = self._clock()
+            provider: Any = self._provider(plan.route)
+            try:
+                if isinstance(plan.request, EmbeddingsRequest):
+                    if not hasattr(provider, "embed"):
+                        raise UpstreamError("embeddings_not_supported", kind=FailureKind.ROUTE)
+                    completion: Completion = await provider.embed(plan.upstream_body)
+                else:
+                    completion = await provider.complete(plan.upstream_body)
+            except UpstreamError as exc:
+                await self._attempts.after_failure(plan, started, exc)
+                continue
+            self._attempts.record(plan, started, completion.status, None)
+            self.health.succeeded(plan.route.name)
+            plan.cache_write_tokens = completion.cache_write_tokens
+            completion.body["model"] = completion.body.get("model") or plan.route.upstream_model
+            answer = render(completion)  # before the charge: an answer we cannot send is free
+            receipt = await self._holds.settle(plan, completion.usage, "succeeded", None)
+            return answer, receipt
+
+    async def open_stream(self, plan: CallPlan) -> StreamResult:
+        """Open the upstream stream and read its first chunk before answering: a stream that
+        fails before its first byte retries or falls back like any call."""
+        while True:
+            started = self._clock()
+            try:
+                upstream = await self._provider(plan.route).open_stream(plan.upstream_body)
+                chunks = cast(AsyncGenerator[dict[str, Any], None], upstream.chunks())
+                try:
+                    first = await anext(chunks)
+                except StopAsyncIteration:
+                    await upstream.aclose()
+                    raise UpstreamError(
+                        "empty_stream", upstream.status, kind=FailureKind.RETRY
+                    ) from None
+                except BaseException:
+                    await chunks.aclose()
+                    await upstream.aclose()
+                    raise
+            except UpstreamError as exc:
+                await self._attempts.after_failure(plan, started, exc)
+                continue
+            self._attempts.record(plan, started, upstream.status, None)
+            self.health.succeeded(plan.route.name)
+            return StreamResult(
+                plan, relay(plan, upstream, first, chunks, self._holds, self.health)
+            )
+
+
+def _body(completion: Completion) -> dict[str, Any]:
+    return completion.body

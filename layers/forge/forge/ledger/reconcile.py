@@ -1,0 +1,161 @@
+"""Reconciliation: prove conservation for every account and bucket, and report any drift
+with the entries and holds involved.
+
+Checks: the ledger chain is gap-free and each balance_after follows from the one before; the
+ledger sums to the balance; available + held == balance; held == the pending holds; every
+envelope's consumed == settled + held and its held == its pending holds; no pending hold has
+outlived its expiry (the sweeper should have resolved it).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from forge.domain.money import Bucket
+from forge.domain.records import Hold, HoldStatus, LedgerEntry, Wallet
+from forge.ports import LedgerReader
+
+
+class Drift(BaseModel):
+    check: str
+    account_id: str | None = None
+    bucket: Bucket | None = None
+    expected: int | None = None
+    actual: int | None = None
+    detail: str = ""
+    involved: list[str] = Field(default_factory=list)  # entry ids, hold ids or item keys
+
+
+class ReconcileReport(BaseModel):
+    checked_at: datetime
+    accounts: int
+    buckets: int
+    pending_holds: int
+    drifts: list[Drift] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.drifts
+
+
+def _chain_drifts(account_id: str, bucket: Bucket, entries: list[LedgerEntry]) -> list[Drift]:
+    running = 0
+    for expected_seq, entry in enumerate(entries, start=1):
+        if entry.seq != expected_seq or entry.balance_after != running + entry.amount:
+            return [
+                Drift(
+                    check="ledger_chain",
+                    account_id=account_id,
+                    bucket=bucket,
+                    expected=running + entry.amount,
+                    actual=entry.balance_after,
+                    detail=f"entry seq {entry.seq} (expected seq {expected_seq}) breaks the chain",
+                    involved=[entry.entry_id],
+                )
+            ]
+        running = entry.balance_after
+    return []
+
+
+def _wallet_drifts(wallet: Wallet, entries: list[LedgerEntry], pending: list[Hold]) -> list[Drift]:
+    where = {"account_id": wallet.account_id, "bucket": wallet.bucket}
+    drifts = _chain_drifts(wallet.account_id, wallet.bucket, entries)
+    ledger_sum = sum(e.amount for e in entries)
+    if ledger_sum != wallet.balance:
+        drifts.append(
+            Drift(
+                check="ledger_vs_balance",
+                expected=ledger_sum,
+                actual=wallet.balance,
+                detail="the ledger does not sum to the balance",
+                involved=[e.entry_id for e in entries[-5:]],
+                **where,
+            )
+        )
+    if wallet.available + wallet.held != wallet.balance:
+        drifts.append(
+            Drift(
+                check="available_plus_held",
+                expected=wallet.balance,
+                actual=wallet.available + wallet.held,
+                detail="available + held != balance",
+                **where,
+            )
+        )
+    pending_sum = sum(h.amount for h in pending)
+    if pending_sum != wallet.held:
+        drifts.append(
+            Drift(
+                check="held_vs_pending_holds",
+                expected=pending_sum,
+                actual=wallet.held,
+                detail="held does not equal the pending holds",
+                involved=[h.request_id for h in pending],
+                **where,
+            )
+        )
+    if min(wallet.balance, wallet.available, wallet.held) < 0:
+        drifts.append(Drift(check="negative", detail=wallet.model_dump_json(), **where))
+    return drifts
+
+
+def reconcile(store: LedgerReader, now: datetime) -> ReconcileReport:
+    budget = store.read_budget()
+    wallets, holds = budget.wallets, budget.holds
+    envelopes = {(e.pk, e.sk): e for e in budget.envelopes}
+
+    pending = [h for h in holds if h.status is HoldStatus.PENDING]
+    pending_by_bucket: dict[tuple[str, Bucket], list[Hold]] = defaultdict(list)
+    held_by_envelope: dict[tuple[str, str], int] = defaultdict(int)
+    for hold in pending:
+        pending_by_bucket[(hold.account_id, hold.bucket)].append(hold)
+        for ref in hold.envelopes:
+            held_by_envelope[(ref.pk, ref.sk)] += hold.amount
+
+    drifts: list[Drift] = []
+    for wallet in wallets:
+        entries = store.list_entries(wallet.account_id, wallet.bucket)
+        drifts += _wallet_drifts(
+            wallet, entries, pending_by_bucket[(wallet.account_id, wallet.bucket)]
+        )
+    for (pk, sk), counters in envelopes.items():
+        if counters.consumed != counters.settled + counters.held:
+            drifts.append(
+                Drift(
+                    check="envelope_consumed",
+                    expected=counters.settled + counters.held,
+                    actual=counters.consumed,
+                    involved=[f"{pk}/{sk}"],
+                )
+            )
+        if counters.held != held_by_envelope[(pk, sk)]:
+            drifts.append(
+                Drift(
+                    check="envelope_held",
+                    expected=held_by_envelope[(pk, sk)],
+                    actual=counters.held,
+                    involved=[f"{pk}/{sk}"],
+                )
+            )
+    for hold in pending:
+        if hold.expires_at < now:
+            drifts.append(
+                Drift(
+                    check="expired_hold_pending",
+                    account_id=hold.account_id,
+                    bucket=hold.bucket,
+                    actual=hold.amount,
+                    detail=f"expired at {hold.expires_at.isoformat()}",
+                    involved=[hold.request_id],
+                )
+            )
+    return ReconcileReport(
+        checked_at=now,
+        accounts=len({w.account_id for w in wallets}),
+        buckets=len(wallets),
+        pending_holds=len(pending),
+        drifts=drifts,
+    )

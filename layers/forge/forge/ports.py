@@ -1,0 +1,185 @@
+"""The ports: what the features (gateway, money in, ledger) need from the outside world, as
+Protocols. The store and provider adapters implement them; the features name only these.
+
+Every method fails closed: an unreachable or failing store raises BudgetStoreUnavailable,
+never answers as if nothing were there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from forge.domain.archive import StatementFormat, StatementState
+from forge.domain.calendar import Month
+from forge.domain.idempotency import IdempotencyRecord, StoredResponse
+from forge.domain.money import Bucket
+from forge.domain.money_in import CreditGuard, PaymentMarker, RedeemCode
+from forge.domain.records import (
+    ApiKey,
+    BudgetSnapshot,
+    EnvelopeRef,
+    Hold,
+    HoldOutcome,
+    LedgerEntry,
+    LedgerKind,
+    ProjectCaps,
+    Receipt,
+    Wallet,
+)
+
+
+class KeyStore(Protocol):
+    """Accounts, API keys (by hash) and project caps."""
+
+    def create_account(self, account_id: str, name: str) -> None: ...
+
+    def account_exists(self, account_id: str) -> bool: ...
+
+    def put_api_key(self, key_hash: str, key: ApiKey) -> None: ...
+
+    def update_api_key(self, account_id: str, key_id: str, **changes: Any) -> ApiKey: ...
+
+    def get_api_key(self, key_hash: str) -> ApiKey | None: ...
+
+    def get_project_caps(self, account_id: str, project_id: str) -> dict[Bucket, ProjectCaps]: ...
+
+    def put_project_caps(
+        self, account_id: str, project_id: str, caps: Mapping[Bucket, ProjectCaps]
+    ) -> None: ...
+
+
+class BudgetStore(Protocol):
+    """Holds against a bucket and its envelopes: reserve before, settle or void after, exactly
+    once. Refusals raise BudgetExceeded naming the envelope; a hold resolved elsewhere raises
+    HoldAlreadyResolved."""
+
+    def get_wallet(self, account_id: str, bucket: Bucket) -> Wallet: ...
+
+    def reserve(self, hold: Hold) -> None: ...
+
+    def rooms(
+        self, account_id: str, bucket: Bucket, envelopes: Sequence[EnvelopeRef]
+    ) -> dict[str, tuple[int, int]]: ...
+
+    def rehold(self, current: Hold, moved: Hold) -> None: ...
+
+    def settle(self, hold: Hold, charge: int, receipt: Receipt) -> Receipt: ...
+
+    def void(self, hold: Hold, receipt: Receipt) -> Receipt: ...
+
+    def record_outcome(self, hold: Hold, outcome: HoldOutcome) -> None: ...
+
+    def get_hold(self, request_id: str) -> Hold | None: ...
+
+    def expired_holds(self, now: datetime) -> list[Hold]: ...
+
+    def put_receipt(self, receipt: Receipt) -> None: ...
+
+    def get_receipt(self, account_id: str, request_id: str) -> Receipt | None: ...
+
+
+class IdempotencyStore(Protocol):
+    """Idempotency-Key claims: one owner per key, its answer kept for replays."""
+
+    def claim_idempotency(
+        self, account_id: str, key: str, record: IdempotencyRecord, now: int
+    ) -> IdempotencyRecord | None: ...
+
+    def read_idempotency(self, account_id: str, key: str) -> IdempotencyRecord | None: ...
+
+    def finish_idempotency(
+        self, account_id: str, key: str, request_id: str, response: StoredResponse | None
+    ) -> None: ...
+
+
+class CreditStore(Protocol):
+    """Money in: credits with the guards that make them happen at most once (a payment
+    event, a code claim, a refund), and the redeem codes themselves."""
+
+    def account_exists(self, account_id: str) -> bool: ...
+
+    def get_wallet(self, account_id: str, bucket: Bucket) -> Wallet: ...
+
+    def credit(
+        self,
+        account_id: str,
+        bucket: Bucket,
+        amount: int,
+        *,
+        kind: LedgerKind,
+        entry_id: str,
+        source: str | None = None,
+        memo: str | None = None,
+        guards: Sequence[CreditGuard] = (),
+        refund_of: Receipt | None = None,
+    ) -> LedgerEntry: ...
+
+    def get_payment_marker(self, event_id: str) -> PaymentMarker | None: ...
+
+    def get_receipt(self, account_id: str, request_id: str) -> Receipt | None: ...
+
+    def add_code(self, code: RedeemCode) -> bool: ...
+
+    def get_code(self, code: str) -> RedeemCode | None: ...
+
+    def list_codes(self) -> list[RedeemCode]: ...
+
+    def replace_code(self, code: RedeemCode) -> None: ...
+
+    def count_code_claims(self, code: str) -> int: ...
+
+
+class LedgerReader(Protocol):
+    """The ledger as written: what reconciliation checks balances and holds against."""
+
+    def read_budget(self) -> BudgetSnapshot: ...
+
+    def list_entries(self, account_id: str, bucket: Bucket) -> list[LedgerEntry]: ...
+
+
+class AccountStore(KeyStore, CreditStore, Protocol):
+    """What operator actions on accounts use: keys, and credits to fund them."""
+
+
+class GatewayStore(KeyStore, BudgetStore, Protocol):
+    """What the gateway uses: keys to authenticate, holds to pay."""
+
+
+class LedgerArchive(Protocol):
+    """The archive port: where ledger entries and statements are kept (S3 in production)."""
+
+    def put_entry(self, entry: LedgerEntry) -> bool: ...
+
+    def entries(self, account_id: str, *, through: Month | None = None) -> list[LedgerEntry]: ...
+
+    def accounts_with_activity(self, month: Month | str) -> list[str]: ...
+
+    def put_statement(
+        self,
+        account_id: str,
+        month: Month | str,
+        body: bytes,
+        *,
+        final: bool = True,
+        fmt: StatementFormat = StatementFormat.CSV,
+    ) -> str: ...
+
+    def statement_exists(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> bool:
+        """Whether a *final* statement is stored (provisional ones do not count)."""
+        ...
+
+    def stored_statement(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> StatementState | None:
+        """How the statement is stored, final or provisional; None if it is not."""
+        ...
+
+    def final_statement(
+        self, account_id: str, month: Month | str, fmt: StatementFormat = StatementFormat.CSV
+    ) -> bytes | None:
+        """The stored final statement's bytes; None if there is none (or only a provisional)."""
+        ...

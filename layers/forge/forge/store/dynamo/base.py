@@ -1,0 +1,216 @@
+"""What every part of the DynamoDB store shares: the client and its two tables, transactions
+and what their cancellations mean, store errors failing closed, the wallet read every money
+movement starts from, and plain item access (operators, tests and the parts themselves).
+
+botocore errors become domain errors here; nothing above the store sees boto3.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from forge.domain.errors import (
+    BudgetStoreUnavailable,
+    ConcurrentUpdate,
+    GuardFailed,
+    HoldAlreadyResolved,
+    NotFound,
+)
+from forge.domain.money import Bucket
+from forge.domain.records import Wallet, utcnow
+from forge.store.dynamo import schema
+from forge.store.dynamo.items import from_item, to_item
+
+# A lost race on a busy wallet is retried (re-read, then write) for this long before the
+# caller is told the store is unavailable; a settle then defers to the sweeper.
+_CONTENTION_SECONDS = 10.0
+NOT_EXISTS = "attribute_not_exists(pk)"  # the condition of every once-only put
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Any failure to reach or use the store fails closed as a 503-class error."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise BudgetStoreUnavailable(
+            "The budget store is unavailable; nothing was charged"
+        ) from exc
+
+
+def is_condition_failure(exc: ClientError) -> bool:
+    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+def cancellation_codes(exc: BaseException | None) -> list[str]:
+    """Per transaction item, why a cancelled transaction was cancelled ([] if it was not)."""
+    if not isinstance(exc, ClientError):
+        return []
+    reasons = exc.response.get("CancellationReasons") or []
+    return [str(r.get("Code", "None")) for r in reasons]
+
+
+def _is_cancelled(exc: ClientError) -> bool:
+    return bool(exc.response.get("Error", {}).get("Code") == "TransactionCanceledException")
+
+
+def contended_attempts() -> Iterator[int]:
+    """Attempt numbers until the contention deadline, sleeping a capped, fully jittered
+    exponential backoff between them."""
+    deadline = time.monotonic() + _CONTENTION_SECONDS
+    attempt = 0
+    while time.monotonic() < deadline:
+        yield attempt
+        time.sleep(random.uniform(0, min(0.1, 0.004 * 2**attempt)))  # noqa: S311 - jitter only
+        attempt += 1
+
+
+def epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+class DynamoTables:
+    """One DynamoDB client and the two tables: the base every part of the store builds on."""
+
+    def __init__(
+        self,
+        client: Any,
+        budget_table: str,
+        ledger_table: str,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = client
+        self._budget = budget_table
+        self._ledger = ledger_table
+        self._wallet_locks: dict[tuple[str, Bucket], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        # When ledger entries are stamped (created_at). Tests inject a clock to write a
+        # month's history on chosen days; money itself is never faked.
+        self._clock = clock
+
+    def _wallet_lock(self, account_id: str, bucket: Bucket) -> threading.Lock:
+        """Settles and credits of one wallet take turns within this process, so its own
+        requests never race each other's compare-and-set (other processes still may: the
+        `seq` condition stays the guard). Under 50-way contention in one process this turns
+        a storm of lost races into one write after another."""
+        with self._locks_guard:
+            return self._wallet_locks.setdefault((account_id, bucket), threading.Lock())
+
+    def get_wallet(self, account_id: str, bucket: Bucket) -> Wallet:
+        with store_errors():
+            got = self._db.get_item(
+                TableName=self._budget,
+                Key=to_item(schema.wallet_key(account_id, bucket)),
+                ConsistentRead=True,
+            )
+        if "Item" not in got:
+            raise NotFound(f"No {bucket.value} bucket for this account")
+        return Wallet.model_validate(from_item(got["Item"]))
+
+    def _transact(
+        self, items: list[dict[str, Any]], *, hold_index: int | None = None, guards: int = 0
+    ) -> None:
+        """Run a transaction. A failed condition on the hold means it was already resolved, on
+        one of the first `guards` items GuardFailed; any other failed condition or conflict
+        is a lost race (ConcurrentUpdate)."""
+        try:
+            self._db.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if not _is_cancelled(exc):
+                raise BudgetStoreUnavailable(
+                    "The budget store is unavailable; nothing was charged"
+                ) from exc
+            codes = cancellation_codes(exc)
+            for index, code in enumerate(codes[:guards]):
+                if code == "ConditionalCheckFailed":
+                    raise GuardFailed(index) from exc
+            if hold_index is not None and codes[hold_index : hold_index + 1] == [
+                "ConditionalCheckFailed"
+            ]:
+                raise HoldAlreadyResolved from exc
+            if any(c in ("ConditionalCheckFailed", "TransactionConflict") for c in codes):
+                raise ConcurrentUpdate from exc
+            raise BudgetStoreUnavailable("The budget store refused the transaction") from exc
+        except BotoCoreError as exc:
+            raise BudgetStoreUnavailable(
+                "The budget store is unavailable; nothing was charged"
+            ) from exc
+
+    def _put_new(self, table: str, item: Mapping[str, Any]) -> dict[str, Any]:
+        """A transaction item putting `item`, which must not exist yet."""
+        return {
+            "Put": {"TableName": table, "Item": to_item(item), "ConditionExpression": NOT_EXISTS}
+        }
+
+    # Plain item access (budget table) ------------------------------------------------------
+    def get_item(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """A budget-table item as plain values, or None."""
+        with store_errors():
+            got = self._db.get_item(
+                TableName=self._budget, Key=to_item({"pk": pk, "sk": sk}), ConsistentRead=True
+            )
+        return from_item(got["Item"]) if "Item" in got else None
+
+    def put_item(self, pk: str, sk: str, values: Mapping[str, Any], *, new: bool = True) -> bool:
+        """Write a budget-table item; with `new`, only if it does not exist (False if it did)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._budget,
+            "Item": to_item({"pk": pk, "sk": sk, **values}),
+        }
+        if new:
+            kwargs["ConditionExpression"] = NOT_EXISTS
+        try:
+            self._db.put_item(**kwargs)
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                return False
+            raise BudgetStoreUnavailable("The budget store is unavailable") from exc
+        except BotoCoreError as exc:
+            raise BudgetStoreUnavailable("The budget store is unavailable") from exc
+        return True
+
+    def query_items(self, pk: str, sk_prefix: str = "") -> list[dict[str, Any]]:
+        """Every budget-table item under one partition key (and sort-key prefix)."""
+        return list(self._query(self._budget, pk, sk_prefix))
+
+    def _get(self, key: schema.Key) -> dict[str, Any] | None:
+        return self.get_item(key["pk"], key["sk"])
+
+    def _put(self, key: schema.Key, values: Mapping[str, Any], *, new: bool = True) -> bool:
+        return self.put_item(key["pk"], key["sk"], values, new=new)
+
+    def scan_budget(self) -> Iterator[dict[str, Any]]:
+        """Every budget-table item (operator jobs only: reconciliation)."""
+        kwargs: dict[str, Any] = {"TableName": self._budget, "ConsistentRead": True}
+        with store_errors():
+            while True:
+                page = self._db.scan(**kwargs)
+                yield from map(from_item, page["Items"])
+                if "LastEvaluatedKey" not in page:
+                    return
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _query(self, table: str, pk: str, sk_prefix: str) -> Iterator[dict[str, Any]]:
+        """Every item of `table` under one partition key and sort-key prefix, in order."""
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": to_item({":pk": pk, ":prefix": sk_prefix}),
+            "ConsistentRead": True,
+        }
+        with store_errors():
+            while True:
+                page = self._db.query(**kwargs)
+                yield from map(from_item, page["Items"])
+                if "LastEvaluatedKey" not in page:
+                    return
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -1,0 +1,259 @@
+"""Taking holds (the reserving half of the BudgetStore port): reserve the worst case across the
+bucket and every envelope in one transaction, re-reserve it for a fallback route, and read
+the room left when a reservation is refused.
+
+Conditions cannot do arithmetic, so every quantity they test is a stored attribute:
+- the bucket:    available >= :hold             (available is kept as its own attribute)
+- an envelope:   consumed <= :room              (room = limit - hold, computed here)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from forge.domain.errors import BudgetExceeded, BudgetStoreUnavailable, ConcurrentUpdate
+from forge.domain.money import Bucket, format_micros
+from forge.domain.records import EnvelopeRef, Hold, HoldStatus
+from forge.store.dynamo import schema
+from forge.store.dynamo.base import (
+    NOT_EXISTS,
+    DynamoTables,
+    cancellation_codes,
+    contended_attempts,
+    epoch,
+    store_errors,
+)
+from forge.store.dynamo.items import dump, from_item, to_item
+
+# Envelope counters; several are DynamoDB reserved words, so always go through names.
+_RESERVE_NAMES = {"#consumed": "consumed", "#held": "held", "#limit": "limit"}
+_RELEASE_NAMES = {"#consumed": "consumed", "#held": "held", "#settled": "settled"}
+
+
+def hold_values(hold: Hold) -> dict[str, Any]:
+    """A hold's item. pending_shard + expires_at_epoch key the sparse pending-holds index the
+    sweeper reads; resolving a hold removes pending_shard, so only pending holds are indexed."""
+    return {
+        **schema.hold_key(hold.request_id),
+        **dump(hold),
+        "expires_at_epoch": epoch(hold.expires_at),
+        "pending_shard": schema.pending_shard(hold.request_id),
+    }
+
+
+def release_envelopes(table: str, hold: Hold, charge: int) -> list[dict[str, Any]]:
+    """Turn each envelope's hold into its charge: consumed moves by charge - hold."""
+    return [
+        {
+            "Update": {
+                "TableName": table,
+                "Key": to_item(schema.envelope_key(envelope)),
+                "UpdateExpression": "ADD #consumed :delta, #held :release, #settled :charge",
+                "ExpressionAttributeNames": _RELEASE_NAMES,
+                "ExpressionAttributeValues": to_item(
+                    {":delta": charge - hold.amount, ":release": -hold.amount, ":charge": charge}
+                ),
+            }
+        }
+        for envelope in hold.envelopes
+    ]
+
+
+def _take_envelope(
+    table: str, envelope: EnvelopeRef, delta: int, *, within_limit: bool
+) -> dict[str, Any]:
+    """Add `delta` to an envelope's consumed and held; `within_limit`, only if it stays within
+    the envelope's limit."""
+    update: dict[str, Any] = {
+        "TableName": table,
+        "Key": to_item(schema.envelope_key(envelope)),
+        "UpdateExpression": "ADD #consumed :delta, #held :delta SET #limit = :limit",
+        "ExpressionAttributeNames": _RESERVE_NAMES,
+        "ExpressionAttributeValues": to_item({":delta": delta, ":limit": envelope.limit}),
+    }
+    if within_limit:
+        update["ConditionExpression"] = "attribute_not_exists(#consumed) OR #consumed <= :room"
+        update["ExpressionAttributeValues"].update(to_item({":room": envelope.limit - delta}))
+    return {"Update": update}
+
+
+class DynamoHolds(DynamoTables):
+    def reserve(self, hold: Hold) -> None:
+        """Hold the worst-case cost in the bucket and in every envelope, in one transaction,
+        or refuse naming the envelope that stopped it; nothing goes below zero or over a cap."""
+        put_hold = {
+            "Put": {
+                "TableName": self._budget,
+                "Item": to_item(hold_values(hold)),
+                "ConditionExpression": NOT_EXISTS,
+            }
+        }
+        take = {
+            "Update": {
+                "TableName": self._budget,
+                "Key": to_item(schema.wallet_key(hold.account_id, hold.bucket)),
+                "UpdateExpression": "SET available = available - :hold, held = held + :hold",
+                "ConditionExpression": "available >= :hold",
+                "ExpressionAttributeValues": to_item({":hold": hold.amount}),
+            }
+        }
+        envelopes = []
+        for envelope in hold.envelopes:
+            if envelope.limit < hold.amount:
+                raise self._refusal(hold, envelope, self._consumed(envelope))
+            envelopes.append(_take_envelope(self._budget, envelope, hold.amount, within_limit=True))
+        for _ in contended_attempts():
+            try:
+                self._transact([put_hold, take, *envelopes])
+                return
+            except ConcurrentUpdate as exc:
+                codes = cancellation_codes(exc.__cause__)
+            if "ConditionalCheckFailed" not in codes:
+                continue  # a TransactionConflict with a concurrent writer: not a refusal
+            raise self._refused(hold, codes, hold.envelopes, 2, "this request's worst case")
+        raise BudgetStoreUnavailable("The wallet is too busy; nothing was charged")
+
+    def rehold(self, current: Hold, moved: Hold) -> None:
+        """Re-reserve a pending hold at another route's worst case, in that route's bucket and
+        envelopes, in one transaction: what `current` held is released as `moved` is taken,
+        under the same conditions as reserve(). When refused (BudgetExceeded, naming the
+        envelope) or already resolved (HoldAlreadyResolved), nothing changes."""
+        if moved.request_id != current.request_id:
+            raise ValueError("a hold moves within its own request")
+        for envelope in moved.envelopes:
+            if envelope.limit < moved.amount:
+                raise self._refusal(moved, envelope, self._consumed(envelope))
+        put_hold = {
+            "Put": {
+                "TableName": self._budget,
+                "Item": to_item(hold_values(moved)),
+                "ConditionExpression": "#status = :pending AND #amount = :old AND #bucket = :from",
+                "ExpressionAttributeNames": {
+                    "#status": "status",
+                    "#amount": "amount",
+                    "#bucket": "bucket",
+                },
+                "ExpressionAttributeValues": to_item(
+                    {
+                        ":pending": HoldStatus.PENDING.value,
+                        ":old": current.amount,
+                        ":from": current.bucket.value,
+                    }
+                ),
+            }
+        }
+        moves: list[tuple[Bucket, int, int]] = (  # (bucket, take, release)
+            [(current.bucket, moved.amount, current.amount)]
+            if current.bucket is moved.bucket
+            else [(current.bucket, 0, current.amount), (moved.bucket, moved.amount, 0)]
+        )
+        buckets = [
+            {
+                "Update": {
+                    "TableName": self._budget,
+                    "Key": to_item(schema.wallet_key(current.account_id, bucket)),
+                    "UpdateExpression": "SET available = available - :delta, held = held + :delta",
+                    "ConditionExpression": "available >= :delta AND held >= :release",
+                    "ExpressionAttributeValues": to_item(
+                        {":delta": take - release, ":release": release}
+                    ),
+                }
+            }
+            for bucket, take, release in moves
+        ]
+        before = {(e.pk, e.sk): e for e in current.envelopes}
+        after = {(e.pk, e.sk): e for e in moved.envelopes}
+        released = [e for k, e in before.items() if k not in after]
+        envelopes = release_envelopes(
+            self._budget, current.model_copy(update={"envelopes": released}), 0
+        )
+        checked: list[EnvelopeRef] = []  # envelopes whose update carries a room condition
+        for key, envelope in after.items():
+            delta = moved.amount - (current.amount if key in before else 0)
+            envelopes.append(_take_envelope(self._budget, envelope, delta, within_limit=delta > 0))
+            checked.append(envelope)
+        items = [put_hold, *buckets, *envelopes]
+        first_checked = 1 + len(buckets) + len(released)
+        for _ in contended_attempts():
+            try:
+                self._transact(items, hold_index=0)
+                return
+            except ConcurrentUpdate as exc:
+                codes = cancellation_codes(exc.__cause__)
+            if "ConditionalCheckFailed" not in codes:
+                continue  # a transaction conflict: try again
+            raise self._refused(
+                moved, codes, checked, first_checked, "the fallback route's worst case"
+            )
+        raise BudgetStoreUnavailable("Could not move the hold; try again")
+
+    def rooms(
+        self, account_id: str, bucket: Bucket, envelopes: Sequence[EnvelopeRef]
+    ) -> dict[str, tuple[int, int]]:
+        """(limit, what is left) of the bucket and of each envelope, in one BatchGetItem; used
+        to size a hold after a refusal. Advisory only: the reservation's conditions guard."""
+        wallet_key = schema.wallet_key(account_id, bucket)
+        keys = [wallet_key, *(schema.envelope_key(e) for e in envelopes)]
+        with store_errors():
+            got = self._db.batch_get_item(
+                RequestItems={
+                    self._budget: {"Keys": [to_item(k) for k in keys], "ConsistentRead": True}
+                }
+            )
+        items = {
+            (v["pk"], v["sk"]): v for v in map(from_item, got["Responses"].get(self._budget, []))
+        }
+        wallet = items.get((wallet_key["pk"], wallet_key["sk"]), {})
+        rooms = {
+            f"bucket:{bucket.value}": (
+                int(wallet.get("balance", 0)),
+                int(wallet.get("available", 0)),
+            )
+        }
+        for envelope in envelopes:
+            consumed = int(items.get((envelope.pk, envelope.sk), {}).get("consumed", 0))
+            rooms[envelope.name] = (envelope.limit, max(envelope.limit - consumed, 0))
+        return rooms
+
+    # Refusals ----------------------------------------------------------------------------
+    def _refused(
+        self,
+        hold: Hold,
+        codes: list[str],
+        envelopes: Sequence[EnvelopeRef],
+        first_index: int,
+        what: str,
+    ) -> BudgetExceeded:
+        """The refusal a cancelled reservation deserves: the envelope whose condition failed
+        (`envelopes[i]` is transaction item `first_index + i`), else the bucket."""
+        for index, envelope in enumerate(envelopes, start=first_index):
+            if codes[index : index + 1] == ["ConditionalCheckFailed"]:
+                return self._refusal(hold, envelope, self._consumed(envelope))
+        wallet = self.get_wallet(hold.account_id, hold.bucket)
+        return BudgetExceeded(
+            f"The {hold.bucket.value} bucket cannot cover {what}"
+            f" ({format_micros(hold.amount)} {hold.bucket.currency});"
+            f" {format_micros(wallet.available)} is available",
+            envelope=f"bucket:{hold.bucket.value}",
+            limit=format_micros(wallet.balance),
+            remaining=format_micros(wallet.available),
+            requested=format_micros(hold.amount),
+        )
+
+    @staticmethod
+    def _refusal(hold: Hold, envelope: EnvelopeRef, consumed: int) -> BudgetExceeded:
+        remaining = max(envelope.limit - consumed, 0)
+        return BudgetExceeded(
+            f"The {envelope.name} budget ({format_micros(envelope.limit)}"
+            f" {hold.bucket.currency}) cannot cover this request's worst case"
+            f" ({format_micros(hold.amount)}); {format_micros(remaining)} is left",
+            envelope=envelope.name,
+            limit=format_micros(envelope.limit),
+            remaining=format_micros(remaining),
+            requested=format_micros(hold.amount),
+        )
+
+    def _consumed(self, envelope: EnvelopeRef) -> int:
+        item = self._get(schema.envelope_key(envelope))
+        return int(item.get("consumed", 0)) if item else 0

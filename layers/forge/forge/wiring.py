@@ -1,0 +1,93 @@
+"""The one place objects are built from settings: clients, stores, views, providers and the
+gateway of this process. Cached factories: nothing is built, read or dialled at import, and
+each is built once per container (tests clear them with `clear()`)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from forge.settings import Settings, get_settings
+from forge.store.aws import make_dynamodb_client, make_s3_client
+from forge.store.dynamo.catalog import DynamoCatalogStore
+from forge.store.dynamo.store import DynamoStore
+from forge.store.dynamo.views import LedgerViews
+from forge.store.s3archive import S3Archive
+
+if TYPE_CHECKING:  # the gateway and its providers load only where a request is served
+    from forge.gateway import Gateway
+
+
+@cache
+def dynamodb_client() -> Any:
+    return make_dynamodb_client(get_settings().aws_endpoint_url)
+
+
+@cache
+def s3_client() -> Any:
+    return make_s3_client(get_settings().aws_endpoint_url)
+
+
+@cache
+def get_store() -> DynamoStore:
+    settings = get_settings()
+    return DynamoStore(dynamodb_client(), settings.budget_table, settings.ledger_table)
+
+
+@cache
+def get_archive() -> S3Archive:
+    return S3Archive(s3_client(), get_settings().archive_bucket)
+
+
+def get_ledger_views() -> LedgerViews:
+    """This process's views over its ledger table; cheap to build, the client is cached."""
+    return LedgerViews(dynamodb_client(), get_settings().ledger_table)
+
+
+def get_catalog_store() -> DynamoCatalogStore:
+    return DynamoCatalogStore(dynamodb_client(), get_settings().budget_table)
+
+
+@cache
+def get_gateway() -> Gateway:
+    return build_gateway(get_settings(), get_store())
+
+
+def build_gateway(settings: Settings, store: DynamoStore) -> Gateway:
+    """The gateway of this process: its providers, the catalog kept in the budget table (read
+    at most once per TTL), and the retry policy and route health of this container."""
+    # Imported here: the archiver, statement and sweeper functions never load httpx or FastAPI.
+    from forge.domain.catalog import CatalogSource
+    from forge.domain.routing import RetryPolicy, RouteHealth
+    from forge.gateway import Gateway
+    from forge.providers.registry import configured_providers
+
+    catalog = CatalogSource(
+        DynamoCatalogStore(dynamodb_client(), settings.budget_table),
+        ttl_seconds=settings.catalog_ttl_seconds,
+    )
+    return Gateway(
+        store,
+        configured_providers(settings),
+        catalog,
+        hold_ttl_seconds=settings.hold_ttl_seconds,
+        retry=RetryPolicy(
+            attempts_per_route=settings.upstream_route_attempts,
+            max_attempts=settings.upstream_max_attempts,
+            base_delay=settings.retry_base_delay,
+            max_delay=settings.retry_max_delay,
+            max_retry_after=settings.retry_after_max,
+        ),
+        health=RouteHealth(
+            threshold=settings.route_failure_threshold, cooldown=settings.route_cooldown_seconds
+        ),
+    )
+
+
+FACTORIES = (get_settings, dynamodb_client, s3_client, get_store, get_archive, get_gateway)
+
+
+def clear() -> None:
+    """Forget everything built: the next use reads the environment again (tests)."""
+    for factory in FACTORIES:
+        factory.cache_clear()
