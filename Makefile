@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml layers/forge/requirements.txt | sha1sum | cut -c1-12)
 PORT ?= 8080
 
-.PHONY: dev test test-fast lint format typecheck bench build validate deploy deploy-prod clean
+.PHONY: dev test test-fast sim lint format typecheck bench build validate deploy deploy-prod clean
 
 $(STAMP): pyproject.toml layers/forge/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ test: $(STAMP) lint typecheck
 ## Tests without the SAM build (faster inner loop).
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not sam"
+
+## The deterministic simulation of the money path, longer than `make test` runs it; a failure
+## prints its seed and shortest failing prefix. SEEDS=n runs n seeds from SEED; SIM_FLAGS takes
+## more options (--late-requests, --trace, --no-shrink: see python -m tests.sim --help).
+SEED ?= 1
+STEPS ?= 20000
+SEEDS ?= 1
+SIM_FLAGS ?=
+sim: $(STAMP)
+	$(BIN)/python -m tests.sim --seed $(SEED) --steps $(STEPS) --seeds $(SEEDS) $(SIM_FLAGS)
 
 ## Measure overhead, round trips, cold starts and a busy wallet (not part of `make test`).
 bench: $(STAMP)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from forge.domain.catalog import RouteSpec
@@ -15,7 +16,7 @@ from forge.domain.errors import (
     HoldAlreadyResolved,
     UpstreamUnavailable,
 )
-from forge.domain.records import Attempt, utcnow
+from forge.domain.records import Attempt
 from forge.domain.routing import RetryPolicy, RouteHealth, rejected
 from forge.domain.upstream import FailureKind, UpstreamError
 from forge.gateway.auth import Keys
@@ -37,7 +38,9 @@ class Attempts:
         clock: Callable[[], float],
         sleep: Callable[[float], Any],
         rand: Callable[[], float],
+        now: Callable[[], datetime],
     ) -> None:
+        self._now = now
         self._holds = holds
         self._keys = keys
         self._health = health
@@ -80,7 +83,7 @@ class Attempts:
         if exc.kind is FailureKind.CLIENT:
             self.record(plan, started, exc.status, exc, "return")
             detail = exc.message or exc.reason
-            await self._holds.void(plan, "upstream_rejected_request", f"{route.name}: {detail}")
+            await self._holds.release(plan, "upstream_rejected_request", f"{route.name}: {detail}")
             raise rejected(
                 exc.status,
                 f"The provider refused the request ({detail}); nothing was charged",
@@ -106,6 +109,10 @@ class Attempts:
             self.record(plan, started, exc.status, exc, "fallback")
             try:
                 await self._move_hold(plan, plan.fallbacks.pop(0))
+            except HoldAlreadyResolved:
+                # The sweeper voided the hold (the call outlived its expiry): with nothing
+                # held, no fallback may be called. The call failed, and nothing is charged.
+                raise await self._fail(plan, exc) from None
             except (BudgetExceeded, BudgetStoreUnavailable) as refused:
                 # The hold did not move: release it (or, if the store is down, let it expire).
                 with contextlib.suppress(BudgetStoreUnavailable, HoldAlreadyResolved):
@@ -127,7 +134,7 @@ class Attempts:
         """Re-reserve at the fallback route's price and in its bucket before calling it: the
         hold moves in one transaction, resized to what is left if it does not fit."""
         project = await self._keys.project_caps(plan.key, route.bucket)
-        binding = bind(plan.key, plan.request, route, plan.hold, plan.limits, project, utcnow())
+        binding = bind(plan.key, plan.request, route, plan.hold, plan.limits, project, self._now())
         note = None
         try:
             await self._holds.rehold(plan.hold, binding.hold)
@@ -162,7 +169,7 @@ class Attempts:
             f" {refused.name}, is a {refused.route_type.value} route paid from the"
             f" {refused.bucket.value} bucket, which this key may not use; nothing was charged"
         )
-        await self._holds.void(plan, FallbackNotAllowed.code, message)
+        await self._holds.release(plan, FallbackNotAllowed.code, message)
         return FallbackNotAllowed(
             message,
             param="model",
@@ -174,7 +181,7 @@ class Attempts:
 
     async def _fail(self, plan: CallPlan, exc: UpstreamError) -> UpstreamUnavailable:
         """No route served the call: release the whole hold, charge nothing."""
-        await self._holds.void(plan, UpstreamUnavailable.code, exc.reason)
+        await self._holds.release(plan, UpstreamUnavailable.code, exc.reason)
         return UpstreamUnavailable(
             f"The upstream for '{plan.request.model}' failed ({exc.reason}); nothing was charged",
             upstream_status=exc.status,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
-
-import anyio
+from functools import partial
+from typing import Generic, TypeVar, cast
 
 from forge.domain.errors import InvalidApiKey
 from forge.domain.ids import hash_api_key
 from forge.domain.money import Bucket
 from forge.domain.records import ApiKey, KeyStatus, ProjectCaps
+from forge.gateway.holds import Blocking
 from forge.ports import GatewayStore
 
 V = TypeVar("V")
@@ -39,8 +39,9 @@ class Keys:
     """Authenticates API keys and reads their projects' caps, each from the store at most once
     per KEY_CACHE_SECONDS per container."""
 
-    def __init__(self, store: GatewayStore, clock: Callable[[], float]) -> None:
+    def __init__(self, store: GatewayStore, clock: Callable[[], float], blocking: Blocking) -> None:
         self.store = store
+        self.blocking = blocking
         # A paused or revoked key, or a changed project cap, applies within this long.
         self._keys: TtlCache[ApiKey] = TtlCache(KEY_CACHE_SECONDS, clock)
         self._project_caps: TtlCache[dict[Bucket, ProjectCaps]] = TtlCache(KEY_CACHE_SECONDS, clock)
@@ -54,7 +55,9 @@ class Keys:
         key_hash = hash_api_key(plaintext)
         key = self._keys.get(key_hash)
         if key is None:
-            key = await anyio.to_thread.run_sync(self.store.get_api_key, key_hash)
+            key = cast(
+                ApiKey | None, await self.blocking(partial(self.store.get_api_key, key_hash))
+            )
             if key is not None:
                 self._keys.put(key_hash, key)
         if key is None or key.status is not KeyStatus.ACTIVE:
@@ -66,8 +69,11 @@ class Keys:
         cache_key = f"{key.account_id}#{key.project_id}"
         caps = self._project_caps.get(cache_key)
         if caps is None:
-            caps = await anyio.to_thread.run_sync(
-                self.store.get_project_caps, key.account_id, key.project_id
+            caps = cast(
+                dict[Bucket, ProjectCaps],
+                await self.blocking(
+                    partial(self.store.get_project_caps, key.account_id, key.project_id)
+                ),
             )
             self._project_caps.put(cache_key, caps)
         return caps.get(bucket) or ProjectCaps()

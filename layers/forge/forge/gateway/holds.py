@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 
@@ -19,25 +19,30 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-async def off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """Run a blocking store call off the event loop."""
-    return await anyio.to_thread.run_sync(partial(fn, *args))
+# How a blocking store call leaves the event loop: a worker thread, or (a deterministic
+# simulation) inline, one at a time.
+Blocking = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
 class Holds:
     """Every budget-store call the gateway makes for a call, each run off the event loop."""
 
-    def __init__(self, store: GatewayStore) -> None:
+    def __init__(self, store: GatewayStore, blocking: Blocking = anyio.to_thread.run_sync) -> None:
         self.store = store
+        self.blocking = blocking
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store call off the event loop."""
+        return cast(T, await self.blocking(partial(fn, *args)))
 
     async def reserve(self, hold: Hold) -> None:
-        await off_loop(self.store.reserve, hold)
+        await self.off_loop(self.store.reserve, hold)
 
     async def rehold(self, current: Hold, moved: Hold) -> None:
-        await off_loop(self.store.rehold, current, moved)
+        await self.off_loop(self.store.rehold, current, moved)
 
     async def rooms(self, account_id: str, bucket: Bucket, envelopes: list[EnvelopeRef]) -> Rooms:
-        return await off_loop(self.store.rooms, account_id, bucket, envelopes)
+        return await self.off_loop(self.store.rooms, account_id, bucket, envelopes)
 
     async def settle(self, plan: CallPlan, usage: Usage, status: str, note: str | None) -> Receipt:
         """Charge actual usage (never more than the hold) and write ledger entry + receipt."""
@@ -47,14 +52,23 @@ class Holds:
             note = join_notes(note, f"usage cost {cost} exceeded the hold; charged the hold")
         receipt = plan.receipt(status, usage=usage, note=note)
         try:
-            settled = await off_loop(self.store.settle, plan.hold, charge, receipt)
+            settled = await self.off_loop(self.store.settle, plan.hold, charge, receipt)
             plan.closed = True
             return settled
         except HoldAlreadyResolved:
+            # Resolved already: by this very settle, whose answer was lost (botocore's retry
+            # met its effect), or by the sweeper. The stored receipt says which.
             plan.closed = True
-            stored = await off_loop(self.store.get_receipt, plan.key.account_id, plan.request_id)
+            try:
+                stored = await self.off_loop(
+                    self.store.get_receipt, plan.key.account_id, plan.request_id
+                )
+            except BudgetStoreUnavailable:
+                stored = None
             if stored is None:
-                raise BudgetStoreUnavailable("The hold was resolved elsewhere") from None
+                # The answer was served and most likely paid for: it goes out, its charge
+                # marked unconfirmed, rather than a 503 that says nothing was charged.
+                return receipt.model_copy(update={"charge": charge, "settlement": "deferred"})
             return stored
         except BudgetStoreUnavailable:
             # The call was served; never charge twice and never for free by choice: leave the
@@ -64,16 +78,25 @@ class Holds:
             plan.closed = True  # recorded or not, the sweeper resolves it; never voided here
             try:
                 outcome = HoldOutcome(charge=charge, receipt=deferred)
-                await off_loop(self.store.record_outcome, plan.hold, outcome)
+                await self.off_loop(self.store.record_outcome, plan.hold, outcome)
             except (BudgetStoreUnavailable, HoldAlreadyResolved):
                 logger.error("outcome_not_recorded", extra={"request_id": plan.request_id})
             return deferred
 
     async def void(self, plan: CallPlan, error_code: str, note: str) -> Receipt:
         receipt = plan.receipt("failed", error_code=error_code, note=note)
-        voided = await off_loop(self.store.void, plan.hold, receipt)
+        voided = await self.off_loop(self.store.void, plan.hold, receipt)
         plan.closed = True
         return voided
+
+    async def release(self, plan: CallPlan, error_code: str, note: str) -> None:
+        """Void the hold of a call about to answer an error. Already resolved means voided:
+        by this very void, whose answer was lost and whose retry met its own effect, or by
+        the sweeper. Nothing is left to release, and the answer stays the error it was."""
+        try:
+            await self.void(plan, error_code, note)
+        except HoldAlreadyResolved:
+            plan.closed = True
 
     async def record_refusal(self, plan: CallPlan, error: ForgeError) -> None:
         """A receipt for a request refused before any money was held."""
@@ -83,6 +106,6 @@ class Holds:
 
     async def put_receipt(self, receipt: Receipt) -> None:
         try:
-            await off_loop(self.store.put_receipt, receipt)
+            await self.off_loop(self.store.put_receipt, receipt)
         except BudgetStoreUnavailable:
             logger.warning("receipt_not_written", extra={"request_id": receipt.request_id})

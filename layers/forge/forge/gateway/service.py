@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, cast
 
 import anyio
@@ -32,7 +32,7 @@ from forge.domain.routing import RetryPolicy, RouteHealth, jitter
 from forge.domain.upstream import ChatProvider, Completion, FailureKind, UpstreamError
 from forge.gateway.attempts import Attempts
 from forge.gateway.auth import Keys
-from forge.gateway.holds import Holds, off_loop
+from forge.gateway.holds import Blocking, Holds
 from forge.gateway.plan import (
     CallPlan,
     CallRequest,
@@ -73,7 +73,13 @@ class Gateway:
         health: RouteHealth | None = None,
         sleep: Callable[[float], Any] = anyio.sleep,
         rand: Callable[[], float] = jitter,
+        blocking: Blocking = anyio.to_thread.run_sync,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
+        # `blocking` runs each store call off the event loop (a worker thread); `now` dates
+        # holds and envelope windows. A deterministic simulation replaces both: it runs store
+        # calls inline, one at a time, and owns the clock (tests/sim).
+        self._now = now
         self._providers = providers
         self._catalog = (
             catalog if isinstance(catalog, CatalogSource) else CatalogSource.fixed(catalog)
@@ -81,8 +87,8 @@ class Gateway:
         self._hold_ttl = timedelta(seconds=hold_ttl_seconds)
         self._clock = clock
         self.health = health or RouteHealth()
-        self._keys = Keys(store, clock)
-        self._holds = Holds(store)
+        self._keys = Keys(store, clock, blocking)
+        self._holds = Holds(store, blocking)
         self._attempts = Attempts(
             self._holds,
             self._keys,
@@ -91,6 +97,7 @@ class Gateway:
             clock=clock,
             sleep=sleep,
             rand=rand,
+            now=now,
         )
 
     @property
@@ -110,7 +117,7 @@ class Gateway:
         """The catalog, re-read from the store at most once per TTL per container."""
         if self._catalog.fresh:
             return self._catalog.current()
-        return await off_loop(self._catalog.current)
+        return await self._holds.off_loop(self._catalog.current)
 
     async def authenticate(self, authorization: str | None) -> ApiKey:
         return await self._keys.authenticate(authorization)
@@ -216,9 +223,9 @@ class Gateway:
         model = (await self.catalog()).resolve(request.model, self.provider_names)
         routes = choose_routes(model, request, key, self.health.healthy)
         first = routes.ordered[0]
-        hold = open_hold(key, request, request_id, limits, first, utcnow() + self._hold_ttl)
+        hold = open_hold(key, request, request_id, limits, first, self._now() + self._hold_ttl)
         project = await self._keys.project_caps(key, first.bucket)
-        binding = bind(key, request, first, hold, limits, project, utcnow())
+        binding = bind(key, request, first, hold, limits, project, self._now())
         return new_plan(request_id, key, request, model, binding, limits, routes)
 
     # Reserving -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from forge.domain.errors import (
     NotFound,
 )
 from forge.domain.money import Bucket
-from forge.domain.records import Wallet, utcnow
+from forge.domain.records import Hold, HoldStatus, LedgerEntry, Wallet, utcnow
 from forge.store.dynamo import schema
 from forge.store.dynamo.items import from_item, to_item
 
@@ -184,6 +184,26 @@ class DynamoTables:
 
     def _get(self, key: schema.Key) -> dict[str, Any] | None:
         return self.get_item(key["pk"], key["sk"])
+
+    # After a cancelled retry of a write whose answer was lost (botocore retries a timed-out
+    # call), was the write that landed our own? Then the retry met its own effect.
+    def _holds_as(self, hold: Hold) -> bool:
+        """Whether the stored hold is pending with `hold`'s terms."""
+        stored = self._get(schema.hold_key(hold.request_id))
+        return (
+            stored is not None
+            and stored.get("status") == HoldStatus.PENDING.value
+            and (stored.get("amount"), stored.get("bucket")) == (hold.amount, hold.bucket.value)
+        )
+
+    def _entry_landed(self, entry: LedgerEntry) -> bool:
+        """Whether the ledger entry at `entry`'s seq is `entry` itself (entry ids are unique)."""
+        key = schema.entry_key(entry.account_id, entry.bucket, entry.seq)
+        with store_errors():
+            got = self._db.get_item(
+                TableName=self._ledger, Key=to_item(dict(key)), ConsistentRead=True
+            )
+        return "Item" in got and from_item(got["Item"]).get("entry_id") == entry.entry_id
 
     def _put(self, key: schema.Key, values: Mapping[str, Any], *, new: bool = True) -> bool:
         return self.put_item(key["pk"], key["sk"], values, new=new)

@@ -98,6 +98,8 @@ class DynamoCredits(DynamoTables):
                     )
                     return entry
                 except ConcurrentUpdate:
+                    if self._entry_landed(entry):
+                        return entry  # our answer was lost and botocore's retry met our entry
                     if wallet.available < -amount:
                         raise BudgetExceeded(
                             "The adjustment would take the balance below zero",

@@ -12,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from forge.domain.errors import BudgetExceeded, BudgetStoreUnavailable, ConcurrentUpdate
+from forge.domain.errors import (
+    BudgetExceeded,
+    BudgetStoreUnavailable,
+    ConcurrentUpdate,
+    HoldAlreadyResolved,
+)
 from forge.domain.money import Bucket, format_micros
 from forge.domain.records import EnvelopeRef, Hold, HoldStatus
 from forge.store.dynamo import schema
@@ -111,6 +116,8 @@ class DynamoHolds(DynamoTables):
                 codes = cancellation_codes(exc.__cause__)
             if "ConditionalCheckFailed" not in codes:
                 continue  # a TransactionConflict with a concurrent writer: not a refusal
+            if codes[0] == "ConditionalCheckFailed" and self._holds_as(hold):
+                return  # our answer was lost and botocore's retry met our own hold
             raise self._refused(hold, codes, hold.envelopes, 2, "this request's worst case")
         raise BudgetStoreUnavailable("The wallet is too busy; nothing was charged")
 
@@ -179,6 +186,10 @@ class DynamoHolds(DynamoTables):
             try:
                 self._transact(items, hold_index=0)
                 return
+            except HoldAlreadyResolved:
+                if self._holds_as(moved):
+                    return  # our answer was lost and botocore's retry met the moved hold
+                raise
             except ConcurrentUpdate as exc:
                 codes = cancellation_codes(exc.__cause__)
             if "ConditionalCheckFailed" not in codes:

@@ -21,6 +21,7 @@ from forge.domain.records import Hold, HoldOutcome, HoldStatus, LedgerEntry, Led
 from forge.store.dynamo import schema
 from forge.store.dynamo.base import (
     DynamoTables,
+    cancellation_codes,
     contended_attempts,
     epoch,
     is_condition_failure,
@@ -41,12 +42,22 @@ def _resolve_hold(table: str, hold: Hold, status: HoldStatus) -> dict[str, Any]:
             "Key": to_item(schema.hold_key(hold.request_id)),
             "UpdateExpression": "SET #status = :to, resolved_at = :now, #ttl = :ttl"
             " REMOVE pending_shard",
-            "ConditionExpression": "#status = :pending",
-            "ExpressionAttributeNames": {"#status": "status", "#ttl": "ttl"},
+            # Exactly once, and with the terms the hold holds: a gateway that lost the answer
+            # of a rehold still knows the hold before it moved, and releasing that amount (or
+            # bucket) would leave `held` short of the pending hold.
+            "ConditionExpression": "#status = :pending AND #amount = :amount AND #bucket = :bucket",
+            "ExpressionAttributeNames": {
+                "#status": "status",
+                "#ttl": "ttl",
+                "#amount": "amount",
+                "#bucket": "bucket",
+            },
             "ExpressionAttributeValues": to_item(
                 {
                     ":to": status.value,
                     ":pending": HoldStatus.PENDING.value,
+                    ":amount": hold.amount,
+                    ":bucket": hold.bucket.value,
                     ":now": datetime.now(UTC).isoformat(),
                     ":ttl": int(time.time()) + RESOLVED_HOLD_RETENTION_SECONDS,
                 }
@@ -132,19 +143,22 @@ class DynamoSettlement(DynamoTables):
             }
         }
         final = receipt.model_copy(update={"charge": 0, "bucket": hold.bucket})
-        items = [
-            _resolve_hold(self._budget, hold, HoldStatus.VOIDED),
-            release,
-            put_receipt(self._ledger, final),
-            *receipt_updates(self._ledger, final),
-            *release_envelopes(self._budget, hold, 0),
-        ]
+        resolve = _resolve_hold(self._budget, hold, HoldStatus.VOIDED)
+        envelopes = release_envelopes(self._budget, hold, 0)
+        items = [resolve, release, put_receipt(self._ledger, final)]
+        items += receipt_updates(self._ledger, final)
         for _ in contended_attempts():
             try:
-                self._transact(items, hold_index=0)
+                self._transact([*items, *envelopes], hold_index=0)
                 return final
-            except ConcurrentUpdate:
-                continue  # a transaction conflict; the hold item's condition is the guard
+            except ConcurrentUpdate as exc:
+                codes = cancellation_codes(exc.__cause__)
+            if codes[2:3] == ["ConditionalCheckFailed"]:
+                # The request already has its receipt: a refusal written while the store was
+                # failing, after a reservation whose answer was lost. That receipt (nothing
+                # charged) stands, counted once; release the hold without writing another.
+                items = [resolve, release]
+            # Otherwise a transaction conflict; the hold item's condition is the guard.
         raise BudgetStoreUnavailable("Could not release the hold; it stays for the sweeper")
 
     def get_hold(self, request_id: str) -> Hold | None:
