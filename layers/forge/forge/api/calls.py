@@ -8,15 +8,18 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 from fastapi.responses import Response, StreamingResponse
 
+from forge.api.deps import GatewayDep, SettingsDep, StoreDep
 from forge.api.idempotent import IdempotentCall
 from forge.domain.envelopes import parse_header_amount, parse_run_id
 from forge.domain.idempotency import fingerprint, validate_key
 from forge.domain.money import format_micros
-from forge.domain.records import Receipt
-from forge.gateway import CallPlan, Completed, RequestLimits, StreamResult, receipt_summary
+from forge.domain.records import ApiKey, Receipt
+from forge.domain.upstream import Completion
+from forge.gateway import CallPlan, Completed, Gateway, RequestLimits, StreamResult, receipt_summary
+from forge.gateway.plan import CallRequest
 from forge.settings import Settings
 from forge.store.dynamo.store import DynamoStore
 
@@ -111,6 +114,57 @@ def paid_response(
         media_type="application/json",
         headers=receipt_headers(result.plan, result.receipt),
     )
+
+
+@dataclass
+class PaidCalls:
+    """What a paid endpoint needs to serve one call, as one dependency: the gateway, the
+    budget headers, and Idempotency-Key handling around `Gateway.serve`."""
+
+    gateway: Gateway
+    store: DynamoStore
+    settings: Settings
+    headers: CallHeaders
+    request_id: str
+
+    async def serve(
+        self,
+        key: ApiKey,
+        call: CallRequest,
+        sent: dict[str, Any],
+        render: Callable[[Completion], bytes],
+        events: Callable[[StreamResult], AsyncIterator[bytes]],
+    ) -> Response:
+        """Serve `call` for `key`, once per Idempotency-Key (`sent` is the body as the client
+        sent it, which a retry must repeat)."""
+        limits = self.headers.limits()
+
+        async def run() -> Response:
+            result = await self.gateway.serve(key, call, self.request_id, limits, render)
+            return paid_response(result, events)
+
+        return await idempotent(
+            run,
+            store=self.store,
+            settings=self.settings,
+            account_id=key.account_id,
+            request_id=self.request_id,
+            headers=self.headers,
+            body=sent,
+        )
+
+
+def paid_calls(
+    request: Request,
+    gateway: GatewayDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    headers: CallHeadersDep,
+) -> PaidCalls:
+    return PaidCalls(gateway, store, settings, headers, request.state.request_id)
+
+
+PaidCallsDep = Annotated[PaidCalls, Depends(paid_calls)]
 
 
 async def idempotent(

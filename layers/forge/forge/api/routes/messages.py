@@ -11,17 +11,16 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from forge.api.calls import CallHeadersDep, idempotent, paid_response
-from forge.api.deps import GatewayDep, SettingsDep, StoreDep
+from forge.api.calls import PaidCallsDep
+from forge.api.deps import GatewayDep
 from forge.api.schemas import PAID_SUCCESS, AnthropicErrorResponse, error_responses
 from forge.api.sse import messages_sse
 from forge.api.strict import StrictJsonRoute
 from forge.domain import strict_json
 from forge.domain.errors import InvalidJson, InvalidRequest
-from forge.domain.records import ApiKey
 from forge.domain.requests import ChatCompletionRequest, MessagesRequest
 from forge.domain.upstream import Completion
-from forge.gateway import Gateway, RequestLimits, StreamResult
+from forge.gateway import StreamResult
 from forge.providers.anthropic_format.inbound import (
     chat_body_from_messages,
     message_from_completion,
@@ -38,29 +37,19 @@ router = APIRouter(
 async def create_message(
     request: Request,
     gateway: GatewayDep,
-    store: StoreDep,
-    settings: SettingsDep,
-    headers: CallHeadersDep,
+    calls: PaidCallsDep,
     x_api_key: Annotated[str | None, Header(alias="x-api-key")] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Errors leave in Anthropic's shape (forge.api.errors maps this path so)."""
-    request_id: str = request.state.request_id
     if x_api_key:
         key = await gateway.authenticate_key(x_api_key)
     else:
         key = await gateway.authenticate(authorization)
     body = await _parse(request)
-    limits = headers.limits()
     chat = _as_chat(body)
-    return await idempotent(
-        lambda: _serve(gateway, key, chat, request_id, limits),
-        store=store,
-        settings=settings,
-        account_id=key.account_id,
-        request_id=request_id,
-        headers=headers,
-        body=body.model_dump(exclude_none=True),
+    return await calls.serve(
+        key, chat, body.model_dump(exclude_none=True), _message, _messages_events
     )
 
 
@@ -101,14 +90,3 @@ def _message(completion: Completion) -> bytes:
 def _messages_events(result: StreamResult) -> AsyncIterator[bytes]:
     writer = MessagesStreamWriter(result.plan.route.upstream_model, result.plan.request_id)
     return messages_sse(result.items, writer)
-
-
-async def _serve(
-    gateway: Gateway,
-    key: ApiKey,
-    chat: ChatCompletionRequest,
-    request_id: str,
-    limits: RequestLimits,
-) -> Response:
-    result = await gateway.serve(key, chat, request_id, limits, _message)
-    return paid_response(result, _messages_events)
