@@ -303,17 +303,10 @@ def busy_wallet(stack: Stack, clients: int = 50, per_client: int = 20) -> dict[s
 def seed_run(calls: int, run_id: str, workers: int = 4) -> tuple[str, str]:
     """An account whose key made one run of `calls` calls, each reserved and settled through
     the store's real transactions (HTTP would spend an hour in the gateway to write them)."""
-    from concurrent.futures import ThreadPoolExecutor
-    from datetime import timedelta
 
     from botocore.config import Config
     from botocore.session import get_session
 
-    from forge.domain.catalog import load_catalog
-    from forge.domain.ids import new_id
-    from forge.domain.money import Bucket, Usage, charge_for
-    from forge.domain.records import Attempt, Hold, Receipt, utcnow
-    from forge.money_in.accounts import create_account, credit_wallet, issue_key
     from forge.settings import get_settings
     from forge.store.dynamo.store import DynamoStore
 
@@ -325,6 +318,20 @@ def seed_run(calls: int, run_id: str, workers: int = 4) -> tuple[str, str]:
         "dynamodb", endpoint_url=settings.aws_endpoint_url, config=patient
     )
     store = DynamoStore(client, settings.budget_table, settings.ledger_table)
+    return seed_calls(store, calls, run_id, workers)
+
+
+def seed_calls(store: Any, calls: int, run_id: str, workers: int = 4) -> tuple[str, str]:
+    """One run of `calls` reserved-and-settled calls on `store` (a DynamoStore)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import timedelta
+
+    from forge.domain.catalog import load_catalog
+    from forge.domain.ids import new_id
+    from forge.domain.money import Bucket, Usage, charge_for
+    from forge.domain.records import Attempt, Hold, Receipt, utcnow
+    from forge.money_in.accounts import create_account, credit_wallet, issue_key
+
     account_id = create_account(store, "bench views")
     credit_wallet(store, account_id, Bucket.CREDIT, "100000", source="bench", memo="bench")
     plaintext, key = issue_key(store, account_id)
