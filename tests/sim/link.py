@@ -123,14 +123,14 @@ class Link:
             finally:
                 if len(self._twin.faults.log) > injected and (actor := CURRENT.get()):
                     actor.store_faults += 1
-            self._cancelled_in_a_row = 0
+            if name in _WRITES:  # reads in between (a re-read wallet) do not end a livelock
+                self._cancelled_in_a_row = 0
             return response
 
         return call
 
     def _count_cancellation(self, exc: ClientError) -> None:
         if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-            self._cancelled_in_a_row = 0
             return
         self._cancelled_in_a_row += 1
         if self._cancelled_in_a_row >= LIVELOCK_CANCELLATIONS:

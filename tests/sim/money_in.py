@@ -12,8 +12,12 @@ have none if every attempt was refused, and otherwise the ledger tells.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from forge.domain.errors import (
     BudgetExceeded,
@@ -28,6 +32,8 @@ from forge.money_in.adjustments import adjust_wallet, refund_charge
 from forge.money_in.codes import claim_code, get_code
 from forge.money_in.webhooks import PaymentEvent, apply_payment
 from forge.store.dynamo.store import DynamoStore
+from tests.sim.checks import Observer, Violation
+from tests.sim.scheduler import CURRENT, Actor
 
 Tag = tuple[str, ...]
 
@@ -39,11 +45,30 @@ class MoneyIn:
     bucket: Bucket
     amount: int  # micro-units the entry must carry (signed for adjustments)
     applied: bool = False  # some attempt said so
-    unknown: int = 0  # attempts whose answer was lost
+    unknown: int = 0  # attempts whose answer was lost, or not to be trusted (see `refused`)
+    refused_after_fault: int = 0
 
     @property
     def state(self) -> str:
         return "applied" if self.applied else "unknown" if self.unknown else "refused"
+
+    def refused(self, attempt: Actor) -> None:
+        """A refusal after a lost write proves nothing: botocore's retry of a write that
+        landed is refused by the write's own effect (a claim met its own claim item)."""
+        if attempt.store_faults:
+            self.unknown += 1
+            self.refused_after_fault += 1
+
+
+@contextmanager
+def attempt() -> Iterator[Actor]:
+    """One call of a money-in action, its store faults counted."""
+    actor = Actor("money in")
+    token = CURRENT.set(actor)
+    try:
+        yield actor
+    finally:
+        CURRENT.reset(token)
 
 
 class Books:
@@ -100,13 +125,15 @@ class Books:
     ) -> str:
         tag = ("adjustment", memo)
         action = self.actions.setdefault(tag, MoneyIn(tag, account, bucket, amount))
-        try:
-            adjust_wallet(store, account, bucket, format_micros(amount), reason=memo)
-        except BudgetExceeded:
-            return "refused: below zero"
-        except BudgetStoreUnavailable:
-            action.unknown += 1
-            return "store unavailable"
+        with attempt() as call:
+            try:
+                adjust_wallet(store, account, bucket, format_micros(amount), reason=memo)
+            except BudgetExceeded:
+                action.refused(call)
+                return "refused: below zero"
+            except BudgetStoreUnavailable:
+                action.unknown += 1
+                return "store unavailable"
         action.applied = True
         return "adjusted"
 
@@ -117,16 +144,18 @@ class Books:
         except BudgetStoreUnavailable:
             return "store unavailable"  # nothing was written yet
         action = self.actions.setdefault(tag, MoneyIn(tag, account, found.bucket, found.amount))
-        try:
-            claim_code(store, account, code, now=now)
-        except RedeemCodeAlreadyClaimed:
-            action.applied = True  # by an earlier attempt whose answer was lost
-            return "already claimed"
-        except RedeemCodeInvalid as exc:
-            return f"refused: {exc.code}"
-        except BudgetStoreUnavailable:
-            action.unknown += 1
-            return "store unavailable"
+        with attempt() as call:
+            try:
+                claim_code(store, account, code, now=now)
+            except RedeemCodeAlreadyClaimed:
+                action.applied = True  # by an earlier attempt whose answer was lost
+                return "already claimed"
+            except RedeemCodeInvalid as exc:
+                action.refused(call)
+                return f"refused: {exc.code}"
+            except BudgetStoreUnavailable:
+                action.unknown += 1
+                return "store unavailable"
         action.applied = True
         return "claimed"
 
@@ -145,3 +174,32 @@ class Books:
             return "store unavailable"
         action.applied = True
         return "refunded"
+
+    def check(self, observer: Observer, spent: Mapping[tuple[str, str], int]) -> None:
+        """The ledger holds exactly the money-in entries these actions call for (by tag, with
+        their wallet and amount), and each wallet's balance is what was credited less `spent`."""
+        entries: dict[Tag, dict[str, Any]] = dict(observer.credits)
+        entries.update({("refund", rid): entry for rid, entry in observer.refunds.items()})
+        expected: Counter[tuple[str, str]] = Counter()
+        for tag, entry in entries.items():
+            action = self.actions.get(tag)
+            if action is None:
+                raise Violation("6", f"ledger entry {entry['entry_id']} answers no action")
+            wallet = (action.account, action.bucket.value)
+            if (str(entry["account_id"]), str(entry["bucket"])) != wallet:
+                raise Violation("6", f"{tag} credited {entry['account_id']}/{entry['bucket']}")
+            if int(entry["amount"]) != action.amount:
+                raise Violation("6", f"{tag} credited {entry['amount']}, not {action.amount}")
+            if action.state == "refused":
+                raise Violation("4", f"{tag} was refused every time, yet credited")
+            expected[wallet] += action.amount
+        for tag, action in self.actions.items():
+            if action.applied and tag not in entries:
+                raise Violation("6", f"{tag} was applied but has no ledger entry")
+        for wallet in observer.wallet_keys():
+            balance = int(observer.wallets[wallet]["balance"])
+            if balance != expected[wallet] - spent.get(wallet, 0):
+                books = expected[wallet] - spent.get(wallet, 0)
+                raise Violation(
+                    "6", f"{'/'.join(wallet)}: balance {balance}, the books say {books}"
+                )
