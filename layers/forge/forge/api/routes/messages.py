@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from forge.api.calls import PaidCallsDep
 from forge.api.deps import GatewayDep
+from forge.api.errors import validation_error
 from forge.api.schemas import PAID_SUCCESS, AnthropicErrorResponse, error_responses
 from forge.api.sse import messages_sse
 from forge.api.strict import StrictJsonRoute
@@ -61,9 +62,7 @@ async def _parse(request: Request) -> MessagesRequest:
     try:
         return MessagesRequest.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        location = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise InvalidRequest(f"{location}: {first.get('msg')}", param=location) from None
+        raise validation_error(list(exc.errors())) from None
 
 
 def _as_chat(body: MessagesRequest) -> ChatCompletionRequest:
