@@ -9,10 +9,10 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Header, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from forge.api.deps import GatewayDep, SettingsDep, StoreDep
-from forge.api.idempotent import IdempotentCall
+from forge.api.idempotent import IdempotentCall, PaidStream
 from forge.domain.envelopes import parse_header_amount, parse_run_id
 from forge.domain.idempotency import fingerprint, validate_key
 from forge.domain.money import format_micros
@@ -94,21 +94,13 @@ def receipt_headers(plan: CallPlan, receipt: Receipt) -> dict[str, str]:
     return headers
 
 
-class PaidStream(StreamingResponse):
-    """A relayed stream; its plan says whether it ran to its end."""
-
-    def __init__(self, plan: CallPlan, content: AsyncIterator[bytes]) -> None:
-        super().__init__(content, media_type="text/event-stream", headers=stream_headers(plan))
-        self.plan = plan
-
-
 def paid_response(
     result: Completed[bytes] | StreamResult, events: Callable[[StreamResult], AsyncIterator[bytes]]
 ) -> Response:
     """The HTTP answer of a served call: the rendered body with its receipt headers, or the
     stream framed by `events`."""
     if isinstance(result, StreamResult):
-        return PaidStream(result.plan, events(result))
+        return PaidStream(result.plan, events(result), stream_headers(result.plan))
     return Response(
         result.answer,
         media_type="application/json",

@@ -9,9 +9,20 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from fastapi.responses import Response, StreamingResponse
 
 from forge.domain.idempotency import IdempotencyRecord, StoredResponse, wait_for_first
+from forge.gateway import CallPlan
 from forge.store.dynamo.store import DynamoStore
 
 REPLAY_HEADER = "x-forge-idempotent-replay"
+
+
+class PaidStream(StreamingResponse):
+    """A relayed stream; its plan says whether it ran to its end (only then is it replayed)."""
+
+    def __init__(
+        self, plan: CallPlan, content: AsyncIterator[bytes], headers: dict[str, str]
+    ) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.plan = plan
 
 
 class IdempotentCall:
@@ -64,13 +75,13 @@ class IdempotentCall:
         """Store what this request answered, so retries replay it."""
         headers = {k: v for k, v in response.headers.items() if k.startswith("x-")}
         if isinstance(response, StreamingResponse):
-            finished = getattr(response, "plan", None)
+            plan = response.plan if isinstance(response, PaidStream) else None
             return StreamingResponse(
                 self._recording(
                     response.body_iterator,
                     response.status_code,
                     headers,
-                    lambda: finished is None or bool(finished.finished),
+                    lambda: plan is None or plan.finished,
                 ),
                 status_code=response.status_code,
                 headers=dict(response.headers),
