@@ -61,11 +61,12 @@ def wants_tool(prompt: str, tools: list[Any] | None) -> bool:
 class Fault:
     """What the fake does instead of answering normally, once per scripted request."""
 
-    kind: Literal["status", "timeout", "malformed", "cut", "endless", "error_event"]
+    kind: Literal["status", "timeout", "malformed", "cut", "endless", "error_event", "paced"]
     status: int = 500
     retry_after: str | None = None
     after: int = 2  # chunks sent before a cut / error event
-    seconds: float = 5.0  # how long a timeout hangs
+    seconds: float = 5.0  # how long a timeout hangs; a paced stream's wait for its first event
+    gap: float = 0.0  # a paced stream's wait between two events
 
 
 @dataclass
@@ -180,7 +181,8 @@ class FakeProvider:
         self, call: Call, events: AsyncIterator[str], fault: Fault | None, *, broken: str
     ) -> StreamingResponse:
         """An event stream that plays `fault` out: `broken` first when malformed, a dropped
-        connection when cut, a slow model when endless."""
+        connection when cut, a slow model when endless, a model thinking `seconds` before its
+        first event and `gap` between two when paced."""
         return StreamingResponse(
             _guarded(call, events, fault, broken), media_type="text/event-stream"
         )
@@ -222,8 +224,11 @@ async def _guarded(
     server raises, so the response ends without its final chunk); notes an early close."""
     sent = 0
     finished = False
+    paced = fault is not None and fault.kind == "paced"
     try:
         async for event in events:
+            if paced and fault is not None:
+                await asyncio.sleep(fault.seconds if sent == 0 else fault.gap)
             if fault is not None and fault.kind == "cut" and sent >= fault.after:
                 raise ConnectionAbortedError("the fake cuts this stream")
             if fault is not None and fault.kind == "malformed" and sent == 0:

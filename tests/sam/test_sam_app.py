@@ -1,254 +1,119 @@
-"""The SAM application as Lambda runs it: lint, validate, build, then invoke each built function.
-
-Each function is imported from `.aws-sam/build` in a fresh python3.12 whose sys.path holds only
-the standard library, the function's directory and the layer's `python/` directory (Lambda's
-/var/task and /opt/python), so a dependency missing from the layer fails here, not on AWS.
-The functions talk to the embedded DynamoDB/S3 emulator, with tables made from template.yaml.
-"""
+"""The SAM application as Lambda runs it: lint and validate the template, then invoke each
+built handler function (see tests/sam/built.py for how)."""
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from forge.domain.ids import display_prefix, hash_api_key, new_api_key, new_id
-from forge.domain.records import ApiKey
+from forge.domain.ids import hash_api_key
+from forge.domain.money import Bucket
+from forge.money_in.accounts import credit_wallet
 from forge.store.dynamo.store import DynamoStore
-from forge_tools.emulator import Emulator, Resources, load_template
+from forge_tools.emulator import Emulator, Resources
+from tests.sam.built import SAM, TEMPLATE, assert_ok, invoke_built, load_event, run, seed_api_key
 
 pytestmark = pytest.mark.sam
 
-ROOT = Path(__file__).resolve().parents[2]
-SAM = ROOT / "tools" / "sam.sh"
-TEMPLATE = ROOT / "template.yaml"
-EVENTS = ROOT / "events"
-BUILD_DIR = ROOT / ".aws-sam" / "build"
-LAYER_ID = "ForgeLayer"
-
-# Runs inside the Lambda-like interpreter: argv = [module:function, event file, result file].
-# The result goes to a file because Powertools logs to stdout.
-_INVOKE = """
-import importlib, json, sys, uuid
-assert not any("-packages" in p for p in sys.path), sys.path
-target, event_path, result_path = sys.argv[1:]
-module_name, function_name = target.rsplit(".", 1)
-
-class Context:
-    function_name = "{function}"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:{function}"
-    memory_limit_in_mb = 512
-    aws_request_id = str(uuid.uuid4())
-    log_group_name = "/aws/lambda/{function}"
-    log_stream_name = "2026/11/15/[$LATEST]0123456789abcdef"
-    def get_remaining_time_in_millis(self):
-        return 30_000
-
-with open(event_path, encoding="utf-8") as fh:
-    event = json.load(fh)
-handler = getattr(importlib.import_module(module_name), function_name)
-result = handler(event, Context())
-with open(result_path, "w", encoding="utf-8") as fh:
-    json.dump(result, fh, default=str)
-"""
-
-
-@dataclass(frozen=True)
-class Invocation:
-    returncode: int
-    result: Any
-    output: str
-
-
-def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def _assert_ok(proc: subprocess.CompletedProcess[str], what: str) -> None:
-    assert proc.returncode == 0, (
-        f"{what} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
-    )
-
-
-def _load_event(name: str) -> dict[str, Any]:
-    path = EVENTS / f"{name}.json"
-    if not path.is_file():
-        pytest.fail(f"missing test event {path.relative_to(ROOT)}")
-    event: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return event
-
-
-@pytest.fixture(scope="session")
-def python312() -> str:
-    """The interpreter Lambda's python3.12 runtime stands for (the one `sam build` uses)."""
-    if not SAM.is_file():
-        pytest.fail(f"{SAM} is missing")
-    proc = _run(["bash", str(SAM), "--python312"], timeout=60)
-    if proc.returncode != 0:
-        pytest.fail(f"python3.12 is required for the SAM tests: {proc.stderr.strip()}")
-    return proc.stdout.strip()
-
-
-@pytest.fixture(scope="session")
-def sam_build(python312: str) -> Path:
-    """`sam build` once per session (installs the pinned SAM CLI on first use)."""
-    proc = _run(["bash", str(SAM), "build"], timeout=1800)
-    _assert_ok(proc, "tools/sam.sh build")
-    return BUILD_DIR
-
-
-@pytest.fixture(scope="session")
-def emulator() -> Iterator[Emulator]:
-    """The embedded DynamoDB/S3 emulator, on a free port of 127.0.0.1."""
-    running = Emulator().start()
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-def backend(emulator: Emulator) -> Resources:
-    """template.yaml's tables and bucket, fresh for each test (what one function writes must
-    not become another's input)."""
-    return emulator.create_resources(TEMPLATE, prefix=f"sam-{secrets.token_hex(4)}")
-
-
-def _literal_environment(template: dict[str, Any], function_id: str) -> dict[str, str]:
-    """The function's environment as the template declares it: literals as they are,
-    parameter references as their defaults; resource references are the emulator's job."""
-
-    def variables(scope: dict[str, Any]) -> dict[str, Any]:
-        return dict(scope.get("Environment", {}).get("Variables", {}))
-
-    parameters = template.get("Parameters", {})
-    declared = {
-        **variables(template.get("Globals", {}).get("Function", {})),
-        **variables(template["Resources"][function_id]["Properties"]),
-    }
-    env: dict[str, str] = {}
-    for name, value in declared.items():
-        if isinstance(value, str):
-            env[name] = value
-        elif isinstance(value, dict) and value.get("Ref") in parameters:
-            env[name] = str(parameters[value["Ref"]].get("Default", ""))
-    return env
-
-
-def invoke_built(
-    build_dir: Path,
-    function_id: str,
-    event: dict[str, Any],
-    *,
-    python312: str,
-    backend: Resources,
-    tmp_path: Path,
-    extra_env: dict[str, str] | None = None,
-) -> Invocation:
-    """Invoke one built function as Lambda would: only stdlib, its code and the layer."""
-    template = load_template(build_dir / "template.yaml")
-    props = template["Resources"][function_id]["Properties"]
-    code_dir = build_dir / props["CodeUri"]
-    layer_dir = build_dir / template["Resources"][LAYER_ID]["Properties"]["ContentUri"] / "python"
-    for path in (code_dir, layer_dir):
-        assert path.is_dir(), f"{path} was not built"
-
-    event_path, result_path = tmp_path / f"{function_id}-event.json", tmp_path / "result.json"
-    event_path.write_text(json.dumps(event), encoding="utf-8")
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": os.pathsep.join([str(code_dir), str(layer_dir)]),
-        "LAMBDA_TASK_ROOT": str(code_dir),
-        "AWS_LAMBDA_FUNCTION_NAME": function_id,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
-        "AWS_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        **_literal_environment(template, function_id),
-        **backend.environment(),
-        **(extra_env or {}),
-    }
-    # -S: no site-packages; -P: no cwd on sys.path; -B: /var/task is read-only on Lambda.
-    args = [python312, "-S", "-P", "-B", "-c", _INVOKE.replace("{function}", function_id)]
-    args += [props["Handler"], str(event_path), str(result_path)]
-    proc = subprocess.run(
-        args, cwd=code_dir, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    output = f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
-    result = json.loads(result_path.read_text("utf-8")) if proc.returncode == 0 else None
-    return Invocation(proc.returncode, result, output)
-
-
-def _seed_api_key(emulator: Emulator, backend: Resources) -> str:
-    """An account with one active key; returns the key's plaintext."""
-    store = DynamoStore(
-        emulator.client("dynamodb"), backend.tables["BudgetTable"], backend.tables["LedgerTable"]
-    )
-    account_id = new_id("acct")
-    store.create_account(account_id, "SAM test account")
-    plaintext = new_api_key()
-    key = ApiKey(
-        key_id=new_id("key"),
-        account_id=account_id,
-        project_id=new_id("proj"),
-        prefix=display_prefix(plaintext),
-    )
-    store.put_api_key(hash_api_key(plaintext), key)
-    return plaintext
-
 
 def test_cfn_lint_passes() -> None:
-    _assert_ok(_run(["bash", str(SAM), "--cfn-lint", str(TEMPLATE)], timeout=900), "cfn-lint")
+    assert_ok(run(["bash", str(SAM), "--cfn-lint", str(TEMPLATE)], timeout=900), "cfn-lint")
 
 
 def test_sam_validate_lint_passes() -> None:
-    _assert_ok(
-        _run(["bash", str(SAM), "validate", "--lint", "--template", str(TEMPLATE)], timeout=900),
+    assert_ok(
+        run(["bash", str(SAM), "validate", "--lint", "--template", str(TEMPLATE)], timeout=900),
         "sam validate --lint",
     )
 
 
-def test_proxy_lists_models_for_a_valid_key(
-    sam_build: Path, python312: str, emulator: Emulator, backend: Resources, tmp_path: Path
-) -> None:
-    # Given an account with a key, and the GET /v1/models event carrying that key
-    plaintext = _seed_api_key(emulator, backend)
-    event = _load_event("proxy")
+def _with_key(event: dict[str, Any], plaintext: str) -> dict[str, Any]:
     event["headers"]["Authorization"] = f"Bearer {plaintext}"
     event["multiValueHeaders"]["Authorization"] = [f"Bearer {plaintext}"]
+    return event
 
-    # When the built proxy function handles it (the demo route makes the catalog non-empty;
-    # listing models calls no upstream, so its address is never dialled)
+
+def test_account_function_answers_the_balance_event(
+    sam_build: Path, python312: str, emulator: Emulator, backend: Resources, tmp_path: Path
+) -> None:
+    # Given an account with a key and 25.00 of Credit, and the GET /v1/balance event
+    plaintext = seed_api_key(emulator, backend)
+    store = DynamoStore(
+        emulator.client("dynamodb"), backend.tables["BudgetTable"], backend.tables["LedgerTable"]
+    )
+    account_id = store.get_api_key(hash_api_key(plaintext)).account_id  # type: ignore[union-attr]
+    credit_wallet(store, account_id, Bucket.CREDIT, "25.00", source="test", memo="top-up")
+
+    # When the built account function (Mangum) handles it
     run = invoke_built(
         sam_build,
-        "ProxyFunction",
-        event,
+        "AccountFunction",
+        _with_key(load_event("account_balance"), plaintext),
         python312=python312,
         backend=backend,
         tmp_path=tmp_path,
-        extra_env={"FORGE_DEMO_BASE_URL": "http://127.0.0.1:9/v1"},
     )
 
-    # Then it answers 200 with OpenAI's list shape
+    # Then it answers 200 with both buckets, the credit in its currency
     assert run.returncode == 0, run.output
     assert run.result["statusCode"] == 200, run.output
-    body = json.loads(run.result["body"])
-    assert body["object"] == "list", body
-    assert body["data"], body
-    for card in body["data"]:
-        assert isinstance(card["id"], str) and card["id"], card
-        assert card["object"] == "model", card
+    buckets = {b["bucket"]: b for b in json.loads(run.result["body"])["buckets"]}
+    assert buckets["credit"]["balance"] == "25.000000", buckets
+    assert buckets["credit"]["held"] == "0.000000", buckets
+
+
+def test_account_function_pages_the_ledger_from_a_query_string(
+    sam_build: Path, python312: str, emulator: Emulator, backend: Resources, tmp_path: Path
+) -> None:
+    plaintext = seed_api_key(emulator, backend)
+    store = DynamoStore(
+        emulator.client("dynamodb"), backend.tables["BudgetTable"], backend.tables["LedgerTable"]
+    )
+    account_id = store.get_api_key(hash_api_key(plaintext)).account_id  # type: ignore[union-attr]
+    for amount in ("1.00", "2.00", "3.00"):
+        credit_wallet(store, account_id, Bucket.CREDIT, amount, source="test", memo=amount)
+
+    run = invoke_built(
+        sam_build,
+        "AccountFunction",
+        _with_key(load_event("account_ledger"), plaintext),
+        python312=python312,
+        backend=backend,
+        tmp_path=tmp_path,
+    )
+
+    assert run.returncode == 0, run.output
+    assert run.result["statusCode"] == 200, run.output
+    page = json.loads(run.result["body"])
+    assert [e["amount"] for e in page["data"]] == ["1.000000", "2.000000", "3.000000"], page
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v1/chat/completions"), ("GET", "/v1/models")]
+)
+def test_account_function_serves_no_paid_route(
+    method: str,
+    path: str,
+    sam_build: Path,
+    python312: str,
+    emulator: Emulator,
+    backend: Resources,
+    tmp_path: Path,
+) -> None:
+    # The API routes these to the proxy; reaching the account function they do not exist.
+    event = _with_key(load_event("account_balance"), seed_api_key(emulator, backend))
+    event.update(path=path, httpMethod=method, pathParameters={"proxy": path.lstrip("/")})
+
+    run = invoke_built(
+        sam_build, "AccountFunction", event, python312=python312, backend=backend, tmp_path=tmp_path
+    )
+
+    assert run.returncode == 0, run.output
+    assert run.result["statusCode"] == 404, run.output
+    assert json.loads(run.result["body"])["error"]["code"] == "not_found", run.output
 
 
 def test_archiver_reports_no_failed_records(
@@ -257,7 +122,7 @@ def test_archiver_reports_no_failed_records(
     run = invoke_built(
         sam_build,
         "ArchiverFunction",
-        _load_event("archiver"),
+        load_event("archiver"),
         python312=python312,
         backend=backend,
         tmp_path=tmp_path,
@@ -273,7 +138,7 @@ def test_statements_function_runs(
     run = invoke_built(
         sam_build,
         "StatementFunction",
-        _load_event("statements"),
+        load_event("statements"),
         python312=python312,
         backend=backend,
         tmp_path=tmp_path,
@@ -287,7 +152,7 @@ def test_sweeper_function_runs_and_reports(
     run = invoke_built(
         sam_build,
         "SweeperFunction",
-        _load_event("sweeper"),
+        load_event("sweeper"),
         python312=python312,
         backend=backend,
         tmp_path=tmp_path,
@@ -299,11 +164,11 @@ def test_sweeper_function_runs_and_reports(
 def test_reconcile_function_finds_no_drift_in_a_fresh_account(
     sam_build: Path, python312: str, emulator: Emulator, backend: Resources, tmp_path: Path
 ) -> None:
-    _seed_api_key(emulator, backend)
+    seed_api_key(emulator, backend)
     run = invoke_built(
         sam_build,
         "ReconcileFunction",
-        _load_event("reconcile"),
+        load_event("reconcile"),
         python312=python312,
         backend=backend,
         tmp_path=tmp_path,

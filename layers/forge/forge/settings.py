@@ -57,6 +57,9 @@ class Settings(BaseModel):
     hold_ttl_seconds: int = Field(default=960, alias="FORGE_HOLD_TTL_SECONDS")
     statement_url_ttl_seconds: int = Field(default=900, le=900, alias="FORGE_STATEMENT_URL_TTL")
     upstream_timeout_seconds: float = Field(default=120.0, alias="FORGE_UPSTREAM_TIMEOUT")
+    # A stream silent this long gets an SSE comment: API Gateway closes a streamed response idle
+    # for 5 minutes (Regional; 30 s edge-optimised), and a reasoning model can think longer.
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0, alias="FORGE_SSE_KEEPALIVE_SECONDS")
     # Verifies payment webhooks (Forge-Signature); without it the webhook credits nothing.
     webhook_secret: str | None = Field(default=None, alias="FORGE_WEBHOOK_SECRET", repr=False)
     webhook_secret_arn: str | None = Field(default=None, alias="FORGE_WEBHOOK_SECRET_ARN")

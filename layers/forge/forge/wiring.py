@@ -16,6 +16,7 @@ from forge.store.s3archive import S3Archive
 
 if TYPE_CHECKING:  # the gateway and its providers load only where a request is served
     from forge.gateway import Gateway
+    from forge.gateway.auth import Keys
 
 
 @cache
@@ -44,16 +45,29 @@ def get_ledger_views() -> LedgerViews:
     return LedgerViews(dynamodb_client(), get_settings().ledger_table)
 
 
+@cache
+def get_keys() -> Keys:
+    """API key lookups with this process's cache, shared by the gateway and the views, so a
+    function that serves no paid call never builds a gateway (or reads provider keys)."""
+    import time
+
+    import anyio
+
+    from forge.gateway.auth import Keys
+
+    return Keys(get_store(), time.monotonic, anyio.to_thread.run_sync)
+
+
 def get_catalog_store() -> DynamoCatalogStore:
     return DynamoCatalogStore(dynamodb_client(), get_settings().budget_table)
 
 
 @cache
 def get_gateway() -> Gateway:
-    return build_gateway(get_settings(), get_store())
+    return build_gateway(get_settings(), get_store(), get_keys())
 
 
-def build_gateway(settings: Settings, store: DynamoStore) -> Gateway:
+def build_gateway(settings: Settings, store: DynamoStore, keys: Keys | None = None) -> Gateway:
     """The gateway of this process: its providers, the catalog kept in the budget table (read
     at most once per TTL), and the retry policy and route health of this container."""
     # Imported here: the archiver, statement and sweeper functions never load httpx or FastAPI.
@@ -71,6 +85,7 @@ def build_gateway(settings: Settings, store: DynamoStore) -> Gateway:
         configured_providers(settings),
         catalog,
         hold_ttl_seconds=settings.hold_ttl_seconds,
+        keys=keys,
         retry=RetryPolicy(
             attempts_per_route=settings.upstream_route_attempts,
             max_attempts=settings.upstream_max_attempts,
@@ -84,7 +99,15 @@ def build_gateway(settings: Settings, store: DynamoStore) -> Gateway:
     )
 
 
-FACTORIES = (get_settings, dynamodb_client, s3_client, get_store, get_archive, get_gateway)
+FACTORIES = (
+    get_settings,
+    dynamodb_client,
+    s3_client,
+    get_store,
+    get_archive,
+    get_keys,
+    get_gateway,
+)
 
 
 def clear() -> None:

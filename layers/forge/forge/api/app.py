@@ -1,13 +1,19 @@
-"""The FastAPI application: request ids, routers, and the error mapping."""
+"""The FastAPI application: request ids, routers, and the error mapping.
+
+One factory, three surfaces: `all` (what `make dev` and the tests serve), `paid` (the calls that
+reach a provider, streamed on AWS by the proxy function under uvicorn) and `account` (views,
+redeem and webhooks, buffered through Mangum by a short-timeout function that holds no provider
+key). Each surface imports only its own routes."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Literal
+
+from fastapi import APIRouter, FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from forge.api.errors import install_error_handlers
-from forge.api.routes import account, chat, messages, models, money
 from forge.api.schemas import ErrorResponse, error_responses
 from forge.domain.ids import new_id
 
@@ -36,7 +42,35 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def create_app() -> FastAPI:
+Surface = Literal["all", "paid", "account"]
+
+
+def _routers(surface: Surface) -> list[APIRouter]:
+    routers: list[APIRouter] = []
+    if surface in ("all", "paid"):
+        # /v1/models is here: only the function holding the provider keys knows which
+        # providers, hence which models, it can serve.
+        from forge.api.routes import chat, messages, models
+
+        routers += [models.router, chat.router, messages.router]
+    if surface in ("all", "account"):
+        from forge.api.routes import account, money
+
+        routers += [account.router, money.router]
+    return routers
+
+
+def create_paid_app() -> FastAPI:
+    """The proxy function's app (functions/proxy/run.sh serves it with uvicorn)."""
+    return create_app("paid")
+
+
+def create_account_app() -> FastAPI:
+    """The account function's app (functions/account/app.py serves it through Mangum)."""
+    return create_app("account")
+
+
+def create_app(surface: Surface = "all") -> FastAPI:
     app = FastAPI(
         title="Tokens Forge",
         version="0.1.0",
@@ -46,9 +80,6 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    app.include_router(models.router)
-    app.include_router(chat.router)
-    app.include_router(messages.router)
-    app.include_router(account.router)
-    app.include_router(money.router)
+    for router in _routers(surface):
+        app.include_router(router)
     return app

@@ -3,6 +3,8 @@ Idempotency-Key handling around the call."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -13,7 +15,10 @@ from fastapi.responses import Response
 
 from forge.api.deps import GatewayDep, SettingsDep, StoreDep
 from forge.api.idempotent import IdempotentCall, PaidStream
+from forge.api.keepalive import KEEPALIVE, cancel, wait_or_tick, with_keepalive
+from forge.api.sse import SseFormat
 from forge.domain.envelopes import parse_header_amount, parse_run_id
+from forge.domain.errors import ForgeError, InternalError
 from forge.domain.idempotency import fingerprint, validate_key
 from forge.domain.money import format_micros
 from forge.domain.records import ApiKey, Receipt
@@ -94,18 +99,78 @@ def receipt_headers(plan: CallPlan, receipt: Receipt) -> dict[str, str]:
     return headers
 
 
-def paid_response(
-    result: Completed[bytes] | StreamResult, events: Callable[[StreamResult], AsyncIterator[bytes]]
-) -> Response:
+logger = logging.getLogger(__name__)
+Served = Completed[bytes] | StreamResult
+
+
+def paid_response(result: Served, sse: SseFormat, keepalive: float) -> Response:
     """The HTTP answer of a served call: the rendered body with its receipt headers, or the
-    stream framed by `events`."""
+    stream framed by `sse`, with a keep-alive comment whenever it is silent for `keepalive` s."""
     if isinstance(result, StreamResult):
-        return PaidStream(result.plan, events(result), stream_headers(result.plan))
+        return PaidStream(
+            with_keepalive(sse.events(result), keepalive),
+            stream_headers(result.plan),
+            finished=lambda: result.plan.finished,
+            close=result.close,
+        )
     return Response(
         result.answer,
         media_type="application/json",
         headers=receipt_headers(result.plan, result.receipt),
     )
+
+
+async def serve_stream(serving: asyncio.Task[Served], sse: SseFormat, keepalive: float) -> Response:
+    """A stream's answer. A call that has opened its upstream stream within `keepalive` seconds
+    answers as usual: its headers name the route, and a refusal or a failure of every route is
+    an HTTP error. One still waiting (a slow first token, retries, fallbacks) commits to 200
+    and sends keep-alives meanwhile; a failure is then an error event in the stream."""
+    try:
+        ready = await wait_or_tick(serving, keepalive)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await cancel(serving)
+        raise
+    if ready:
+        return paid_response(serving.result(), sse, keepalive)
+    opened: list[StreamResult] = []
+
+    async def events() -> AsyncIterator[bytes]:
+        while not await wait_or_tick(serving, keepalive):
+            yield KEEPALIVE
+        try:
+            result = serving.result()
+        except ForgeError as exc:
+            yield sse.error(exc)
+            return
+        except Exception:
+            logger.exception("paid_stream_failed")
+            yield sse.error(InternalError("Internal error; nothing was charged for it"))
+            return
+        assert isinstance(result, StreamResult)
+        opened.append(result)
+        async for chunk in with_keepalive(sse.events(result), keepalive):
+            yield chunk
+
+    async def close() -> None:
+        await cancel(serving)  # a call still waiting: its guarded boundary releases the hold
+        for result in opened or _streams(serving):
+            await result.close()
+
+    return PaidStream(
+        events(),
+        {"cache-control": "no-cache"},
+        finished=lambda: bool(opened) and opened[0].plan.finished,
+        close=close,
+    )
+
+
+def _streams(serving: asyncio.Task[Served]) -> list[StreamResult]:
+    """The stream a finished call opened, if its body never got to relay it."""
+    if serving.cancelled() or serving.exception() is not None:
+        return []
+    result = serving.result()
+    return [result] if isinstance(result, StreamResult) else []
 
 
 @dataclass
@@ -125,15 +190,18 @@ class PaidCalls:
         call: CallRequest,
         sent: dict[str, Any],
         render: Callable[[Completion], bytes],
-        events: Callable[[StreamResult], AsyncIterator[bytes]],
+        sse: SseFormat,
     ) -> Response:
         """Serve `call` for `key`, once per Idempotency-Key (`sent` is the body as the client
         sent it, which a retry must repeat)."""
         limits = self.headers.limits()
+        keepalive = self.settings.sse_keepalive_seconds
 
         async def run() -> Response:
-            result = await self.gateway.serve(key, call, self.request_id, limits, render)
-            return paid_response(result, events)
+            serving = self.gateway.serve(key, call, self.request_id, limits, render)
+            if getattr(call, "stream", False):
+                return await serve_stream(asyncio.ensure_future(serving), sse, keepalive)
+            return paid_response(await serving, sse, keepalive)
 
         return await idempotent(
             run,

@@ -4,25 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 
+import anyio
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from forge.domain.idempotency import IdempotencyRecord, StoredResponse, wait_for_first
-from forge.gateway import CallPlan
 from forge.store.dynamo.store import DynamoStore
 
 REPLAY_HEADER = "x-forge-idempotent-replay"
 
 
 class PaidStream(StreamingResponse):
-    """A relayed stream; its plan says whether it ran to its end (only then is it replayed)."""
+    """A relayed stream. `finished` says whether it ran to its end (only then is it replayed);
+    `close` runs however the response ends, even if its body was never read (a client gone
+    before the first chunk), so the call's hold is always resolved."""
 
     def __init__(
-        self, plan: CallPlan, content: AsyncIterator[bytes], headers: dict[str, str]
+        self,
+        content: AsyncIterator[bytes],
+        headers: dict[str, str],
+        *,
+        finished: Callable[[], bool],
+        close: Callable[[], Awaitable[None]],
     ) -> None:
         super().__init__(content, media_type="text/event-stream", headers=headers)
-        self.plan = plan
+        self.finished = finished
+        self.close = close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.close()
 
 
 class IdempotentCall:
@@ -74,19 +90,17 @@ class IdempotentCall:
     async def capture(self, response: Response) -> Response:
         """Store what this request answered, so retries replay it."""
         headers = {k: v for k, v in response.headers.items() if k.startswith("x-")}
-        if isinstance(response, StreamingResponse):
-            plan = response.plan if isinstance(response, PaidStream) else None
-            return StreamingResponse(
+        if isinstance(response, PaidStream):
+            recorded = PaidStream(
                 self._recording(
-                    response.body_iterator,
-                    response.status_code,
-                    headers,
-                    lambda: plan is None or plan.finished,
+                    response.body_iterator, response.status_code, headers, response.finished
                 ),
-                status_code=response.status_code,
-                headers=dict(response.headers),
-                media_type=response.media_type,
+                dict(response.headers),
+                finished=response.finished,
+                close=response.close,
             )
+            recorded.status_code = response.status_code
+            return recorded
         stored = StoredResponse.of(
             response.status_code, headers, bytes(response.body), response.media_type or ""
         )

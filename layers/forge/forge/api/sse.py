@@ -5,11 +5,23 @@ is the API's business."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from forge.api.errors import anthropic_body, error_body
+from forge.domain.errors import ForgeError
 from forge.gateway import CallPlan, StreamItem, StreamResult, receipt_summary
 from forge.providers.anthropic_format.stream_writer import MessagesStreamWriter, error_event
+
+
+@dataclass(frozen=True)
+class SseFormat:
+    """How one client family's stream is framed: the relayed events, and the one event that
+    ends a stream whose call failed after its headers were sent (see forge.api.calls)."""
+
+    events: Callable[[StreamResult], AsyncIterator[bytes]]
+    error: Callable[[ForgeError], bytes]
 
 
 def openai_frame(payload: dict[str, Any]) -> bytes:
@@ -34,6 +46,14 @@ async def _openai_stream(
 def openai_events(result: StreamResult) -> AsyncIterator[bytes]:
     """The stream as OpenAI sends it (SSE, usage chunk if asked, [DONE]); read it once."""
     return _openai_stream(result.plan, result.items)
+
+
+def openai_error(exc: ForgeError) -> bytes:
+    """An error event as OpenAI streams one: the SDKs raise it as an APIError."""
+    return openai_frame(error_body(exc.message, exc.type, exc.code, exc.param, **exc.details))
+
+
+OPENAI_SSE = SseFormat(openai_events, openai_error)
 
 
 def anthropic_frame(payload: dict[str, Any]) -> bytes:
@@ -72,3 +92,7 @@ async def messages_sse(
                 yield anthropic_frame(event)
     finally:
         await items.aclose()
+
+
+def messages_error(exc: ForgeError) -> bytes:
+    return anthropic_frame(anthropic_body(exc))

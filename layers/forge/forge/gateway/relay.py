@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,10 +31,35 @@ class StreamItem:
     receipt: Receipt | None = None
 
 
+async def _nothing_to_abandon() -> None:
+    return None
+
+
 @dataclass
 class StreamResult:
     plan: CallPlan
     items: AsyncGenerator[StreamItem, None]
+    # Resolves the hold of a stream whose relay never started (see `close`).
+    abandon: Callable[[], Awaitable[None]] = _nothing_to_abandon
+
+    async def close(self) -> None:
+        """However the response ended: a relay that ran settled in its own `finally`; one that
+        never started (the client left before its first chunk was read) runs no `finally`, so
+        its upstream is closed and its hold resolved here."""
+        with anyio.CancelScope(shield=True):
+            await self.items.aclose()
+            if not self.plan.closed:
+                await self.abandon()
+
+
+async def abandon(
+    plan: CallPlan, upstream: ChatStream, rest: AsyncIterator[dict[str, Any]], holds: Holds
+) -> None:
+    """A stream opened but never relayed: nothing was delivered."""
+    await _close(rest, upstream)
+    if not plan.closed:
+        reason = "client disconnected before the first chunk"
+        await _resolve_cut(plan, upstream.state, reason, holds)
 
 
 async def relay(

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Generic, TypeVar, cast
 
 import anyio
@@ -44,7 +45,7 @@ from forge.gateway.plan import (
     resize,
     tightest_envelope,
 )
-from forge.gateway.relay import StreamResult, relay
+from forge.gateway.relay import StreamResult, abandon, relay
 from forge.ports import GatewayStore
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Gateway:
         rand: Callable[[], float] = jitter,
         blocking: Blocking = anyio.to_thread.run_sync,
         now: Callable[[], datetime] = utcnow,
+        keys: Keys | None = None,
     ) -> None:
         # `blocking` runs each store call off the event loop (a worker thread); `now` dates
         # holds and envelope windows. A deterministic simulation replaces both: it runs store
@@ -87,7 +89,8 @@ class Gateway:
         self._hold_ttl = timedelta(seconds=hold_ttl_seconds)
         self._clock = clock
         self.health = health or RouteHealth()
-        self._keys = Keys(store, clock, blocking)
+        # `keys` shares one key cache with the process's other routes (forge.wiring.get_keys).
+        self._keys = keys or Keys(store, clock, blocking)
         self._holds = Holds(store, blocking)
         self._attempts = Attempts(
             self._holds,
@@ -312,7 +315,9 @@ class Gateway:
             self._attempts.record(plan, started, upstream.status, None)
             self.health.succeeded(plan.route.name)
             return StreamResult(
-                plan, relay(plan, upstream, first, chunks, self._holds, self.health)
+                plan,
+                relay(plan, upstream, first, chunks, self._holds, self.health),
+                partial(abandon, plan, upstream, chunks, self._holds),
             )
 
 

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from forge.api.calls import PaidCallsDep
 from forge.api.deps import KeyDep
 from forge.api.schemas import PAID_SUCCESS
-from forge.api.sse import openai_events
+from forge.api.sse import OPENAI_SSE
 from forge.api.strict import StrictJsonRoute
 from forge.domain import strict_json
 from forge.domain.errors import InvalidRequest
@@ -26,12 +26,12 @@ async def chat_completions(
         raise InvalidRequest(
             "stream_options is only allowed with stream=true", param="stream_options"
         )
-    return await calls.serve(key, body, body.model_dump(exclude_none=True), _json, openai_events)
+    return await calls.serve(key, body, body.model_dump(exclude_none=True), _json, OPENAI_SSE)
 
 
 @router.post("/v1/embeddings", response_model=None)
 async def embeddings(body: EmbeddingsRequest, key: KeyDep, calls: PaidCallsDep) -> Response:
-    return await calls.serve(key, body, body.model_dump(exclude_none=True), _json, openai_events)
+    return await calls.serve(key, body, body.model_dump(exclude_none=True), _json, OPENAI_SSE)
 
 
 def _json(completion: Completion) -> bytes:

@@ -15,7 +15,7 @@ from forge.api.calls import PaidCallsDep
 from forge.api.deps import GatewayDep
 from forge.api.errors import validation_error
 from forge.api.schemas import PAID_SUCCESS, AnthropicErrorResponse, error_responses
-from forge.api.sse import messages_sse
+from forge.api.sse import SseFormat, messages_error, messages_sse
 from forge.api.strict import StrictJsonRoute
 from forge.domain import strict_json
 from forge.domain.errors import InvalidJson, InvalidRequest
@@ -49,9 +49,7 @@ async def create_message(
         key = await gateway.authenticate(authorization)
     body = await _parse(request)
     chat = _as_chat(body)
-    return await calls.serve(
-        key, chat, body.model_dump(exclude_none=True), _message, _messages_events
-    )
+    return await calls.serve(key, chat, body.model_dump(exclude_none=True), _message, MESSAGES_SSE)
 
 
 async def _parse(request: Request) -> MessagesRequest:
@@ -89,3 +87,6 @@ def _message(completion: Completion) -> bytes:
 def _messages_events(result: StreamResult) -> AsyncIterator[bytes]:
     writer = MessagesStreamWriter(result.plan.route.upstream_model, result.plan.request_id)
     return messages_sse(result.items, writer)
+
+
+MESSAGES_SSE = SseFormat(_messages_events, messages_error)
