@@ -50,6 +50,7 @@ from forge.ports import GatewayStore
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+CLIENT_GONE = "client_disconnected"  # a receipt's error code: the call was abandoned, not failed
 
 
 @dataclass
@@ -199,6 +200,9 @@ class Gateway:
         `failed` receipt, unless it was already resolved. Returns the error to answer with."""
         if isinstance(exc, ForgeError):
             code, note = exc.code, exc.message
+        elif isinstance(exc, anyio.get_cancelled_exc_class()):
+            # The caller stopped waiting (a client gone while its stream waited for a token).
+            code, note = CLIENT_GONE, "the client disconnected before anything was delivered"
         else:
             code, note = InternalError.code, f"internal error ({type(exc).__name__})"
             logger.exception("paid_call_failed", extra={"request_id": plan.request_id})
