@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml layers/forge/requirements.txt | sha1sum | cut -c1-12)
 PORT ?= 8080
 
-.PHONY: dev test test-fast sim lint format typecheck bench build validate deploy deploy-prod clean
+.PHONY: dev test test-fast sim lint format typecheck bench build validate deploy deploy-guided deploy-prod clean
 
 $(STAMP): pyproject.toml layers/forge/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,11 +60,19 @@ validate:
 build:
 	tools/sam.sh build
 
+## Deploy the dev stack (samconfig.toml [default]) without questions; PARAMS adds template
+## parameters, e.g. make deploy PARAMS="AlarmEmail=ops@example.com". See README "Deploying".
+PARAMS ?=
 deploy: build
+	tools/sam.sh deploy $(if $(PARAMS),--parameter-overrides "Stage=dev $(PARAMS)")
+
+## Choose the stack name, region and parameters interactively (README lists the answers).
+deploy-guided: build
 	tools/sam.sh deploy --guided
 
+## The prod stack; shows its change set and asks before applying it.
 deploy-prod: build
-	tools/sam.sh deploy --config-env prod
+	tools/sam.sh deploy --config-env prod $(if $(PARAMS),--parameter-overrides "Stage=prod $(PARAMS)")
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .local
