@@ -28,10 +28,18 @@ def check_account_id(account_id: str) -> str:
 
 def archive_key(entry: LedgerEntry) -> str:
     """`ledger/{account_id}/{yyyy}/{mm}/{bucket}-{seq:012d}.jsonl`; month of created_at, UTC."""
+    return entry_object_key(entry_series_prefix(entry), entry.seq)
+
+
+def entry_series_prefix(entry: LedgerEntry) -> str:
+    """`ledger/{account_id}/{yyyy}/{mm}/{bucket}-`: the keys of one account, month and bucket,
+    which sort by seq (fixed width)."""
     month = Month.of(entry.created_at)
-    return (
-        f"{ledger_month_prefix(entry.account_id, month)}{entry.bucket.value}-{entry.seq:012d}.jsonl"
-    )
+    return f"{ledger_month_prefix(entry.account_id, month)}{entry.bucket.value}-"
+
+
+def entry_object_key(series_prefix: str, seq: int) -> str:
+    return f"{series_prefix}{seq:012d}.jsonl"
 
 
 def ledger_account_prefix(account_id: str) -> str:
