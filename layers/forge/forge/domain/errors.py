@@ -88,6 +88,23 @@ class ArchiveUnavailable(ForgeError):
     code = "archive_unavailable"
 
 
+class FailureQueueUnavailable(ForgeError):
+    """The archiver's on-failure queue (SQS) could not be read or cleared; retry later."""
+
+    status = 503
+    type = "api_error"
+    code = "failure_queue_unavailable"
+
+
+class LedgerEntryUnreadable(ForgeError):
+    """A ledger table item that claims to be an entry but cannot be read as one (or was written
+    by a newer schema): nothing is archived from a misreading."""
+
+    status = 500
+    type = "api_error"
+    code = "ledger_entry_unreadable"
+
+
 class InternalError(ForgeError):
     """A defect of ours, contained: the request's hold was resolved and its receipt written
     before this answer left (see Gateway.serve)."""
