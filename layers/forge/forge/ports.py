@@ -7,11 +7,12 @@ never answers as if nothing were there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from forge.domain.archive import StatementFormat, StatementState
+from forge.domain.archive_replay import QueuedMessage
 from forge.domain.calendar import Month
 from forge.domain.idempotency import IdempotencyRecord, StoredResponse
 from forge.domain.money import Bucket
@@ -28,6 +29,7 @@ from forge.domain.records import (
     Receipt,
     Wallet,
 )
+from forge.domain.views import TimeRange
 
 
 class KeyStore(Protocol):
@@ -139,6 +141,24 @@ class LedgerReader(Protocol):
     def list_entries(self, account_id: str, bucket: Bucket) -> list[LedgerEntry]: ...
 
 
+class LedgerScan(Protocol):
+    """Every ledger entry of a time window, whatever its account: what the archive is rebuilt
+    from (operator jobs only)."""
+
+    def entries_between(self, window: TimeRange) -> Iterator[LedgerEntry]: ...
+
+
+class FailureQueue(Protocol):
+    """Where the archiver's on-failure records wait: received (and hidden from other readers),
+    then deleted once handled, or released to be seen again at once."""
+
+    def receive(self) -> list[QueuedMessage]: ...
+
+    def delete(self, messages: Sequence[QueuedMessage]) -> None: ...
+
+    def release(self, messages: Sequence[QueuedMessage]) -> None: ...
+
+
 class AccountStore(KeyStore, CreditStore, Protocol):
     """What operator actions on accounts use: keys, and credits to fund them."""
 
@@ -151,6 +171,10 @@ class LedgerArchive(Protocol):
     """The archive port: where ledger entries and statements are kept (S3 in production)."""
 
     def put_entry(self, entry: LedgerEntry) -> bool: ...
+
+    def archived_keys(self, entries: Sequence[LedgerEntry]) -> set[str]:
+        """The archive keys of those of `entries` that are archived."""
+        ...
 
     def entries(self, account_id: str, *, through: Month | None = None) -> list[LedgerEntry]: ...
 

@@ -31,3 +31,7 @@ def make_dynamodb_client(endpoint_url: str | None) -> Any:
 
 def make_s3_client(endpoint_url: str | None) -> Any:
     return _session().create_client("s3", endpoint_url=endpoint_url, config=_S3_CONFIG)
+
+
+def make_sqs_client(endpoint_url: str | None) -> Any:
+    return _session().create_client("sqs", endpoint_url=endpoint_url)

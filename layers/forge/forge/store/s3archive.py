@@ -8,7 +8,7 @@ nothing above this module sees boto3.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +21,8 @@ from forge.domain.archive import (
     StatementState,
     archive_key,
     archive_line,
+    entry_object_key,
+    entry_series_prefix,
     ledger_account_prefix,
     ledger_month_prefix,
     parse_archive_lines,
@@ -86,6 +88,30 @@ class S3Archive:
         except BotoCoreError as exc:
             raise ArchiveUnavailable("The ledger archive is unavailable (put entry)") from exc
         return True
+
+    def archived_keys(self, entries: Sequence[LedgerEntry]) -> set[str]:
+        """The keys of those of `entries` that are archived: listed, never fetched, one key
+        range per account, month and bucket (keys sort by seq), from the first wanted to the
+        last."""
+        series: dict[str, set[int]] = {}
+        for entry in entries:
+            series.setdefault(entry_series_prefix(entry), set()).add(entry.seq)
+        found: set[str] = set()
+        for prefix, seqs in series.items():
+            wanted = {entry_object_key(prefix, seq) for seq in seqs}
+            last = entry_object_key(prefix, max(seqs))
+            with _archive_errors("list entries"):
+                pages = self._s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=self._bucket,
+                    Prefix=prefix,
+                    StartAfter=entry_object_key(prefix, min(seqs) - 1),
+                )
+                for page in pages:
+                    keys = [str(item["Key"]) for item in page.get("Contents", [])]
+                    found.update(wanted.intersection(keys))
+                    if not keys or keys[-1] >= last:
+                        break
+        return found
 
     def entries(self, account_id: str, *, through: Month | None = None) -> list[LedgerEntry]:
         """Every archived entry of an account (up to the end of `through`), by (bucket, seq)."""

@@ -1,13 +1,21 @@
-"""The ledger as written: entries and receipts in the ledger table, and what reconciliation
-reads back (the LedgerReader port). Every entry and receipt carries the views' sparse index
+"""The ledger as written: entries and receipts in the ledger table, what reconciliation reads
+back (the LedgerReader port), and the entries of a time window that archive replay rebuilds
+the archive from (LedgerScan). Every entry and receipt carries the views' sparse index
 attributes (schema.entry_index_attributes, schema.receipt_index_attributes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from forge.domain.errors import BudgetStoreUnavailable, ConcurrentUpdate, GuardFailed
+from forge.domain.calendar import as_utc
+from forge.domain.errors import (
+    BudgetStoreUnavailable,
+    ConcurrentUpdate,
+    GuardFailed,
+    LedgerEntryUnreadable,
+)
 from forge.domain.money import Bucket
 from forge.domain.records import (
     BudgetSnapshot,
@@ -17,9 +25,11 @@ from forge.domain.records import (
     Receipt,
     Wallet,
 )
+from forge.domain.views import TimeRange
 from forge.store.dynamo import schema
 from forge.store.dynamo.base import NOT_EXISTS, DynamoTables, contended_attempts, store_errors
 from forge.store.dynamo.items import dump, from_item, to_item
+from forge.store.dynamo.stream import MalformedStreamRecord, ledger_entry_from_image
 from forge.store.dynamo.totals import receipt_updates
 
 
@@ -75,6 +85,49 @@ class DynamoLedger(DynamoTables):
         )
         return [LedgerEntry.model_validate(item) for item in items]
 
+    def entries_between(self, window: TimeRange) -> Iterator[LedgerEntry]:
+        """Every ledger entry created in `window`, of every account, read as the archiver reads
+        a stream image (archive replay).
+
+        A paginated Scan, not a Query: the time index (ledger-by-time) is partitioned by
+        account, so a window across accounts has no key to query by, and replay is a rare
+        operator command that can afford one strongly consistent pass over the table (the
+        filter saves transfer, not read capacity). Entries written before the views' indexes
+        existed carry no `time_sk`: the filter lets them through and their created_at places
+        them, as it places every entry."""
+        bounds: list[str] = []
+        values: dict[str, Any] = {":entry": schema.LEDGER_ENTRY_RECORD}
+        # time_sk is "{time}#{bucket}#{seq}" with a fixed-width time, so text order is time
+        # order and an entry at exactly `end` sorts after the bare "{end}" (excluded).
+        if window.start is not None:
+            bounds.append("#t >= :low")
+            values[":low"] = schema.time_key(window.start)
+        if window.end is not None:
+            bounds.append("#t < :high")
+            values[":high"] = schema.time_key(window.end)
+        condition = "#rt = :entry"
+        names = {"#rt": "record_type"}
+        if bounds:
+            condition += f" AND (attribute_not_exists(#t) OR ({' AND '.join(bounds)}))"
+            names["#t"] = "time_sk"
+        request: dict[str, Any] = {
+            "TableName": self._ledger,
+            "FilterExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": to_item(values),
+            "ConsistentRead": True,
+        }
+        while True:
+            with store_errors():
+                page = self._db.scan(**request)
+            for item in page["Items"]:
+                entry = _entry_of(item)
+                if _inside(window, entry):
+                    yield entry
+            if "LastEvaluatedKey" not in page:
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def read_budget(self) -> BudgetSnapshot:
         """Every wallet, hold and envelope's counters, in one scan of the budget table."""
         snapshot = BudgetSnapshot()
@@ -88,3 +141,19 @@ class DynamoLedger(DynamoTables):
                 counters = {k: int(item.get(k, 0)) for k in ("consumed", "held", "settled")}
                 snapshot.envelopes.append(EnvelopeCounters(pk=pk, sk=sk, **counters))
         return snapshot
+
+
+def _entry_of(item: dict[str, Any]) -> LedgerEntry:
+    try:
+        entry = ledger_entry_from_image(item)
+    except MalformedStreamRecord as exc:
+        key = {name: item.get(name, {}).get("S") for name in ("pk", "sk")}
+        raise LedgerEntryUnreadable(f"Ledger item {key['pk']} {key['sk']}: {exc}") from exc
+    if entry is None:  # the filter asked for entries only
+        raise LedgerEntryUnreadable("The ledger scan returned an item that is not an entry")
+    return entry
+
+
+def _inside(window: TimeRange, entry: LedgerEntry) -> bool:
+    at = as_utc(entry.created_at)
+    return (window.start is None or window.start <= at) and (window.end is None or at < window.end)

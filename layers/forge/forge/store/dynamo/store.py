@@ -11,7 +11,7 @@ transactions and their cancellation reasons, errors failing closed, plain item a
 | holds.py       | BudgetStore, taking: reserve, rehold, rooms                     |
 | settle.py      | BudgetStore, resolving: settle, void, outcomes, expired holds   |
 | idempotency.py | IdempotencyStore: Idempotency-Key claims                        |
-| ledger.py      | LedgerReader: receipts, entries, the budget snapshot            |
+| ledger.py      | LedgerReader, LedgerScan: receipts, entries, budget snapshot    |
 
 Keys and indexes are in schema.py, item (de)serialisation in items.py, the views' read side in
 views.py and totals.py. Mixins rather than composition: the parts call each other's reads
