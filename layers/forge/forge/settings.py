@@ -14,6 +14,8 @@ class Settings(BaseModel):
     budget_table: str = Field(alias="BUDGET_TABLE")
     ledger_table: str = Field(alias="LEDGER_TABLE")
     archive_bucket: str = Field(alias="ARCHIVE_BUCKET")
+    # Where the archiver's failed stream batches are parked; only archive replay reads it.
+    archive_failure_queue_url: str | None = Field(default=None, alias="ARCHIVE_FAILURE_QUEUE_URL")
     # The local stack points every AWS client at its emulator; on AWS this stays unset.
     aws_endpoint_url: str | None = Field(default=None, alias="AWS_ENDPOINT_URL")
     demo_base_url: str | None = Field(default=None, alias="FORGE_DEMO_BASE_URL")

@@ -8,10 +8,11 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from forge.settings import Settings, get_settings
-from forge.store.aws import make_dynamodb_client, make_s3_client
+from forge.store.aws import make_dynamodb_client, make_s3_client, make_sqs_client
 from forge.store.dynamo.catalog import DynamoCatalogStore
 from forge.store.dynamo.store import DynamoStore
 from forge.store.dynamo.views import LedgerViews
+from forge.store.failure_queue import SqsFailureQueue
 from forge.store.s3archive import S3Archive
 
 if TYPE_CHECKING:  # the gateway and its providers load only where a request is served
@@ -27,6 +28,11 @@ def dynamodb_client() -> Any:
 @cache
 def s3_client() -> Any:
     return make_s3_client(get_settings().aws_endpoint_url)
+
+
+@cache
+def sqs_client() -> Any:
+    return make_sqs_client(get_settings().aws_endpoint_url)
 
 
 @cache
@@ -56,6 +62,11 @@ def get_keys() -> Keys:
     from forge.gateway.auth import Keys
 
     return Keys(get_store(), time.monotonic, anyio.to_thread.run_sync)
+
+
+def get_failure_queue(queue_url: str) -> SqsFailureQueue:
+    """The archiver's on-failure queue (the stack's ArchiveFailureQueueUrl), for replay."""
+    return SqsFailureQueue(sqs_client(), queue_url)
 
 
 def get_catalog_store() -> DynamoCatalogStore:
@@ -103,6 +114,7 @@ FACTORIES = (
     get_settings,
     dynamodb_client,
     s3_client,
+    sqs_client,
     get_store,
     get_archive,
     get_keys,
