@@ -15,7 +15,7 @@ from pydantic_core import to_jsonable_python
 
 from forge.domain.errors import ForgeError
 from forge.domain.money import Bucket, format_micros
-from forge_tools import catalog_admin
+from forge_tools import archive_admin, catalog_admin
 
 if TYPE_CHECKING:
     from forge.domain.money_in import RedeemCode
@@ -25,6 +25,7 @@ _OUTPUT_TO_ENV = {
     "BudgetTableName": "BUDGET_TABLE",
     "LedgerTableName": "LEDGER_TABLE",
     "ArchiveBucketName": "ARCHIVE_BUCKET",
+    "ArchiveFailureQueueUrl": "ARCHIVE_FAILURE_QUEUE_URL",
 }
 
 
@@ -229,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     ledger_show.add_argument("--limit", type=int, default=50)
     ledger_show.add_argument("--cursor", help="next_cursor of the previous page")
     catalog_admin.add_parser(groups)
+    archive_admin.add_parser(groups)
     return parser
 
 
@@ -255,6 +257,9 @@ def run(args: argparse.Namespace) -> None:
 
     if args.group == "catalog":
         catalog_admin.run(args)
+        return
+    if args.group == "archive":
+        archive_admin.run(args)
         return
     store = get_store()
     match (args.group, getattr(args, "action", None)):
