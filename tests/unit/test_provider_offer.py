@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from forge.domain.catalog import load_catalog
+from forge.domain.errors import ModelNotFound
 from forge.domain.offer import SecretKeys
 from forge.gateway import Gateway
 from forge.providers.http import HttpProvider
@@ -150,3 +151,14 @@ def test_the_gateway_rechecks_the_offer_at_most_once_per_interval() -> None:
     seen = asyncio.run(checks())
     assert seen[:10] == [frozenset()] * 10 and seen[10:] == [frozenset({"openai"})] * 5
     assert secret.reads == 2  # the build's, then one after the interval
+
+
+def test_a_model_whose_providers_are_not_offered_says_so() -> None:
+    with pytest.raises(ModelNotFound) as raised:
+        load_catalog().resolve("gpt-4o-mini", frozenset({"demo"}))
+    assert raised.value.code == "model_not_found" and raised.value.status == 404
+    assert "not available" in raised.value.message and "(openai)" in raised.value.message
+
+    with pytest.raises(ModelNotFound) as unknown:
+        load_catalog().resolve("no-such-model", frozenset({"demo"}))
+    assert "does not exist" in unknown.value.message
