@@ -15,7 +15,7 @@ from pydantic_core import to_jsonable_python
 
 from forge.domain.errors import ForgeError
 from forge.domain.money import Bucket, format_micros
-from forge_tools import catalog_admin
+from forge_tools import catalog_admin, provider_admin
 
 if TYPE_CHECKING:
     from forge.domain.money_in import RedeemCode
@@ -25,6 +25,7 @@ _OUTPUT_TO_ENV = {
     "BudgetTableName": "BUDGET_TABLE",
     "LedgerTableName": "LEDGER_TABLE",
     "ArchiveBucketName": "ARCHIVE_BUCKET",
+    "ProviderSecretArn": "FORGE_PROVIDER_SECRET_ID",
 }
 
 
@@ -43,6 +44,8 @@ def _use_stack(stack: str) -> None:
         outputs = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
     except (BotoCoreError, ClientError) as exc:
         _fail(f"cannot read the outputs of stack {stack!r}: {exc}")
+    # The template's name for it, for a stack deployed before it had the output.
+    os.environ["FORGE_PROVIDER_SECRET_ID"] = f"{stack}/providers"
     for output in outputs.get("Outputs", []):
         if env_name := _OUTPUT_TO_ENV.get(output["OutputKey"]):
             os.environ[env_name] = output["OutputValue"]
@@ -229,6 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     ledger_show.add_argument("--limit", type=int, default=50)
     ledger_show.add_argument("--cursor", help="next_cursor of the previous page")
     catalog_admin.add_parser(groups)
+    provider_admin.add_parser(groups)
     return parser
 
 
@@ -255,6 +259,9 @@ def run(args: argparse.Namespace) -> None:
 
     if args.group == "catalog":
         catalog_admin.run(args)
+        return
+    if args.group == "providers":
+        provider_admin.run(args)
         return
     store = get_store()
     match (args.group, getattr(args, "action", None)):
