@@ -1,5 +1,6 @@
 """Provider keys: from the environment locally, from one Secrets Manager secret on AWS
-(cached), never logged; a provider without a key is not offered."""
+(re-read at most every FORGE_PROVIDER_REFRESH_SECONDS), never logged; a provider without a key
+is not offered."""
 
 from __future__ import annotations
 
@@ -8,9 +9,17 @@ import logging
 
 import pytest
 
-from forge.providers.registry import configured_providers, key_source
+from forge.providers.http import HttpProvider
+from forge.providers.registry import configured_providers
 from forge.settings import get_settings
+from forge.wiring import get_provider_secret
 from forge_tools.emulator import Emulator, Resources
+
+
+def key_of(provider: object) -> str:
+    """The key a provider would send now (its HTTP side resolves it per call)."""
+    assert isinstance(provider, HttpProvider)
+    return provider._http.key()
 
 
 class RecordingHandler(logging.Handler):
@@ -45,9 +54,11 @@ def test_keys_come_from_the_secret_and_the_environment_wins(
     level = root.level
     root.setLevel(logging.INFO)  # as deployed (POWERTOOLS_LOG_LEVEL)
     try:
-        providers = configured_providers(settings)
-        anthropic_key = key_source(settings, "anthropic", settings.anthropic_api_key)()
-        gemini_key = key_source(settings, "gemini", settings.gemini_api_key)()
+        secret = get_provider_secret(settings)
+        assert secret is not None
+        providers = configured_providers(settings, secret.read)
+        anthropic_key = key_of(providers["anthropic"])
+        gemini_key = key_of(providers["gemini"])
     finally:
         root.removeHandler(records)
         root.setLevel(level)
@@ -68,6 +79,14 @@ def test_an_unreadable_secret_offers_no_provider(
     monkeypatch.setenv("FORGE_PROVIDER_SECRET_ID", "no/such/secret")
     get_settings.cache_clear()
 
-    providers = configured_providers(get_settings())
+    records = RecordingHandler()
+    logging.getLogger().addHandler(records)
+    try:
+        secret = get_provider_secret()
+        assert secret is not None
+        providers = configured_providers(get_settings(), secret.read)
+    finally:
+        logging.getLogger().removeHandler(records)
 
+    assert "provider_secret_unreadable" in "\n".join(records.lines)
     assert not {"openai", "anthropic", "gemini"} & set(providers)

@@ -15,7 +15,7 @@ from pydantic_core import to_jsonable_python
 
 from forge.domain.errors import ForgeError
 from forge.domain.money import Bucket, format_micros
-from forge_tools import archive_admin, catalog_admin
+from forge_tools import archive_admin, catalog_admin, provider_admin
 
 if TYPE_CHECKING:
     from forge.domain.money_in import RedeemCode
@@ -26,6 +26,7 @@ _OUTPUT_TO_ENV = {
     "LedgerTableName": "LEDGER_TABLE",
     "ArchiveBucketName": "ARCHIVE_BUCKET",
     "ArchiveFailureQueueUrl": "ARCHIVE_FAILURE_QUEUE_URL",
+    "ProviderSecretArn": "FORGE_PROVIDER_SECRET_ID",
 }
 
 
@@ -44,6 +45,8 @@ def _use_stack(stack: str) -> None:
         outputs = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
     except (BotoCoreError, ClientError) as exc:
         _fail(f"cannot read the outputs of stack {stack!r}: {exc}")
+    # The template's name for it, for a stack deployed before it had the output.
+    os.environ["FORGE_PROVIDER_SECRET_ID"] = f"{stack}/providers"
     for output in outputs.get("Outputs", []):
         if env_name := _OUTPUT_TO_ENV.get(output["OutputKey"]):
             os.environ[env_name] = output["OutputValue"]
@@ -231,6 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     ledger_show.add_argument("--cursor", help="next_cursor of the previous page")
     catalog_admin.add_parser(groups)
     archive_admin.add_parser(groups)
+    provider_admin.add_parser(groups)
     return parser
 
 
@@ -260,6 +264,8 @@ def run(args: argparse.Namespace) -> None:
         return
     if args.group == "archive":
         archive_admin.run(args)
+    if args.group == "providers":
+        provider_admin.run(args)
         return
     store = get_store()
     match (args.group, getattr(args, "action", None)):

@@ -26,6 +26,7 @@ from forge_tools.lambda_local import ROOT, load_handler_module
 from forge_tools.streams import StreamPoller
 
 TEMPLATE = ROOT / "template.yaml"
+LOCAL_STACK = "forge-local"  # the local stack's name: prefixes its tables, bucket and secret
 # Signs local payment webhooks (see README "Money in"); a deployed stack sets its own secret.
 LOCAL_WEBHOOK_SECRET = "whsec_local_tokens_forge"  # noqa: S105 - a fixed local-only value
 logger = logging.getLogger("forge.dev")
@@ -77,6 +78,14 @@ def _seed_catalog() -> None:
     path = os.environ.get("FORGE_CATALOG_FILE")
     catalog = read_catalog_file(Path(path) if path else None)
     DynamoCatalogStore(dynamodb_client(), get_settings().budget_table).seed(catalog)
+
+
+def _create_provider_secret(emulator: Emulator, prefix: str) -> str:
+    """The provider key secret, empty, as the deployed stack creates it: `forge-admin
+    providers set NAME` fills it while the stack runs (a key in the environment still wins)."""
+    name = f"{prefix}/providers"
+    emulator.client("secretsmanager").create_secret(Name=name, SecretString="{}")
+    return name
 
 
 def _listen(port: int) -> socket.socket:
@@ -142,13 +151,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # upstream URLs may carry keys
 
     emulator = Emulator().start()
-    resources = emulator.create_resources(TEMPLATE)
+    resources = emulator.create_resources(TEMPLATE, prefix=LOCAL_STACK)
     demo_port = _free_port()
     base_url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
     env = {
         **resources.environment(),
         "FORGE_DEMO_BASE_URL": f"http://127.0.0.1:{demo_port}/v1",
         "FORGE_WEBHOOK_SECRET": os.environ.get("FORGE_WEBHOOK_SECRET") or LOCAL_WEBHOOK_SECRET,
+        "FORGE_PROVIDER_SECRET_ID": _create_provider_secret(emulator, LOCAL_STACK),
     }
     os.environ.update(env)  # the process entry point configures the settings of everything below
 

@@ -44,6 +44,11 @@ class Settings(BaseModel):
         default_factory=dict, alias="FORGE_COMPAT_API_KEYS", repr=False
     )
     provider_secret_id: str | None = Field(default=None, alias="FORGE_PROVIDER_SECRET_ID")
+    # How often a container re-reads that secret: a key set (or unset) with `forge-admin
+    # providers` is offered (or withdrawn) by running containers within this many seconds.
+    provider_refresh_seconds: float = Field(
+        default=60.0, ge=0, alias="FORGE_PROVIDER_REFRESH_SECONDS"
+    )
     # Retry and fallback (forge.domain.routing): attempts per route and per request (a key may set
     # its own ceiling), backoff, the longest Retry-After worth waiting for, route health.
     upstream_route_attempts: int = Field(default=2, ge=1, alias="FORGE_UPSTREAM_ROUTE_ATTEMPTS")

@@ -8,7 +8,12 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from forge.settings import Settings, get_settings
-from forge.store.aws import make_dynamodb_client, make_s3_client, make_sqs_client
+from forge.store.aws import (
+    make_dynamodb_client,
+    make_s3_client,
+    make_secretsmanager_client,
+    make_sqs_client,
+)
 from forge.store.dynamo.catalog import DynamoCatalogStore
 from forge.store.dynamo.store import DynamoStore
 from forge.store.dynamo.views import LedgerViews
@@ -18,6 +23,7 @@ from forge.store.s3archive import S3Archive
 if TYPE_CHECKING:  # the gateway and its providers load only where a request is served
     from forge.gateway import Gateway
     from forge.gateway.auth import Keys
+    from forge.providers.secret import ProviderSecret
 
 
 @cache
@@ -33,6 +39,11 @@ def s3_client() -> Any:
 @cache
 def sqs_client() -> Any:
     return make_sqs_client(get_settings().aws_endpoint_url)
+
+
+@cache
+def secretsmanager_client() -> Any:
+    return make_secretsmanager_client(get_settings().aws_endpoint_url)
 
 
 @cache
@@ -73,19 +84,32 @@ def get_catalog_store() -> DynamoCatalogStore:
     return DynamoCatalogStore(dynamodb_client(), get_settings().budget_table)
 
 
+def get_provider_secret(settings: Settings | None = None) -> ProviderSecret | None:
+    """The provider key secret of this deployment; None when keys come only from the
+    environment (no FORGE_PROVIDER_SECRET_ID)."""
+    from forge.providers.secret import ProviderSecret
+
+    secret_id = (settings or get_settings()).provider_secret_id
+    return ProviderSecret(secretsmanager_client(), secret_id) if secret_id else None
+
+
 @cache
 def get_gateway() -> Gateway:
     return build_gateway(get_settings(), get_store(), get_keys())
 
 
 def build_gateway(settings: Settings, store: DynamoStore, keys: Keys | None = None) -> Gateway:
-    """The gateway of this process: its providers, the catalog kept in the budget table (read
-    at most once per TTL), and the retry policy and route health of this container."""
+    """The gateway of this process: its providers (offered as their keys say, the provider
+    secret re-read at most every FORGE_PROVIDER_REFRESH_SECONDS), the catalog kept in the
+    budget table (read at most once per TTL), and this container's retry policy and route
+    health."""
     # Imported here: the archiver, statement and sweeper functions never load httpx or FastAPI.
     from forge.domain.catalog import CatalogSource
     from forge.domain.routing import RetryPolicy, RouteHealth
     from forge.gateway import Gateway
     from forge.providers.registry import configured_providers
+
+    secret = get_provider_secret(settings)
 
     catalog = CatalogSource(
         DynamoCatalogStore(dynamodb_client(), settings.budget_table),
@@ -93,7 +117,7 @@ def build_gateway(settings: Settings, store: DynamoStore, keys: Keys | None = No
     )
     return Gateway(
         store,
-        configured_providers(settings),
+        configured_providers(settings, secret.read if secret else None),
         catalog,
         hold_ttl_seconds=settings.hold_ttl_seconds,
         keys=keys,
@@ -115,6 +139,7 @@ FACTORIES = (
     dynamodb_client,
     s3_client,
     sqs_client,
+    secretsmanager_client,
     get_store,
     get_archive,
     get_keys,

@@ -94,11 +94,19 @@ class Catalog(BaseModel):
     def resolve(self, model_id: str, providers: frozenset[str]) -> CatalogModel:
         """The model with only the routes whose provider is configured in this deployment."""
         model = self.find(model_id)
-        if model is not None:
-            routes = [r for r in model.routes if r.provider in providers]
-            if routes:
-                return model.model_copy(update={"routes": routes})
-        raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+        if model is None:
+            raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+        routes = [r for r in model.routes if r.provider in providers]
+        if not routes:
+            # Still 404 model_not_found (clients handle it), but saying why: an operator who
+            # has not set the provider's key yet should not be told the model does not exist.
+            needed = ", ".join(sorted({r.provider for r in model.routes}))
+            raise ModelNotFound(
+                f"The model '{model_id}' is not available: no provider of its routes"
+                f" ({needed}) is configured in this deployment",
+                param="model",
+            )
+        return model.model_copy(update={"routes": routes})
 
     def available(self, providers: frozenset[str]) -> list[CatalogModel]:
         return [

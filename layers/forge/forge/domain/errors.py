@@ -105,6 +105,15 @@ class LedgerEntryUnreadable(ForgeError):
     code = "ledger_entry_unreadable"
 
 
+class ProviderSecretUnavailable(ForgeError):
+    """The provider key secret cannot be read or written, or does not hold a JSON object of
+    provider name to key. The message names the secret and the AWS error code, never a value."""
+
+    status = 503
+    type = "api_error"
+    code = "provider_secret_unavailable"
+
+
 class InternalError(ForgeError):
     """A defect of ours, contained: the request's hold was resolved and its receipt written
     before this answer left (see Gateway.serve)."""

@@ -27,6 +27,7 @@ from forge.domain.errors import (
     HoldAlreadyResolved,
     InternalError,
 )
+from forge.domain.offer import ProviderOffer
 from forge.domain.records import ApiKey, Receipt, utcnow
 from forge.domain.requests import ChatCompletionRequest, EmbeddingsRequest
 from forge.domain.routing import RetryPolicy, RouteHealth, jitter
@@ -115,6 +116,14 @@ class Gateway:
 
     @property
     def provider_names(self) -> frozenset[str]:
+        """The providers offered as last checked (no I/O; see `offered_providers`)."""
+        return frozenset(self._providers)
+
+    async def offered_providers(self) -> frozenset[str]:
+        """The providers offered now: a live offer whose provider secret is due a re-read
+        reads it off the event loop first (at most once per its interval per container)."""
+        if isinstance(self._providers, ProviderOffer) and not self._providers.fresh:
+            await self._holds.off_loop(self._providers.refresh)
         return frozenset(self._providers)
 
     async def catalog(self) -> Catalog:
@@ -227,7 +236,7 @@ class Gateway:
     ) -> CallPlan:
         """Choose the route and size the hold at that route's price, in that route's bucket,
         against every envelope that applies."""
-        model = (await self.catalog()).resolve(request.model, self.provider_names)
+        model = (await self.catalog()).resolve(request.model, await self.offered_providers())
         routes = choose_routes(model, request, key, self.health.healthy)
         first = routes.ordered[0]
         hold = open_hold(key, request, request_id, limits, first, self._now() + self._hold_ttl)

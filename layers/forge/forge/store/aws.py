@@ -16,6 +16,10 @@ _DYNAMODB_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
     max_pool_connections=64,
 )
+# The provider key secret: read by the proxy on a request's path, so it fails fast too.
+_SECRETS_CONFIG = Config(
+    connect_timeout=2, read_timeout=5, retries={"mode": "standard", "max_attempts": 2}
+)
 # Path-style keeps presigned URLs valid for the local emulator and for bucket names with dots.
 _S3_CONFIG = Config(s3={"addressing_style": "path"}, signature_version="s3v4")
 
@@ -35,3 +39,9 @@ def make_s3_client(endpoint_url: str | None) -> Any:
 
 def make_sqs_client(endpoint_url: str | None) -> Any:
     return _session().create_client("sqs", endpoint_url=endpoint_url)
+
+
+def make_secretsmanager_client(endpoint_url: str | None) -> Any:
+    return _session().create_client(
+        "secretsmanager", endpoint_url=endpoint_url, config=_SECRETS_CONFIG
+    )

@@ -27,7 +27,7 @@ async def list_models(key: KeyDep, gateway: GatewayDep) -> ModelList:
     """Each model the key may call, priced at its first route (the one that serves unless it
     fails); `routes` lists every route the key may use, in fallback order."""
     cards = []
-    for model in (await gateway.catalog()).available(gateway.provider_names):
+    for model in (await gateway.catalog()).available(await gateway.offered_providers()):
         routes = [r for r in model.routes if r.route_type in key.route_types]
         if not routes:
             continue
