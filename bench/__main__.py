@@ -434,6 +434,15 @@ spec.loader.exec_module(module)
 print(time.perf_counter() - started)
 """
 
+_PAID_MANGUM = """
+import time
+started = time.perf_counter()
+from mangum import Mangum
+from forge.api import create_paid_app
+handler = Mangum(create_paid_app(), lifespan="off")
+print(time.perf_counter() - started)
+"""
+
 _BASELINE = """
 import time
 started = time.perf_counter()
@@ -480,8 +489,41 @@ def cold_starts(runs: int = 10) -> dict[str, Any]:
         handler.parent.name: median_of(_IMPORT_HANDLER.format(path=str(handler)))
         for handler in sorted((ROOT / "functions").glob("*/app.py"))
     }
+    out["proxy: Mangum handler over create_paid_app (the old shape)"] = median_of(_PAID_MANGUM)
+    out["proxy: run.sh (uvicorn up, first answer)"] = round(
+        statistics.median(_uvicorn_cold_start(env) for _ in range(runs)) * 1000, 1
+    )
     out["baseline_naive"] = median_of(_BASELINE)
     return {"runs": runs, "median_ms": out}
+
+
+def _uvicorn_cold_start(env: dict[str, str]) -> float:
+    """What the Web Adapter waits for: run.sh's uvicorn from exec to its first answer (an
+    unauthenticated GET /v1/models, which imports and builds everything a call needs but the
+    store and upstream clients)."""
+    port = _free_port()
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", "forge.api:create_paid_app", "--factory"),
+            *("--port", str(port), "--lifespan", "off", "--log-level", "warning"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+                return time.perf_counter() - started
+            except httpx.TransportError:
+                if process.poll() is not None:
+                    raise RuntimeError("uvicorn exited") from None
+                time.sleep(0.005)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def _row(*cells: object) -> str:
