@@ -1,18 +1,20 @@
-"""The one place objects are built from settings: clients, stores, views, providers and the
-gateway of this process. Cached factories: nothing is built, read or dialled at import, and
-each is built once per container (tests clear them with `clear()`)."""
+"""The one place objects are built from settings: clients, stores, views, providers, the meter
+and the gateway of this process. Cached factories: nothing is built, read or dialled at import,
+and each is built once per container (tests clear them with `clear()`)."""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from forge.ports import NO_METER, Meter
 from forge.settings import Settings, get_settings
 from forge.store.aws import make_dynamodb_client, make_s3_client
 from forge.store.dynamo.catalog import DynamoCatalogStore
 from forge.store.dynamo.store import DynamoStore
 from forge.store.dynamo.views import LedgerViews
 from forge.store.s3archive import S3Archive
+from forge.telemetry import EmfMeter
 
 if TYPE_CHECKING:  # the gateway and its providers load only where a request is served
     from forge.gateway import Gateway
@@ -63,6 +65,15 @@ def get_catalog_store() -> DynamoCatalogStore:
 
 
 @cache
+def get_meter() -> Meter:
+    """This process's metrics: CloudWatch EMF lines on stdout when a namespace is set."""
+    settings = get_settings()
+    if not settings.metrics_namespace:
+        return NO_METER
+    return EmfMeter(settings.metrics_namespace, settings.service_name)
+
+
+@cache
 def get_gateway() -> Gateway:
     return build_gateway(get_settings(), get_store(), get_keys())
 
@@ -96,6 +107,7 @@ def build_gateway(settings: Settings, store: DynamoStore, keys: Keys | None = No
         health=RouteHealth(
             threshold=settings.route_failure_threshold, cooldown=settings.route_cooldown_seconds
         ),
+        meter=get_meter(),
     )
 
 
@@ -106,6 +118,7 @@ FACTORIES = (
     get_store,
     get_archive,
     get_keys,
+    get_meter,
     get_gateway,
 )
 
