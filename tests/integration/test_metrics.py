@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
 from forge import wiring
 from forge.api import create_app
-from forge.api.deps import get_gateway
+from forge.api.deps import get_gateway, get_keys
 from forge.domain.catalog import load_catalog
 from forge.domain.errors import BudgetStoreUnavailable
 from forge.domain.ids import new_id
@@ -25,6 +27,7 @@ from forge.domain.money import Bucket
 from forge.domain.records import ApiKey, Hold, HoldStatus, KeyCaps, LedgerKind, Receipt, utcnow
 from forge.domain.requests import ChatCompletionRequest
 from forge.gateway import Gateway, RequestLimits
+from forge.gateway.auth import Keys
 from forge.ledger.reconcile import reconcile
 from forge.ledger.sweeper import sweep
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
@@ -103,10 +106,15 @@ def customer(store: DynamoStore, caps: dict[Bucket, KeyCaps] | None = None) -> t
     return issue_key(store, account_id, caps=caps)
 
 
-def post(gateway: Gateway, plaintext: str, body: dict[str, Any]) -> httpx.Response:
-    """One chat completion through the in-process app, served by `gateway`."""
+def post(
+    gateway: Gateway, plaintext: str, body: dict[str, Any], keys: Keys | None = None
+) -> httpx.Response:
+    """One chat completion through the in-process app, served by `gateway` (and its key
+    looked up by `keys`, else by the process's own)."""
     app = create_app()
     app.dependency_overrides[get_gateway] = lambda: gateway
+    if keys is not None:
+        app.dependency_overrides[get_keys] = lambda: keys
 
     async def send() -> httpx.Response:
         async with httpx.AsyncClient(
@@ -197,10 +205,12 @@ def test_a_store_outage_at_authentication_is_counted_with_the_refusals(
 ) -> None:
     store = wiring.get_store()
     plaintext, _ = customer(store)
-    gateway = gateway_over(KeysUnreadable(store), wiring.get_meter())
+    gateway = gateway_over(store, wiring.get_meter())
+    meter = wiring.get_meter()
+    keys = Keys(KeysUnreadable(store), time.monotonic, anyio.to_thread.run_sync, meter)
     capsys.readouterr()
 
-    response = post(gateway, plaintext, chat("demo-official"))
+    response = post(gateway, plaintext, chat("demo-official"), keys)
 
     assert response.status_code == 503  # fails closed
     documents = emf_documents(capsys)

@@ -57,7 +57,7 @@ def get_keys() -> Keys:
 
     from forge.gateway.auth import Keys
 
-    return Keys(get_store(), time.monotonic, anyio.to_thread.run_sync)
+    return Keys(get_store(), time.monotonic, anyio.to_thread.run_sync, get_meter())
 
 
 def get_catalog_store() -> DynamoCatalogStore:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -94,7 +94,7 @@ class Gateway:
         self._clock = clock
         self.health = health or RouteHealth()
         # `keys` shares one key cache with the process's other routes (forge.wiring.get_keys).
-        self._keys = keys or Keys(store, clock, blocking)
+        self._keys = keys or Keys(store, clock, blocking, meter)
         self._holds = Holds(store, blocking, meter)
         self._attempts = Attempts(
             self._holds,
@@ -127,22 +127,10 @@ class Gateway:
         return await self._holds.off_loop(self._catalog.current)
 
     async def authenticate(self, authorization: str | None) -> ApiKey:
-        with self._store_refusals_counted():
-            return await self._keys.authenticate(authorization)
+        return await self._keys.authenticate(authorization)
 
     async def authenticate_key(self, plaintext: str) -> ApiKey:
-        with self._store_refusals_counted():
-            return await self._keys.authenticate_key(plaintext)
-
-    @contextlib.contextmanager
-    def _store_refusals_counted(self) -> Iterator[None]:
-        # In a store outage most calls fail here, on a key not cached yet: count them with
-        # the refusals, where the fail-closed alarm looks.
-        try:
-            yield
-        except BudgetStoreUnavailable as exc:
-            self._holds.measure(partial(refusal_metrics, exc))
-            raise
+        return await self._keys.authenticate_key(plaintext)
 
     # One paid call ------------------------------------------------------------------------
     async def serve(
