@@ -34,6 +34,8 @@ WATCHED = {
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "ArchiveFailureQueue"),
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "SchedulerDeadLetterQueue"),
     ("AWS/ApiGateway", "5XXError", "ProxyApi"),
+    ("TokensForge", "DeferredSettles", None),
+    ("TokensForge", "Refusals", None),
     ("AWS/DynamoDB", "ReadThrottleEvents", "BudgetTable"),
     ("AWS/DynamoDB", "WriteThrottleEvents", "BudgetTable"),
     ("AWS/DynamoDB", "ReadThrottleEvents", "LedgerTable"),

@@ -1,13 +1,15 @@
 """The ports: what the features (gateway, money in, ledger) need from the outside world, as
 Protocols. The store and provider adapters implement them; the features name only these.
 
-Every method fails closed: an unreachable or failing store raises BudgetStoreUnavailable,
-never answers as if nothing were there.
+Every store method fails closed: an unreachable or failing store raises
+BudgetStoreUnavailable, never answers as if nothing were there. The one exception is the Meter:
+metrics fail open (`emit_quietly`), since a lost metric must never refuse or break a call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -15,6 +17,7 @@ from forge.domain.archive import StatementFormat, StatementState
 from forge.domain.archive_replay import QueuedMessage
 from forge.domain.calendar import Month
 from forge.domain.idempotency import IdempotencyRecord, StoredResponse
+from forge.domain.metrics import Metric
 from forge.domain.money import Bucket
 from forge.domain.money_in import CreditGuard, PaymentMarker, RedeemCode
 from forge.domain.records import (
@@ -30,6 +33,8 @@ from forge.domain.records import (
     Wallet,
 )
 from forge.domain.views import TimeRange
+
+logger = logging.getLogger(__name__)
 
 
 class KeyStore(Protocol):
@@ -207,3 +212,32 @@ class LedgerArchive(Protocol):
     ) -> bytes | None:
         """The stored final statement's bytes; None if there is none (or only a provisional)."""
         ...
+
+
+class Meter(Protocol):
+    """Where operational metrics go (CloudWatch Embedded Metric Format lines on AWS). It may
+    fail: callers emit through `emit_quietly`, so a metric never fails the call it counts."""
+
+    def emit(self, metrics: Sequence[Metric]) -> None: ...
+
+
+class NoMeter:
+    """Metrics that go nowhere: the default of tests, tools and stacks without a namespace."""
+
+    def emit(self, metrics: Sequence[Metric]) -> None:
+        return None
+
+
+NO_METER = NoMeter()
+
+
+def emit_quietly(meter: Meter, count: Callable[[], Sequence[Metric]]) -> None:
+    """Build the metrics (`count`) and emit them; a failure of either is logged (the error's
+    type, nothing else: no request data) and ignored. Money paths call this, so a lost metric
+    never costs a call its answer or its charge."""
+    try:
+        metrics = count()
+        if metrics:
+            meter.emit(metrics)
+    except Exception as exc:
+        logger.warning("metrics_not_emitted", extra={"error": type(exc).__name__})

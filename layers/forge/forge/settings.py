@@ -70,6 +70,10 @@ class Settings(BaseModel):
     # Verifies payment webhooks (Forge-Signature); without it the webhook credits nothing.
     webhook_secret: str | None = Field(default=None, alias="FORGE_WEBHOOK_SECRET", repr=False)
     webhook_secret_arn: str | None = Field(default=None, alias="FORGE_WEBHOOK_SECRET_ARN")
+    # Metrics (docs/architecture.md, "Metrics"): written as CloudWatch EMF lines when a
+    # namespace is set (template.yaml sets TokensForge); without one they go nowhere.
+    metrics_namespace: str | None = Field(default=None, alias="POWERTOOLS_METRICS_NAMESPACE")
+    service_name: str | None = Field(default=None, alias="POWERTOOLS_SERVICE_NAME")
 
 
 @cache

@@ -1,12 +1,13 @@
-"""The one place objects are built from settings: clients, stores, views, providers and the
-gateway of this process. Cached factories: nothing is built, read or dialled at import, and
-each is built once per container (tests clear them with `clear()`)."""
+"""The one place objects are built from settings: clients, stores, views, providers, the meter
+and the gateway of this process. Cached factories: nothing is built, read or dialled at import,
+and each is built once per container (tests clear them with `clear()`)."""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from forge.ports import NO_METER, Meter
 from forge.settings import Settings, get_settings
 from forge.store.aws import (
     make_dynamodb_client,
@@ -19,6 +20,7 @@ from forge.store.dynamo.store import DynamoStore
 from forge.store.dynamo.views import LedgerViews
 from forge.store.failure_queue import SqsFailureQueue
 from forge.store.s3archive import S3Archive
+from forge.telemetry import EmfMeter
 
 if TYPE_CHECKING:  # the gateway and its providers load only where a request is served
     from forge.gateway import Gateway
@@ -72,7 +74,7 @@ def get_keys() -> Keys:
 
     from forge.gateway.auth import Keys
 
-    return Keys(get_store(), time.monotonic, anyio.to_thread.run_sync)
+    return Keys(get_store(), time.monotonic, anyio.to_thread.run_sync, get_meter())
 
 
 def get_failure_queue(queue_url: str) -> SqsFailureQueue:
@@ -91,6 +93,15 @@ def get_provider_secret(settings: Settings | None = None) -> ProviderSecret | No
 
     secret_id = (settings or get_settings()).provider_secret_id
     return ProviderSecret(secretsmanager_client(), secret_id) if secret_id else None
+
+
+@cache
+def get_meter() -> Meter:
+    """This process's metrics: CloudWatch EMF lines on stdout when a namespace is set."""
+    settings = get_settings()
+    if not settings.metrics_namespace:
+        return NO_METER
+    return EmfMeter(settings.metrics_namespace, settings.service_name)
 
 
 @cache
@@ -131,6 +142,7 @@ def build_gateway(settings: Settings, store: DynamoStore, keys: Keys | None = No
         health=RouteHealth(
             threshold=settings.route_failure_threshold, cooldown=settings.route_cooldown_seconds
         ),
+        meter=get_meter(),
     )
 
 
@@ -143,6 +155,7 @@ FACTORIES = (
     get_store,
     get_archive,
     get_keys,
+    get_meter,
     get_gateway,
 )
 

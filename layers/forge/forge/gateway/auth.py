@@ -6,12 +6,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Generic, TypeVar, cast
 
-from forge.domain.errors import InvalidApiKey
+from forge.domain.errors import BudgetStoreUnavailable, InvalidApiKey
 from forge.domain.ids import hash_api_key
+from forge.domain.metrics import refusal_metrics
 from forge.domain.money import Bucket
 from forge.domain.records import ApiKey, KeyStatus, ProjectCaps
 from forge.gateway.holds import Blocking
-from forge.ports import GatewayStore
+from forge.ports import NO_METER, GatewayStore, Meter, emit_quietly
 
 V = TypeVar("V")
 KEY_CACHE_SECONDS = 10.0  # a paused or revoked key stops working within this long
@@ -39,9 +40,16 @@ class Keys:
     """Authenticates API keys and reads their projects' caps, each from the store at most once
     per KEY_CACHE_SECONDS per container."""
 
-    def __init__(self, store: GatewayStore, clock: Callable[[], float], blocking: Blocking) -> None:
+    def __init__(
+        self,
+        store: GatewayStore,
+        clock: Callable[[], float],
+        blocking: Blocking,
+        meter: Meter = NO_METER,
+    ) -> None:
         self.store = store
         self.blocking = blocking
+        self.meter = meter
         # A paused or revoked key, or a changed project cap, applies within this long.
         self._keys: TtlCache[ApiKey] = TtlCache(KEY_CACHE_SECONDS, clock)
         self._project_caps: TtlCache[dict[Bucket, ProjectCaps]] = TtlCache(KEY_CACHE_SECONDS, clock)
@@ -55,9 +63,15 @@ class Keys:
         key_hash = hash_api_key(plaintext)
         key = self._keys.get(key_hash)
         if key is None:
-            key = cast(
-                ApiKey | None, await self.blocking(partial(self.store.get_api_key, key_hash))
-            )
+            try:
+                key = cast(
+                    ApiKey | None, await self.blocking(partial(self.store.get_api_key, key_hash))
+                )
+            except BudgetStoreUnavailable as exc:
+                # In a store outage most calls fail here first (a key not cached yet): count
+                # them with the refusals, where the fail-closed alarm looks.
+                emit_quietly(self.meter, partial(refusal_metrics, exc))
+                raise
             if key is not None:
                 self._keys.put(key_hash, key)
         if key is None or key.status is not KeyStatus.ACTIVE:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar, cast
 
 import anyio
 
 from forge.domain.errors import BudgetStoreUnavailable, ForgeError, HoldAlreadyResolved
+from forge.domain.metrics import Metric, call_metrics
 from forge.domain.money import Bucket, Usage, charge_for
 from forge.domain.records import EnvelopeRef, Hold, HoldOutcome, Receipt
 from forge.gateway.plan import CallPlan, Rooms, join_notes
-from forge.ports import GatewayStore
+from forge.ports import NO_METER, GatewayStore, Meter, emit_quietly
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -25,11 +26,27 @@ Blocking = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
 class Holds:
-    """Every budget-store call the gateway makes for a call, each run off the event loop."""
+    """Every budget-store call the gateway makes for a call, each run off the event loop; and
+    the metrics of the receipt each call ends with (settled, deferred or voided)."""
 
-    def __init__(self, store: GatewayStore, blocking: Blocking = anyio.to_thread.run_sync) -> None:
+    def __init__(
+        self,
+        store: GatewayStore,
+        blocking: Blocking = anyio.to_thread.run_sync,
+        meter: Meter = NO_METER,
+    ) -> None:
         self.store = store
         self.blocking = blocking
+        self.meter = meter
+
+    def measure(self, count: Callable[[], Sequence[Metric]]) -> None:
+        """Emit metrics; one that fails is logged and never fails the call (emit_quietly)."""
+        emit_quietly(self.meter, count)
+
+    def _ended(self, plan: CallPlan, receipt: Receipt) -> Receipt:
+        """The receipt a call ends with, counted."""
+        self.measure(lambda: call_metrics(receipt, plan.route_providers))
+        return receipt
 
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking store call off the event loop."""
@@ -46,6 +63,9 @@ class Holds:
 
     async def settle(self, plan: CallPlan, usage: Usage, status: str, note: str | None) -> Receipt:
         """Charge actual usage (never more than the hold) and write ledger entry + receipt."""
+        return self._ended(plan, await self._settle(plan, usage, status, note))
+
+    async def _settle(self, plan: CallPlan, usage: Usage, status: str, note: str | None) -> Receipt:
         cost = charge_for(usage, plan.prices)
         charge = min(cost, plan.hold.amount)
         if cost > charge:
@@ -87,7 +107,7 @@ class Holds:
         receipt = plan.receipt("failed", error_code=error_code, note=note)
         voided = await self.off_loop(self.store.void, plan.hold, receipt)
         plan.closed = True
-        return voided
+        return self._ended(plan, voided)
 
     async def release(self, plan: CallPlan, error_code: str, note: str) -> None:
         """Void the hold of a call about to answer an error. Already resolved means voided:

@@ -114,6 +114,11 @@ class CallPlan:
         self.binding.set_max_output(tokens)
 
     @property
+    def route_providers(self) -> dict[str, str]:
+        """Each route's provider, by route name (what a receipt's attempts name)."""
+        return {route.name: route.provider for route in self.model.routes}
+
+    @property
     def run_id(self) -> str | None:
         return self.limits.run_id
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import anyio
 
 from forge.domain.errors import HoldAlreadyResolved, InternalError
+from forge.domain.metrics import upstream_error_metrics
 from forge.domain.money import Usage, format_micros, token_cost
 from forge.domain.records import Receipt
 from forge.domain.routing import RouteHealth
@@ -100,6 +101,9 @@ async def relay(
             cut = _failure_reason(exc, plan)
             if isinstance(exc, UpstreamError):
                 health.failed(plan.route.name)
+                # Not an attempt on the receipt (the route served), but a failed upstream call.
+                provider = plan.route.provider
+                holds.measure(lambda: upstream_error_metrics({provider: 1}))
             await _close(rest, upstream)
             usage, note = stream_usage(plan, state)
             receipt = await holds.settle(plan, usage, "partial", join_notes(cut, note))

@@ -27,6 +27,7 @@ from forge.domain.errors import (
     HoldAlreadyResolved,
     InternalError,
 )
+from forge.domain.metrics import refusal_metrics
 from forge.domain.offer import ProviderOffer
 from forge.domain.records import ApiKey, Receipt, utcnow
 from forge.domain.requests import ChatCompletionRequest, EmbeddingsRequest
@@ -47,7 +48,7 @@ from forge.gateway.plan import (
     tightest_envelope,
 )
 from forge.gateway.relay import StreamResult, abandon, relay
-from forge.ports import GatewayStore
+from forge.ports import NO_METER, GatewayStore, Meter
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,10 +80,12 @@ class Gateway:
         blocking: Blocking = anyio.to_thread.run_sync,
         now: Callable[[], datetime] = utcnow,
         keys: Keys | None = None,
+        meter: Meter = NO_METER,
     ) -> None:
         # `blocking` runs each store call off the event loop (a worker thread); `now` dates
         # holds and envelope windows. A deterministic simulation replaces both: it runs store
-        # calls inline, one at a time, and owns the clock (tests/sim).
+        # calls inline, one at a time, and owns the clock (tests/sim). `meter` receives the
+        # money path's metrics (forge.domain.metrics); the default drops them.
         self._now = now
         self._providers = providers
         self._catalog = (
@@ -92,8 +95,8 @@ class Gateway:
         self._clock = clock
         self.health = health or RouteHealth()
         # `keys` shares one key cache with the process's other routes (forge.wiring.get_keys).
-        self._keys = keys or Keys(store, clock, blocking)
-        self._holds = Holds(store, blocking)
+        self._keys = keys or Keys(store, clock, blocking, meter)
+        self._holds = Holds(store, blocking, meter)
         self._attempts = Attempts(
             self._holds,
             self._keys,
@@ -147,15 +150,16 @@ class Gateway:
         limits: RequestLimits,
         render: Callable[[Completion], T],
     ) -> Completed[T] | StreamResult:
-        """Plan, reserve and call, inside one guarded boundary: a refusal leaves a receipt, and
-        any exception after the reservation resolves the hold and writes a `failed` receipt
-        before it propagates. A non-streamed answer is rendered by `render` before it is
-        charged, so an answer that cannot be sent is never paid for."""
+        """Plan, reserve and call, inside one guarded boundary: a refusal leaves a receipt (and
+        is counted), and any exception after the reservation resolves the hold and writes a
+        `failed` receipt before it propagates. A non-streamed answer is rendered by `render`
+        before it is charged, so an answer that cannot be sent is never paid for."""
         plan: CallPlan | None = None
         try:
             plan = await self.plan(key, request, request_id, limits)
             await self.reserve(plan)
         except ForgeError as exc:
+            self._holds.measure(partial(refusal_metrics, exc))
             await self._record_refusal(key, request, request_id, limits, plan, exc)
             raise
         try:
@@ -164,6 +168,9 @@ class Gateway:
             answer, receipt = await self._complete(plan, render)
             return Completed(plan, answer, receipt)
         except BaseException as exc:
+            if isinstance(exc, BudgetExceeded | BudgetStoreUnavailable):
+                # Refused after all: the fallback's hold did not fit, or the store failed.
+                self._holds.measure(partial(refusal_metrics, exc))
             with anyio.CancelScope(shield=True):
                 contained = await self._contain(plan, exc)
             if contained is exc:

@@ -13,8 +13,9 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from forge.domain.errors import HoldAlreadyResolved
+from forge.domain.metrics import HOLDS_SWEPT, SWEEP_FAILURES, Metric, charge_metrics
 from forge.domain.records import Hold, Receipt
-from forge.ports import BudgetStore
+from forge.ports import NO_METER, BudgetStore, Meter, emit_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -41,21 +42,39 @@ def _expired_receipt(hold: Hold) -> Receipt:
     )
 
 
-def sweep(store: BudgetStore, now: datetime) -> SweepReport:
+def sweep(store: BudgetStore, now: datetime, meter: Meter = NO_METER) -> SweepReport:
+    """Resolve every expired hold; count what was swept (and charged), and a sweep that failed
+    part-way (the store failing: the error propagates, the next run takes up the rest)."""
     report = SweepReport()
-    for hold in store.expired_holds(now):
-        try:
-            if hold.outcome is not None:
-                receipt = hold.outcome.receipt.model_copy(
-                    update={"settlement": "settled", "note": "settled late by the sweeper"}
-                )
-                store.settle(hold, hold.outcome.charge, receipt)
-                report.settled.append(hold.request_id)
-            else:
-                store.void(hold, _expired_receipt(hold))
-                report.voided.append(hold.request_id)
-        except HoldAlreadyResolved:
-            report.already_resolved.append(hold.request_id)
+    charged: list[Metric] = []
+    try:
+        for hold in store.expired_holds(now):
+            try:
+                if hold.outcome is not None:
+                    receipt = hold.outcome.receipt.model_copy(
+                        update={"settlement": "settled", "note": "settled late by the sweeper"}
+                    )
+                    store.settle(hold, hold.outcome.charge, receipt)
+                    report.settled.append(hold.request_id)
+                    charged += charge_metrics(hold.bucket, hold.outcome.charge)
+                else:
+                    store.void(hold, _expired_receipt(hold))
+                    report.voided.append(hold.request_id)
+            except HoldAlreadyResolved:
+                report.already_resolved.append(hold.request_id)
+    except Exception:
+        emit_quietly(meter, lambda: [*sweep_metrics(report, failed=True), *charged])
+        raise
+    emit_quietly(meter, lambda: [*sweep_metrics(report, failed=False), *charged])
     if report.settled or report.voided:
         logger.warning("holds_swept", extra=report.model_dump())
     return report
+
+
+def sweep_metrics(report: SweepReport, *, failed: bool) -> list[Metric]:
+    """Holds resolved by one run (0 included: a run that stops reporting has stopped running),
+    and whether the run failed."""
+    return [
+        Metric(HOLDS_SWEPT, len(report.settled) + len(report.voided)),
+        Metric(SWEEP_FAILURES, int(failed)),
+    ]
