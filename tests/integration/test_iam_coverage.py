@@ -591,7 +591,13 @@ def api_event(
 
 
 def invoke_account(event: dict[str, Any]) -> dict[str, Any]:
-    answer = load_handler_module("account").handler(event, LambdaContext())
+    try:
+        answer = load_handler_module("account").handler(event, LambdaContext())
+    finally:
+        # Mangum sets an event loop for the main thread, as Lambda's runtime wants; in a test
+        # process it must be closed, or a later test finds it unclosed.
+        asyncio.get_event_loop_policy().get_event_loop().close()
+        asyncio.set_event_loop(None)
     assert answer["statusCode"] == 200, (event["path"], answer)
     return json.loads(answer["body"])
 
