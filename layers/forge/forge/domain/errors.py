@@ -22,7 +22,10 @@ class ForgeError(Exception):
 
 
 class InvalidRequest(ForgeError):
-    status = 422
+    """A request the API cannot accept as sent (a field's type or range, a query parameter, a
+    cursor): 400, as OpenAI answers it, so every SDK raises its BadRequestError."""
+
+    status = 400
     type = "invalid_request_error"
     code = "invalid_request"
 
