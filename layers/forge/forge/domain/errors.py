@@ -81,6 +81,7 @@ class BudgetStoreUnavailable(ForgeError):
     status = 503
     type = "api_error"
     code = "budget_store_unavailable"
+    retry_after = 1  # a throttle or a blip: the SDKs wait this long, then retry once or twice
 
 
 class ArchiveUnavailable(ForgeError):
