@@ -6,8 +6,10 @@ ids) is what they must get."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import anthropic
 import httpx
@@ -19,10 +21,10 @@ from fastapi import FastAPI
 from forge.api import create_app
 from forge.api.deps import get_gateway
 from forge.domain.catalog import load_catalog
-from forge.domain.money import Bucket
+from forge.domain.money import Bucket, Usage, charge_for
 from forge.gateway import Gateway
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
-from forge.providers.demo import create_demo_app
+from forge.providers.demo import count_usage, create_demo_app, reply_words
 from forge.providers.openai import OpenAICompatProvider
 from forge.store.dynamo.store import DynamoStore
 from forge.wiring import get_store
@@ -84,6 +86,11 @@ def wire(aws_stack: Resources) -> Iterator[Wire]:
     yield wire_over(store, demo_gateway(store))
 
 
+async def get(wire: Wire, path: str) -> httpx.Response:
+    async with wire.raw() as client:
+        return await client.get(path)
+
+
 def charges(wire: Wire) -> int:
     return sum(1 for bucket in Bucket for e in wire.store.list_entries(wire.account_id, bucket))
 
@@ -118,3 +125,130 @@ def test_an_invalid_body_is_a_bad_request_for_both_sdks(wire: Wire) -> None:
     assert message.body["error"]["param"] == "temperature"  # type: ignore[index]
     balance_only = 2  # the two top-ups
     assert charges(wire) == balance_only
+
+
+# A chat stream: the usage chunk only when asked, the receipt as a comment -------------------
+def demo_answer(model: str, max_tokens: int | None = None) -> tuple[str, dict[str, Any], int]:
+    """What the demo provider answers (its documented counts) and what that costs."""
+    words, _ = reply_words(MESSAGES, max_tokens)
+    usage = count_usage(MESSAGES, len(words))
+    route = next(m for m in load_catalog().models if m.id == model).routes[0]
+    billable = Usage(
+        input_tokens=usage["prompt_tokens"],
+        cached_input_tokens=usage["prompt_tokens_details"]["cached_tokens"],
+        output_tokens=usage["completion_tokens"],
+    )
+    return " ".join(words), usage, charge_for(billable, route.effective_prices)
+
+
+@pytest.mark.parametrize("options", [None, {"include_usage": False}])
+def test_a_stream_that_did_not_ask_for_usage_reads_with_the_plain_choices_loop(
+    wire: Wire, options: dict[str, bool] | None
+) -> None:
+    # Given a client that does not ask for the usage chunk (no stream_options, or false)
+    extra: dict[str, Any] = {} if options is None else {"stream_options": options}
+
+    # When it reads the stream with the most common loop there is
+    async def read() -> tuple[str, list[Any], str]:
+        async with wire.openai() as client:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="demo-official",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                stream=True,
+                **extra,
+            )
+            text, chunks = "", []
+            async for chunk in raw.parse():
+                text += chunk.choices[0].delta.content or ""  # IndexError on a choices: [] chunk
+                chunks.append(chunk)
+            return text, chunks, raw.headers["x-request-id"]
+
+    text, chunks, request_id = asyncio.run(read())
+
+    # Then every chunk has a choice, none carries usage, and the text is the whole answer
+    expected_text, _, charge = demo_answer("demo-official")
+    assert text == expected_text
+    assert all(c.usage is None for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    # And the charge is still known: the receipt behind the request id
+    receipt = asyncio.run(get(wire, f"/v1/requests/{request_id}")).json()
+    assert receipt["charge"] == charge > 0  # micro-units
+
+
+def test_a_stream_that_asks_for_usage_ends_with_the_usage_chunk(wire: Wire) -> None:
+    # Given a client that asks for usage; when it streams through the official SDK
+    async def read() -> list[Any]:
+        async with wire.openai() as client:
+            stream = await client.chat.completions.create(
+                model="demo-official",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            return [chunk async for chunk in stream]
+
+    chunks = asyncio.run(read())
+
+    # Then the last chunk is OpenAI's usage chunk (no choices) with the provider's numbers
+    text, usage, charge = demo_answer("demo-official")
+    final = chunks[-1]
+    assert final.choices == [] and final.usage is not None
+    assert final.usage.prompt_tokens == usage["prompt_tokens"]
+    assert final.usage.completion_tokens == usage["completion_tokens"]
+    assert final.usage.total_tokens == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1]) == text
+    assert all(c.usage is None for c in chunks[:-1])
+    # And it carries the receipt, as it always has
+    assert (final.model_extra or {})["receipt"]["charge_micros"] == charge
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_the_receipt_rides_as_a_comment_before_done(wire: Wire, include_usage: bool) -> None:
+    # When a stream is read as raw SSE
+    body = {"model": "demo-official", "messages": MESSAGES, "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+
+    async def read() -> httpx.Response:
+        async with wire.raw() as client:
+            return await client.post("/v1/chat/completions", json=body)
+
+    response = asyncio.run(read())
+    events = response.text.split("\n\n")
+
+    # Then it ends with the receipt comment, then [DONE]; every other event is data
+    assert events[-2:] == ["data: [DONE]", ""]
+    comment = events[-3]
+    assert comment.startswith(": receipt {")
+    receipt = json.loads(comment.removeprefix(": receipt "))
+    assert all(e.startswith("data: ") for e in events[:-3])
+    assert ('"usage"' in events[-4]) is include_usage
+    # And it is the receipt the ledger and GET /v1/requests/{id} hold
+    _, _, charge = demo_answer("demo-official")
+    assert receipt["request_id"] == response.headers["x-request-id"]
+    assert receipt["charge_micros"] == charge
+    entry = wire.store.list_entries(wire.account_id, Bucket.CREDIT)[-1]
+    assert (receipt["ledger_entry_id"], -entry.amount) == (entry.entry_id, charge)
+    stored = asyncio.run(get(wire, f"/v1/requests/{receipt['request_id']}")).json()
+    assert stored["charge"] == charge
+
+
+def test_a_messages_stream_is_unchanged(wire: Wire) -> None:
+    # When a Claude client streams through the anthropic SDK
+    async def read() -> tuple[str, Any]:
+        async with (
+            wire.anthropic() as client,
+            client.messages.stream(
+                model="demo-official", max_tokens=64, messages=MESSAGES  # type: ignore[arg-type]
+            ) as stream,
+        ):
+            text = "".join([piece async for piece in stream.text_stream])
+            return text, await stream.get_final_message()
+
+    text, message = asyncio.run(read())
+
+    # Then the text and the usage are the provider's, as before
+    expected_text, usage, _ = demo_answer("demo-official", 64)
+    assert text == expected_text
+    assert message.usage.input_tokens == usage["prompt_tokens"]
+    assert message.usage.output_tokens == usage["completion_tokens"]
