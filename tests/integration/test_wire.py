@@ -5,8 +5,11 @@ ids) is what they must get."""
 
 from __future__ import annotations
 
+import array
 import asyncio
+import base64
 import json
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +27,7 @@ from forge.domain.catalog import load_catalog
 from forge.domain.money import Bucket, Usage, charge_for
 from forge.gateway import Gateway
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
-from forge.providers.demo import count_usage, create_demo_app, reply_words
+from forge.providers.demo import count_usage, create_demo_app, embed_input, reply_words
 from forge.providers.openai import OpenAICompatProvider
 from forge.store.dynamo.store import DynamoStore
 from forge.wiring import get_store
@@ -239,7 +242,9 @@ def test_a_messages_stream_is_unchanged(wire: Wire) -> None:
         async with (
             wire.anthropic() as client,
             client.messages.stream(
-                model="demo-official", max_tokens=64, messages=MESSAGES  # type: ignore[arg-type]
+                model="demo-official",
+                max_tokens=64,
+                messages=MESSAGES,  # type: ignore[arg-type]
             ) as stream,
         ):
             text = "".join([piece async for piece in stream.text_stream])
@@ -252,3 +257,93 @@ def test_a_messages_stream_is_unchanged(wire: Wire) -> None:
     assert text == expected_text
     assert message.usage.input_tokens == usage["prompt_tokens"]
     assert message.usage.output_tokens == usage["completion_tokens"]
+
+
+# Embeddings in the encoding asked for -----------------------------------------------------
+INPUTS = ["the ledger", "the receipt"]
+
+
+def float32(values: list[float]) -> list[float]:
+    """What survives a float32 round trip: the precision OpenAI's base64 carries."""
+    return list(struct.unpack(f"<{len(values)}f", struct.pack(f"<{len(values)}f", *values)))
+
+
+def decoded(embedding: str) -> list[float]:
+    """As the openai SDK decodes it (openai/lib/_parsing/_embeddings.py): float32 bytes."""
+    return array.array("f", base64.b64decode(embedding)).tolist()
+
+
+def test_embeddings_come_in_the_encoding_the_sdk_asks_for(wire: Wire) -> None:
+    # Given the demo upstream, which answers floats whatever it is asked
+    vectors, _ = embed_input(INPUTS)
+
+    async def calls() -> tuple[Any, Any, Any, httpx.Response]:
+        async with wire.openai() as client, wire.raw() as raw:
+            return (
+                await client.embeddings.create(model="demo-embedding", input=INPUTS),
+                await client.embeddings.create(
+                    model="demo-embedding", input=INPUTS, encoding_format="float"
+                ),
+                await client.embeddings.create(
+                    model="demo-embedding", input=INPUTS, encoding_format="base64"
+                ),
+                await raw.post(
+                    "/v1/embeddings",
+                    json={"model": "demo-embedding", "input": INPUTS, "encoding_format": "base64"},
+                ),
+            )
+
+    default, floats, asked_base64, wire_base64 = asyncio.run(calls())
+
+    # Then the SDK's default (it asks for base64 and decodes it) gets the vectors at float32
+    assert [e.embedding for e in default.data] == [float32(v) for v in vectors]
+    # An explicit float gets the upstream's floats as they were
+    assert [e.embedding for e in floats.data] == vectors
+    # And base64 is base64 on the wire: little-endian float32, as the SDKs decode it
+    assert all(isinstance(e.embedding, str) for e in asked_base64.data)
+    assert [decoded(e.embedding) for e in asked_base64.data] == [float32(v) for v in vectors]
+    body = wire_base64.json()
+    assert [decoded(item["embedding"]) for item in body["data"]] == [float32(v) for v in vectors]
+    assert body["usage"]["prompt_tokens"] > 0 and wire_base64.headers["x-forge-charge-micros"]
+
+
+def test_an_upstream_answering_base64_is_decoded_for_a_float_client(aws_stack: Resources) -> None:
+    # Given an upstream that answers base64 whatever it is asked
+    vector = [0.25, -0.5, 0.125]
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        packed = base64.b64encode(struct.pack("<3f", *vector)).decode()
+        item = {"object": "embedding", "index": 0, "embedding": packed}
+        usage = {"prompt_tokens": 3, "total_tokens": 3}
+        return httpx.Response(200, json={"object": "list", "data": [item], "usage": usage})
+
+    store = get_store()
+    wire = wire_over(store, demo_gateway(store, httpx.MockTransport(upstream)))
+
+    # When a client asks for floats, and another says nothing
+    async def calls() -> list[httpx.Response]:
+        async with wire.raw() as client:
+            return [
+                await client.post("/v1/embeddings", json={"model": "demo-embedding", **extra})
+                for extra in ({"input": "x", "encoding_format": "float"}, {"input": "x"})
+            ]
+
+    # Then both get floats (float is the default)
+    for answer in asyncio.run(calls()):
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["data"][0]["embedding"] == vector
+
+
+def test_an_unknown_encoding_format_is_a_bad_request(wire: Wire) -> None:
+    async def call() -> openai.BadRequestError:
+        async with wire.openai() as client:
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.embeddings.create(
+                    model="demo-embedding",
+                    input="x",
+                    encoding_format="float16",  # type: ignore[arg-type]
+                )
+            return refused.value
+
+    refused = asyncio.run(call())
+    assert (refused.code, refused.param) == ("invalid_request", "encoding_format")
