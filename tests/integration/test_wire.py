@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from forge.api import create_app
 from forge.api.deps import get_gateway
 from forge.domain.catalog import load_catalog
-from forge.domain.money import Bucket, Usage, charge_for
+from forge.domain.money import Bucket, RouteType, Usage, charge_for
 from forge.gateway import Gateway
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
 from forge.providers.demo import count_usage, create_demo_app, embed_input, reply_words
@@ -347,3 +347,64 @@ def test_an_unknown_encoding_format_is_a_bad_request(wire: Wire) -> None:
 
     refused = asyncio.run(call())
     assert (refused.code, refused.param) == ("invalid_request", "encoding_format")
+
+
+# GET /v1/models/{id} ------------------------------------------------------------------------
+def test_a_model_is_retrieved_as_the_list_shows_it(wire: Wire) -> None:
+    # When the SDK lists the models, then retrieves each
+    async def calls() -> tuple[list[Any], list[Any]]:
+        async with wire.openai() as client:
+            listed = [m async for m in client.models.list()]
+            return listed, [await client.models.retrieve(m.id) for m in listed]
+
+    listed, retrieved = asyncio.run(calls())
+
+    # Then each is OpenAI's model object, with the same prices, bucket and routes as listed
+    assert {m.id for m in listed} >= {"demo-official", "demo-routed", "demo-embedding"}
+    for one, card in zip(listed, retrieved, strict=True):
+        assert (card.id, card.object, card.owned_by) == (one.id, "model", "tokens-forge")
+        assert isinstance(card.created, int)
+        assert card.model_extra == one.model_extra
+    routed = next(m for m in retrieved if m.id == "demo-routed")
+    assert (routed.model_extra or {})["bucket"] == "rmb"
+    assert (routed.model_extra or {})["prices"]["currency"] == "CNY"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "no-such-model",
+        "gpt-4o",  # in the catalog, but no provider of its routes is offered here
+    ],
+)
+def test_a_model_not_offered_is_not_found(wire: Wire, model: str) -> None:
+    async def call() -> openai.NotFoundError:
+        async with wire.openai() as client:
+            with pytest.raises(openai.NotFoundError) as missing:
+                await client.models.retrieve(model)
+            return missing.value
+
+    missing = asyncio.run(call())
+    assert (missing.status_code, missing.code, missing.param) == (404, "model_not_found", "model")
+    assert missing.type == "invalid_request_error"
+
+
+def test_a_model_the_key_may_not_use_is_not_found(aws_stack: Resources) -> None:
+    # Given a key that may only use official routes
+    store = get_store()
+    wire = wire_over(store, demo_gateway(store))
+    official = frozenset({RouteType.OFFICIAL})
+    wire.key, _ = issue_key(store, wire.account_id, route_types=official)
+
+    # When it retrieves a model served only by routed routes, and one it may use
+    async def calls() -> tuple[openai.NotFoundError, Any]:
+        async with wire.openai() as client:
+            with pytest.raises(openai.NotFoundError) as missing:
+                await client.models.retrieve("demo-routed")
+            return missing.value, await client.models.retrieve("demo-official")
+
+    missing, found = asyncio.run(calls())
+
+    # Then the first is not found, as the list leaves it out; the second is there
+    assert missing.code == "model_not_found"
+    assert found.id == "demo-official"
