@@ -408,3 +408,32 @@ def test_a_model_the_key_may_not_use_is_not_found(aws_stack: Resources) -> None:
     # Then the first is not found, as the list leaves it out; the second is there
     assert missing.code == "model_not_found"
     assert found.id == "demo-official"
+
+
+# The anthropic SDK's request id -------------------------------------------------------------
+def test_messages_answers_carry_request_id_for_the_anthropic_sdk(wire: Wire) -> None:
+    # When a Claude client makes a call, and then one the gateway refuses
+    async def calls() -> tuple[Any, anthropic.NotFoundError]:
+        async with wire.anthropic() as client:
+            message = await client.messages.create(
+                model="demo-official",
+                max_tokens=32,
+                messages=MESSAGES,  # type: ignore[arg-type]
+            )
+            with pytest.raises(anthropic.NotFoundError) as refused:
+                await client.messages.create(
+                    model="no-such-model",
+                    max_tokens=32,
+                    messages=MESSAGES,  # type: ignore[arg-type]
+                )
+            return message, refused.value
+
+    message, refused = asyncio.run(calls())
+
+    # Then the SDK reads the gateway's request id from both, the one its receipt is kept under
+    assert message._request_id is not None and message._request_id.startswith("req_")
+    assert refused.request_id is not None and refused.request_id.startswith("req_")
+    assert refused.response.headers["x-request-id"] == refused.request_id
+    for request_id in (message._request_id, refused.request_id):
+        receipt = asyncio.run(get(wire, f"/v1/requests/{request_id}"))
+        assert receipt.status_code == 200 and receipt.json()["request_id"] == request_id
