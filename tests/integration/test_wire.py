@@ -25,13 +25,18 @@ from forge.api import create_app
 from forge.api.deps import get_gateway
 from forge.domain.catalog import load_catalog
 from forge.domain.money import Bucket, RouteType, Usage, charge_for
-from forge.gateway import Gateway
+from forge.domain.requests import ChatCompletionRequest
+from forge.gateway import Gateway, estimated_input_tokens
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
+from forge.providers.anthropic_format.inbound import chat_body_from_messages
 from forge.providers.demo import count_usage, create_demo_app, embed_input, reply_words
 from forge.providers.openai import OpenAICompatProvider
 from forge.store.dynamo.store import DynamoStore
 from forge.wiring import get_store
 from forge_tools.emulator import Resources
+from tests.fakes import Fault
+from tests.integration.providers_kit import MODELS, PROVIDERS, Fakes, reported_usage, start_fakes
+from tests.integration.providers_kit import gateway as kit_gateway
 
 MESSAGES = [{"role": "user", "content": "What did my last call cost?"}]
 
@@ -437,3 +442,150 @@ def test_messages_answers_carry_request_id_for_the_anthropic_sdk(wire: Wire) -> 
     for request_id in (message._request_id, refused.request_id):
         receipt = asyncio.run(get(wire, f"/v1/requests/{request_id}"))
         assert receipt.status_code == 200 and receipt.json()["request_id"] == request_id
+
+
+# POST /v1/messages/count_tokens ---------------------------------------------------------------
+COUNTED = {
+    "system": "Be terse.",
+    "messages": [
+        {"role": "user", "content": "How much is left in my wallet?"},
+        {"role": "assistant", "content": "Which bucket?"},
+        {"role": "user", "content": "Credit, please."},
+    ],
+    "tools": [
+        {
+            "name": "get_balance",
+            "description": "A wallet's balance",
+            "input_schema": {"type": "object", "properties": {"bucket": {"type": "string"}}},
+        }
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[Fakes]:
+    yield from start_fakes()
+
+
+@pytest.fixture
+def providers_wire(aws_stack: Resources, fakes: Fakes) -> Wire:
+    """The gateway over the OpenAI, Anthropic and Gemini fakes (tests.integration.providers_kit)."""
+    fakes.reset()
+    store = get_store()
+    return wire_over(store, kit_gateway(store, fakes))
+
+
+def ledger_state(wire: Wire) -> tuple[int, list[tuple[int, int]]]:
+    entries = sum(1 for b in Bucket for _ in wire.store.list_entries(wire.account_id, b))
+    wallets = [wire.store.get_wallet(wire.account_id, b) for b in Bucket]
+    return entries, [(w.balance, w.held) for w in wallets]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_count_tokens_is_what_the_call_is_billed_for_or_the_estimate(
+    providers_wire: Wire, fakes: Fakes, provider: str
+) -> None:
+    wire = providers_wire
+    before = ledger_state(wire)
+
+    # When a Claude client counts a prompt (system, turns, tools) on a model of each provider
+    async def count() -> tuple[Any, Any]:
+        async with wire.anthropic() as client:
+            raw = await client.messages.with_raw_response.count_tokens(
+                model=provider,
+                **COUNTED,  # type: ignore[arg-type]
+            )
+            return raw, await raw.parse()
+
+    raw, counted = asyncio.run(count())
+
+    # Then nothing was held or charged for it
+    assert ledger_state(wire) == before
+    assert raw.headers["x-forge-route"] == f"{provider}:{MODELS[provider]}"
+    assert raw.headers["request-id"] == raw.headers["x-request-id"]
+
+    # And the count is the provider's where it has a count endpoint: what the same prompt is
+    # then billed as input
+    async def call() -> Any:
+        async with wire.anthropic() as client:
+            return await client.messages.create(
+                model=provider,
+                max_tokens=16,
+                **COUNTED,  # type: ignore[arg-type]
+            )
+
+    asyncio.run(call())
+    served = next(c for c in fakes[provider].calls if c.usage is not None)
+    billed = reported_usage(provider, served.usage or {}).input_tokens
+    if provider == "openai":  # no count endpoint: the documented estimate, said so
+        chat = ChatCompletionRequest.model_validate(
+            chat_body_from_messages({"model": provider, **COUNTED})
+        )
+        assert raw.headers["x-forge-token-count"] == "estimate"
+        assert counted.input_tokens == estimated_input_tokens(chat) >= billed
+        assert [c.path for c in fakes.openai.calls] == ["/v1/chat/completions"]
+    else:
+        assert raw.headers["x-forge-token-count"] == "provider"
+        assert counted.input_tokens == billed > 0
+
+
+def test_a_provider_count_that_fails_falls_back_to_the_estimate(
+    providers_wire: Wire, fakes: Fakes
+) -> None:
+    # Given Anthropic's count endpoint failing
+    fakes.anthropic.fail(MODELS["anthropic"], Fault("status", status=529))
+
+    # When a client counts, by bearer key this time
+    async def count() -> httpx.Response:
+        async with providers_wire.raw() as client:
+            return await client.post(
+                "/v1/messages/count_tokens", json={"model": "anthropic", **COUNTED}
+            )
+
+    answer = asyncio.run(count())
+
+    # Then it still gets a count, marked as the estimate
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-forge-token-count"] == "estimate"
+    assert answer.json()["input_tokens"] > 0
+    assert [c.status for c in fakes.anthropic.calls] == [529]
+
+
+def test_count_tokens_refusals_are_anthropic_errors(providers_wire: Wire) -> None:
+    wire = providers_wire
+    before = ledger_state(wire)
+
+    async def refusals() -> list[anthropic.APIStatusError]:
+        errors: list[anthropic.APIStatusError] = []
+        async with wire.anthropic() as client:
+            for model, messages, error in (
+                ("no-such-model", COUNTED["messages"], anthropic.NotFoundError),
+                ("anthropic", [], anthropic.BadRequestError),
+                ("embed", COUNTED["messages"], anthropic.BadRequestError),  # not a chat model
+            ):
+                with pytest.raises(error) as refused:
+                    await client.messages.count_tokens(
+                        model=model,
+                        messages=messages,  # type: ignore[arg-type]
+                    )
+                errors.append(refused.value)
+            client.api_key = "sk-forge-wrong"
+            with pytest.raises(anthropic.AuthenticationError) as unknown:
+                await client.messages.count_tokens(
+                    model="anthropic",
+                    messages=COUNTED["messages"],  # type: ignore[arg-type]
+                )
+            errors.append(unknown.value)
+        return errors
+
+    errors = asyncio.run(refusals())
+
+    assert [e.body["type"] for e in errors] == ["error"] * 4  # type: ignore[index]
+    assert [e.body["error"]["type"] for e in errors] == [  # type: ignore[index]
+        "not_found_error",
+        "invalid_request_error",
+        "invalid_request_error",
+        "authentication_error",
+    ]
+    assert all(e.request_id and e.request_id.startswith("req_") for e in errors)
+    assert ledger_state(wire) == before

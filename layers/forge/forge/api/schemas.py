@@ -75,6 +75,12 @@ PAID_SUCCESS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class MessageTokensCount(BaseModel):
+    """Anthropic's token count answer (POST /v1/messages/count_tokens)."""
+
+    input_tokens: int
+
+
 class ModelPrices(BaseModel):
     """Prices per 1M tokens in the paying bucket's currency, after the operator multiplier."""
 
