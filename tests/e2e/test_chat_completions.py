@@ -124,3 +124,5 @@ def test_models_lists_prices_route_type_and_bucket(local_stack: LocalStack) -> N
     assert (routed.model_extra or {})["route_type"] == "routed"
     assert (routed.model_extra or {})["prices"]["currency"] == "CNY"
     assert (official.model_extra or {})["prices"]["output"] == "1.500000"
+    # one model is retrieved as the list shows it
+    assert sdk(local_stack, key).models.retrieve("demo-routed") == routed
