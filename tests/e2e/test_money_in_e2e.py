@@ -114,7 +114,7 @@ def test_a_signed_but_invalid_event_is_a_client_error_not_a_500(local_stack: Loc
     now = int(time.time())
     for body, status, code in [
         (b"{not json", 400, "invalid_json"),
-        (webhook_body(account_id, "0.0000001")[1], 422, "invalid_request"),
+        (webhook_body(account_id, "0.0000001")[1], 400, "invalid_request"),
         (webhook_body("acct_nobody", "1")[1], 404, "not_found"),
     ]:
         response = post_webhook(local_stack, body, sign_payload(E2E_WEBHOOK_SECRET, body, now))
@@ -152,7 +152,7 @@ def test_redeem_refusals_are_openai_errors(local_stack: LocalStack) -> None:
     account_id, key = new_customer(local_stack)
     check = unchanged(local_stack, account_id)
     assert_openai_error(redeem(local_stack, key, "FORGE-0000-0000-0000"), 404, "code_not_found")
-    assert_openai_error(redeem(local_stack, key, "x" * 65), 422, "invalid_request")
+    assert_openai_error(redeem(local_stack, key, "x" * 65), 400, "invalid_request")
     response = httpx.post(f"{local_stack.base_url}/redeem", json={"code": "FORGE-0000-0000-0000"})
     assert_openai_error(response, 401, "invalid_api_key")
     check()

@@ -426,3 +426,27 @@ def test_operators_manage_the_catalog_and_clients_see_it(local_stack: LocalStack
         model=model, messages=[{"role": "user", "content": "hi"}]
     )
     assert completion.model == "demo-official-1"
+
+
+@pytest.mark.parametrize(
+    ("model", "source"), [("claude-haiku-4-5", "provider"), ("gpt-4o-mini", "estimate")]
+)
+def test_anthropic_sdk_counts_tokens_for_free(
+    local_stack: LocalStack, fake_providers: Fakes, model: str, source: str
+) -> None:
+    account_id, key = new_customer(local_stack)
+    store = local_stack.store()
+    entries = len(store.list_entries(account_id, Bucket.CREDIT))
+
+    raw = claude_sdk(local_stack, key).messages.with_raw_response.count_tokens(
+        model=model,
+        system="Be terse.",
+        messages=[{"role": "user", "content": f"Count me {uuid.uuid4().hex}"}],
+    )
+    counted = raw.parse()
+
+    assert counted.input_tokens > 0
+    assert raw.headers["x-forge-token-count"] == source
+    assert raw.headers["request-id"] == raw.headers["x-request-id"]
+    assert len(store.list_entries(account_id, Bucket.CREDIT)) == entries  # nothing charged
+    assert store.get_wallet(account_id, Bucket.CREDIT).held == 0

@@ -69,23 +69,23 @@ def test_wrong_key_through_the_sdk_is_an_authentication_error(local_stack: Local
     ("body", "status", "code"),
     [
         (b"{not json", 400, "invalid_json"),
-        (b'{"model": "demo-official"}', 422, "invalid_request"),
-        (b'{"model": "demo-official", "messages": []}', 422, "invalid_request"),
+        (b'{"model": "demo-official"}', 400, "invalid_request"),
+        (b'{"model": "demo-official", "messages": []}', 400, "invalid_request"),
         (
             b'{"model": "demo-official", "messages": [{"role": "wizard", "content": "x"}]}',
-            422,
+            400,
             "invalid_request",
         ),
         (
             b'{"model": "demo-official", "messages": [{"role": "user", "content": "x"}],'
             b' "max_tokens": 0}',
-            422,
+            400,
             "invalid_request",
         ),
         (
             b'{"model": "demo-official", "messages": [{"role": "user", "content": "x"}],'
             b' "stream_options": {"include_usage": true}}',
-            422,
+            400,
             "invalid_request",
         ),
     ],

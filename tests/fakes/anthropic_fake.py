@@ -1,4 +1,6 @@
-"""A fake Anthropic Messages API: POST /v1/messages with x-api-key and anthropic-version,
+"""A fake Anthropic Messages API: POST /v1/messages (and /v1/messages/count_tokens, which
+counts a prompt as /v1/messages bills it, refusing any field but the prompt's) with x-api-key
+and anthropic-version,
 JSON and SSE (message_start, content_block_start, ping, content_block_delta with text_delta
 and input_json_delta, content_block_stop, message_delta, message_stop, error), in the shapes
 Anthropic documents. It refuses requests the real API would refuse (a missing max_tokens, a
@@ -125,18 +127,24 @@ class FakeAnthropic(FakeProvider):
     def __init__(self) -> None:
         super().__init__(name="anthropic")
         self.app.post("/v1/messages", response_model=None)(self.messages)
+        self.app.post("/v1/messages/count_tokens", response_model=None)(self.count_tokens)
 
     def fault_error(self, fault: Fault) -> Response:
         return _error(fault.status, "scripted failure", fault.retry_after)
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        """Every input token of the prompt: system, messages (3 each) and tools."""
+        system = body.get("system")
+        total = tokens_of(_text_of([] if system is None else _blocks(system))) + sum(
+            tokens_of(_text_of(_blocks(m.get("content")))) + 3 for m in body["messages"]
+        )
+        return total + (tokens_of(json.dumps(body.get("tools"))) if body.get("tools") else 0)
 
     def usage(self, body: dict[str, Any], output: int) -> dict[str, Any]:
         system = body.get("system")
         system_blocks = [] if system is None else _blocks(system)
         system_text = _text_of(system_blocks)
-        total = tokens_of(system_text) + sum(
-            tokens_of(_text_of(_blocks(m.get("content")))) + 3 for m in body["messages"]
-        )
-        total += tokens_of(json.dumps(body.get("tools"))) if body.get("tools") else 0
+        total = self.prompt_tokens(body)
         written = read = 0
         marked = any(b.get("cache_control") for b in system_blocks)
         if marked and len(system_text.encode()) >= CACHE_MIN_BYTES:
@@ -151,6 +159,25 @@ class FakeAnthropic(FakeProvider):
             "output_tokens": output,
             "service_tier": "standard",
         }
+
+    async def count_tokens(self, request: Request) -> Response:
+        body = await request.json()
+        model = str(body.get("model", "")) if isinstance(body, dict) else ""
+        call = self.record(request, model, False, body)
+        if request.headers.get("x-api-key") != self.api_key:
+            call.status = 401
+            return _error(401, "invalid x-api-key")
+        if request.headers.get("anthropic-version") != VERSION:
+            call.status = 400
+            return _error(400, "anthropic-version: header is required")
+        extra = set(body) - {"model", "messages", "system", "tools", "tool_choice", "thinking"}
+        problem = f"{sorted(extra)[0]}: Extra inputs are not permitted" if extra else None
+        if problem := problem or validate({**body, "max_tokens": 1}):
+            call.status = 400
+            return _error(400, problem)
+        if (failed := self.scripted_failure(call, await self.take_fault(call))) is not None:
+            return failed
+        return JSONResponse({"input_tokens": self.prompt_tokens(body)})
 
     async def messages(self, request: Request) -> Response:
         body = await request.json()

@@ -1,5 +1,6 @@
-"""A fake Gemini API: POST /v1beta/models/{model}:generateContent and
-:streamGenerateContent?alt=sse with x-goog-api-key, in the shapes Google documents
+"""A fake Gemini API: POST /v1beta/models/{model}:generateContent,
+:streamGenerateContent?alt=sse and :countTokens (of a generateContentRequest, counted as
+generateContent bills it) with x-goog-api-key, in the shapes Google documents
 (contents of user/model turns made of parts, systemInstruction, generationConfig,
 tools.functionDeclarations, candidates with finishReason, usageMetadata). It refuses what
 the real API refuses (an unknown role, a part with no data, a functionResponse that answers
@@ -20,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 
 from tests.fakes.base import (
     CACHE_MIN_BYTES,
+    Call,
     FakeProvider,
     Fault,
     error_event_at,
@@ -55,6 +57,11 @@ def _error(code: int, message: str, retry_after: str | None = None) -> JSONRespo
     return JSONResponse(
         body, status_code=code, headers={"retry-after": retry_after} if retry_after else {}
     )
+
+
+def _system_text(body: dict[str, Any]) -> str:
+    parts = (body.get("systemInstruction") or {}).get("parts") or []
+    return "".join(p.get("text", "") for p in parts)
 
 
 def _part_text(part: dict[str, Any]) -> str:
@@ -120,13 +127,28 @@ class FakeGemini(FakeProvider):
     def fault_error(self, fault: Fault) -> Response:
         return _error(fault.status, "scripted failure", fault.retry_after)
 
-    def usage(self, body: dict[str, Any], model: str, output: int) -> dict[str, Any]:
-        system = "".join(
-            p.get("text", "") for p in (body.get("systemInstruction") or {}).get("parts") or []
-        )
-        prompt = tokens_of(system) + sum(
+    async def count_tokens(self, call: Call, model: str, body: Any) -> Response:
+        inner = body.get("generateContentRequest") if isinstance(body, dict) else None
+        problem = None if isinstance(inner, dict) else "generateContentRequest is required"
+        if inner is not None and inner.get("model") != f"models/{model}":
+            problem = "generateContentRequest.model must name the model of the URL"
+        inner = {k: v for k, v in (inner or {}).items() if k != "model"}
+        if problem := problem or validate(inner):
+            call.status = 400
+            return _error(400, problem)
+        if (failed := self.scripted_failure(call, await self.take_fault(call))) is not None:
+            return failed
+        return JSONResponse({"totalTokens": self.prompt_tokens(inner)})
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        """Every token of the prompt: system instruction and turns (3 each), cache included."""
+        return tokens_of(_system_text(body)) + sum(
             tokens_of("".join(_part_text(p) for p in c["parts"])) + 3 for c in body["contents"]
         )
+
+    def usage(self, body: dict[str, Any], model: str, output: int) -> dict[str, Any]:
+        system = _system_text(body)
+        prompt = self.prompt_tokens(body)
         usage: dict[str, Any] = {"promptTokenCount": prompt, "candidatesTokenCount": output}
         if len(system.encode()) >= CACHE_MIN_BYTES and self.cache_lookup(system):
             usage["cachedContentTokenCount"] = tokens_of(system)
@@ -144,6 +166,8 @@ class FakeGemini(FakeProvider):
         if request.headers.get("x-goog-api-key") != self.api_key:
             call.status = 403
             return _error(403, "Method doesn't allow unregistered callers")
+        if method == "countTokens":
+            return await self.count_tokens(call, model, body)
         if method not in ("generateContent", "streamGenerateContent"):
             call.status = 404
             return _error(404, f"unknown method {method}")

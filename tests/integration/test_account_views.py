@@ -111,8 +111,8 @@ def test_the_month_statement_tells_the_ledger_story_in_csv_and_html(
 
     # And a month before the first entry has no statement
     assert get("/v1/statements/2025-01", key).status_code == 404
-    assert get("/v1/statements/2025-13", key).status_code == 422
-    assert get("/v1/statements/2025-03", key, format="pdf").status_code == 422
+    assert get("/v1/statements/2025-13", key).status_code == 400
+    assert get("/v1/statements/2025-03", key, format="pdf").status_code == 400
 
 
 # Ledger pages -------------------------------------------------------------------------------
@@ -202,13 +202,13 @@ def test_a_cursor_works_only_for_its_own_account_and_query(
         base64.urlsafe_b64encode(json.dumps({"v": 1, "k": {"pk": 1}}).encode()).decode(),
     ):
         refused = get("/v1/ledger", key, limit=2, bucket="credit", cursor=bad)
-        assert refused.status_code in (400, 422), (bad, refused.text)
+        assert refused.status_code == 400, (bad, refused.text)
         assert refused.json()["error"]["code"] in ("invalid_cursor", "invalid_request")
 
     # A cursor reused with other filters is refused
     for other in ({"bucket": "rmb"}, {}, {"bucket": "credit", "to": "2025-02-01"}):
         refused = get("/v1/ledger", key, limit=2, cursor=cursor, **other)
-        assert refused.status_code == 422, (other, refused.text)
+        assert refused.status_code == 400, (other, refused.text)
         assert refused.json()["error"]["code"] == "invalid_cursor"
 
     # And another account's cursor finds nothing of it
@@ -296,10 +296,10 @@ def test_usage_totals_are_the_receipts_and_the_ledgers_charges(
 def test_usage_ranges_are_bounded(story: MonthStory) -> None:
     key = key_of(story)
     too_long = get("/v1/usage", key, **{"from": "2024-01-01", "to": "2025-03-01"})
-    assert too_long.status_code == 422
+    assert too_long.status_code == 400
     backwards = get("/v1/usage", key, **{"from": "2025-03-02", "to": "2025-03-01"})
-    assert backwards.status_code == 422
-    assert get("/v1/usage", key, group_by="colour").status_code == 422
+    assert backwards.status_code == 400
+    assert get("/v1/usage", key, group_by="colour").status_code == 400
     # No range: this month so far, which has nothing of 2025 in it
     assert get("/v1/usage", key).json()["data"] == []
 

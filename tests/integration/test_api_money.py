@@ -206,6 +206,7 @@ def test_a_broken_budget_store_fails_closed_with_503_and_no_upstream_call(
     response = asyncio.run(run())
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "budget_store_unavailable"
+    assert response.headers["retry-after"] == "1"  # the SDKs wait this long before retrying
     assert upstream.calls == 0
     wallet = store.get_wallet(account_id, Bucket.CREDIT)
     assert (wallet.balance, wallet.held) == (1_000_000, 0)

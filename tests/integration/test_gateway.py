@@ -188,7 +188,10 @@ def test_stream_usage_from_the_upstream_is_charged_exactly(aws_stack: Resources)
         )
     )
     gateway = upstream.gateway(store)
-    plan = asyncio.run(gateway.plan(key, REQUEST, "req_usage", RequestLimits()))
+    asks_usage = ChatCompletionRequest.model_validate(
+        {**REQUEST.model_dump(exclude_none=True), "stream_options": {"include_usage": True}}
+    )
+    plan = asyncio.run(gateway.plan(key, asks_usage, "req_usage", RequestLimits()))
 
     async def run() -> list[bytes]:
         await gateway.reserve(plan)
@@ -201,9 +204,11 @@ def test_stream_usage_from_the_upstream_is_charged_exactly(aws_stack: Resources)
     expected = charge_for(
         Usage(input_tokens=11, cached_input_tokens=4, output_tokens=2), plan.prices
     )
-    last_chunk = json.loads(events[-2].removeprefix(b"data: "))
+    last_chunk = json.loads(events[-3].removeprefix(b"data: "))
     assert last_chunk["usage"]["prompt_tokens_details"]["cached_tokens"] == 4
     assert last_chunk["receipt"]["charge_micros"] == expected
+    receipt = json.loads(events[-2].removeprefix(b": receipt "))
+    assert receipt == last_chunk["receipt"]
     assert events[-1] == b"data: [DONE]\n\n"
     assert balance(store, key) == (1_000_000 - expected, 0)
 

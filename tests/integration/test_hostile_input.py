@@ -132,7 +132,7 @@ LOOSE_CHAT = [
 )
 def test_loose_chat_fields_are_refused_not_coerced(caller: Caller, change: dict[str, Any]) -> None:
     answer = caller.post("/v1/chat/completions", json.dumps({**CHAT, **change}).encode())
-    assert answer.status_code == 422, answer.text
+    assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["code"] == "invalid_request"
     assert error["param"] is not None
@@ -158,7 +158,7 @@ def test_loose_messages_fields_are_refused_in_anthropic_shape(
     caller: Caller, change: dict[str, Any]
 ) -> None:
     answer = caller.post("/v1/messages", json.dumps({**MESSAGES, **change}).encode())
-    assert answer.status_code == 422, answer.text
+    assert answer.status_code == 400, answer.text
     body = answer.json()
     assert body["type"] == "error"
     assert body["error"]["code"] == "invalid_request"

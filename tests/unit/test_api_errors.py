@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from forge.api.app import RequestIdMiddleware
 from forge.api.errors import install_error_handlers
-from forge.domain.errors import ModelNotFound, StatementNotReady
+from forge.domain.errors import BudgetStoreUnavailable, ModelNotFound, StatementNotReady
 
 
 def app_raising(error: Exception) -> FastAPI:
@@ -53,3 +53,10 @@ def test_errors_without_a_retry_hint_send_none() -> None:
         "param": "model",
         "code": "model_not_found",
     }
+
+
+def test_a_budget_store_outage_says_when_to_retry() -> None:
+    response = get(app_raising(BudgetStoreUnavailable("the budget store did not answer")))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["code"] == "budget_store_unavailable"

@@ -186,12 +186,12 @@ def test_other_event_types_parse_without_interpreting_their_data() -> None:
         ({"payment_id": None}, "data.payment_id"),
     ],
 )
-def test_a_payment_event_with_bad_money_is_a_422_naming_the_field(
+def test_a_payment_event_with_bad_money_is_a_400_naming_the_field(
     data: dict[str, Any], param: str
 ) -> None:
     with pytest.raises(InvalidRequest) as raised:
         parse_event(json.dumps(event(data=data)).encode())
-    assert raised.value.status == 422 and raised.value.param == param
+    assert raised.value.status == 400 and raised.value.param == param
 
 
 @pytest.mark.parametrize(

@@ -293,7 +293,7 @@ def test_other_month_strings_are_invalid_requests(text: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         Month.parse(text)
     assert caught.value.param == "month"
-    assert caught.value.status == 422
+    assert caught.value.status == 400
     with pytest.raises(InvalidRequest):
         build_statement(ACCOUNT, text, [])
 

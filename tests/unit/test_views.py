@@ -304,7 +304,7 @@ def test_malformed_cursors_are_invalid(cursor: str) -> None:
     with pytest.raises(InvalidCursor) as caught:
         query().start_key(cursor)
     assert (caught.value.status, caught.value.code, caught.value.param) == (
-        422,
+        400,
         "invalid_cursor",
         "cursor",
     )

@@ -13,14 +13,16 @@ from fastapi import APIRouter, FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from forge.api.errors import install_error_handlers
+from forge.api.errors import ANTHROPIC_PATHS, install_error_handlers
 from forge.api.schemas import ErrorResponse, error_responses
 from forge.domain.ids import new_id
 
 
 class RequestIdMiddleware:
-    """Gives every request its id (the hold and receipt key) and returns it as x-request-id.
-    Pure ASGI rather than BaseHTTPMiddleware, so streamed responses pass through untouched."""
+    """Gives every request its id (the hold and receipt key) and returns it as x-request-id,
+    and on Anthropic's paths also as `request-id`, where the anthropic SDK reads it
+    (`response._request_id`, `error.request_id`). Pure ASGI rather than BaseHTTPMiddleware,
+    so streamed responses pass through untouched."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -31,12 +33,16 @@ class RequestIdMiddleware:
             return
         request_id = new_id("req")
         scope.setdefault("state", {})["request_id"] = request_id
+        anthropic = str(scope.get("path", "")).startswith(ANTHROPIC_PATHS)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 if "x-request-id" not in headers:
                     headers.append("x-request-id", request_id)
+                if anthropic and "request-id" not in headers:
+                    # the same id, an idempotent replay's original included
+                    headers.append("request-id", headers["x-request-id"])
             await send(message)
 
         await self.app(scope, receive, send_with_id)

@@ -76,7 +76,8 @@ def _respond(
 
 
 def validation_error(errors: list[Any]) -> ForgeError:
-    """The first pydantic error as a ForgeError: invalid JSON (400) or an invalid field (422)."""
+    """The first pydantic error as a ForgeError: invalid JSON (`invalid_json`) or an invalid
+    field (`invalid_request`, naming it in `param`); both 400, as OpenAI answers them."""
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         reason = (first.get("ctx") or {}).get("error")

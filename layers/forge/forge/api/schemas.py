@@ -38,12 +38,32 @@ class AnthropicErrorResponse(BaseModel):
     error: AnthropicErrorDetail
 
 
-ERROR_STATUSES = (400, 401, 402, 403, 404, 405, 409, 410, 413, 422, 429, 500, 502, 503)
+ERROR_STATUSES = {
+    400: "Invalid request: a body, field, header, query or cursor the API cannot accept",
+    401: "Missing or invalid API key",
+    402: "A budget envelope refused the call (it names the envelope, limit and remainder)",
+    403: "The key may not use this route type or operation",
+    404: "No such model, path or resource for this caller",
+    405: "Method not allowed",
+    409: "Idempotency-Key conflict, or a one-time action already done",
+    410: "A redeem code expired or exhausted",
+    413: "An upstream refused the request as too large",
+    # Validation is 400, as OpenAI answers it; 422 is only an upstream's own refusal passed
+    # on. Declaring it also keeps FastAPI from documenting its default 422 validation shape.
+    422: "An upstream refused the request as unprocessable",
+    429: "Rate limited",
+    500: "Internal error; nothing was charged for it",
+    502: "No upstream route served the call; nothing was charged",
+    503: "A store, the archive, a queue or a secret is unavailable: retry later",
+}
 
 
 def error_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
     """What any route may answer besides success, for the OpenAPI document."""
-    return {status: {"model": model, "description": "Error"} for status in ERROR_STATUSES}
+    return {
+        status: {"model": model, "description": description}
+        for status, description in ERROR_STATUSES.items()
+    }
 
 
 # A paid call answers JSON, or a server-sent event stream when it asked for one.
@@ -53,6 +73,12 @@ PAID_SUCCESS: dict[int | str, dict[str, Any]] = {
         "content": {"application/json": {}, "text/event-stream": {}},
     }
 }
+
+
+class MessageTokensCount(BaseModel):
+    """Anthropic's token count answer (POST /v1/messages/count_tokens)."""
+
+    input_tokens: int
 
 
 class ModelPrices(BaseModel):

@@ -11,6 +11,7 @@ from typing import Any
 
 from forge.api.errors import anthropic_body, error_body
 from forge.domain.errors import ForgeError
+from forge.domain.records import Receipt
 from forge.gateway import CallPlan, StreamItem, StreamResult, receipt_summary
 from forge.providers.anthropic_format.stream_writer import MessagesStreamWriter, error_event
 
@@ -28,6 +29,13 @@ def openai_frame(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
+def receipt_comment(receipt: Receipt) -> bytes:
+    """The receipt essentials as an SSE comment line: every SSE parser skips lines starting
+    with ':', so a client that reads only `data:` lines never sees it."""
+    summary = json.dumps(receipt_summary(receipt), separators=(",", ":"))
+    return b": receipt " + summary.encode() + b"\n\n"
+
+
 async def _openai_stream(
     plan: CallPlan, items: AsyncGenerator[StreamItem, None]
 ) -> AsyncIterator[bytes]:
@@ -36,6 +44,8 @@ async def _openai_stream(
             if item.kind == "end":
                 if plan.include_usage:
                     yield openai_frame(item.payload)
+                if item.receipt is not None:
+                    yield receipt_comment(item.receipt)
                 yield b"data: [DONE]\n\n"
             else:
                 yield openai_frame(item.payload)
@@ -44,7 +54,9 @@ async def _openai_stream(
 
 
 def openai_events(result: StreamResult) -> AsyncIterator[bytes]:
-    """The stream as OpenAI sends it (SSE, usage chunk if asked, [DONE]); read it once."""
+    """The stream as OpenAI sends it (SSE; the usage chunk, with our `receipt`, only when
+    `stream_options.include_usage` asks for it; then the receipt as a comment, and [DONE]);
+    read it once."""
     return _openai_stream(result.plan, result.items)
 
 

@@ -22,7 +22,10 @@ class ForgeError(Exception):
 
 
 class InvalidRequest(ForgeError):
-    status = 422
+    """A request the API cannot accept as sent (a field's type or range, a query parameter, a
+    cursor): 400, as OpenAI answers it, so every SDK raises its BadRequestError."""
+
+    status = 400
     type = "invalid_request_error"
     code = "invalid_request"
 
@@ -78,6 +81,7 @@ class BudgetStoreUnavailable(ForgeError):
     status = 503
     type = "api_error"
     code = "budget_store_unavailable"
+    retry_after = 1  # a throttle or a blip: the SDKs wait this long, then retry once or twice
 
 
 class ArchiveUnavailable(ForgeError):

@@ -176,21 +176,27 @@ class AnthropicMetadata(BaseModel):
     user_id: str | None = None
 
 
-class MessagesRequest(BaseModel):
-    """Anthropic's Messages request (POST /v1/messages), validated at the edge; blocks stay
-    JSON and are translated by forge.providers.anthropic_format."""
+class MessagesCountTokensRequest(BaseModel):
+    """Anthropic's token count request (POST /v1/messages/count_tokens): the prompt of a
+    Messages request, without its output settings."""
 
     model_config = _STRICT
 
     model: ModelId
-    max_tokens: TokenCount
     messages: list[AnthropicMessage] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+
+
+class MessagesRequest(MessagesCountTokensRequest):
+    """Anthropic's Messages request (POST /v1/messages), validated at the edge; blocks stay
+    JSON and are translated by forge.providers.anthropic_format."""
+
+    max_tokens: TokenCount
     stream: bool = False
     stop_sequences: list[str] | None = None
     temperature: Unit | None = None
     top_p: Unit | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
-    tools: list[AnthropicTool] | None = None
-    tool_choice: AnthropicToolChoice | None = None
     metadata: AnthropicMetadata | None = None

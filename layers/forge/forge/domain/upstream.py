@@ -96,6 +96,13 @@ class ChatProvider(Protocol):
     async def open_stream(self, body: dict[str, Any]) -> ChatStream: ...
 
 
+class TokenCounter(Protocol):
+    """A provider with a token count endpoint (Anthropic, Gemini): the input tokens of a
+    chat.completions body's prompt, as the provider counts them, free of charge."""
+
+    async def count_tokens(self, body: dict[str, Any]) -> int: ...
+
+
 def usage_from_openai(raw: dict[str, Any] | None) -> Usage | None:
     """OpenAI usage -> Usage. Cached tokens are a subset of prompt_tokens, counted once."""
     if not raw:

@@ -8,7 +8,7 @@ from forge.gateway.plan import (
     worst_case_input_tokens,
 )
 from forge.gateway.relay import StreamItem, StreamResult, receipt_summary
-from forge.gateway.service import Completed, Gateway
+from forge.gateway.service import Completed, Gateway, TokenCount
 
 __all__ = [
     "MIN_OUTPUT_TOKENS",
@@ -18,6 +18,7 @@ __all__ = [
     "RequestLimits",
     "StreamItem",
     "StreamResult",
+    "TokenCount",
     "estimated_input_tokens",
     "receipt_summary",
     "worst_case_input_tokens",

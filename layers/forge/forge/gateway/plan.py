@@ -133,11 +133,13 @@ class CallPlan:
 
     @property
     def include_usage(self) -> bool:
-        """OpenAI sends the usage chunk when asked; we send it unless explicitly declined."""
+        """Whether the client asked for the usage chunk (`stream_options.include_usage`).
+        OpenAI sends it only then: its `choices` is empty, which breaks the common loop over
+        `chunk.choices[0]` of a client that did not ask."""
         if not isinstance(self.request, ChatCompletionRequest):
             return False
         options = self.request.stream_options
-        return options is None or options.include_usage is not False
+        return options is not None and options.include_usage is True
 
     def receipt(self, status: str, **values: Any) -> Receipt:
         return Receipt.model_validate(

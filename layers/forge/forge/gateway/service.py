@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import anyio
 
@@ -32,7 +32,13 @@ from forge.domain.offer import ProviderOffer
 from forge.domain.records import ApiKey, Receipt, utcnow
 from forge.domain.requests import ChatCompletionRequest, EmbeddingsRequest
 from forge.domain.routing import RetryPolicy, RouteHealth, jitter
-from forge.domain.upstream import ChatProvider, Completion, FailureKind, UpstreamError
+from forge.domain.upstream import (
+    ChatProvider,
+    Completion,
+    FailureKind,
+    TokenCounter,
+    UpstreamError,
+)
 from forge.gateway.attempts import Attempts
 from forge.gateway.auth import Keys
 from forge.gateway.holds import Blocking, Holds
@@ -42,6 +48,7 @@ from forge.gateway.plan import (
     RequestLimits,
     bind,
     choose_routes,
+    estimated_input_tokens,
     new_plan,
     open_hold,
     resize,
@@ -53,6 +60,16 @@ from forge.ports import NO_METER, GatewayStore, Meter
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 CLIENT_GONE = "client_disconnected"  # a receipt's error code: the call was abandoned, not failed
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """A prompt's input tokens on the route a call would take now: the provider's own count
+    where it has a count endpoint, else the documented estimate (estimated_input_tokens)."""
+
+    input_tokens: int
+    source: Literal["provider", "estimate"]
+    route: RouteSpec
 
 
 @dataclass
@@ -140,6 +157,23 @@ class Gateway:
 
     async def authenticate_key(self, plaintext: str) -> ApiKey:
         return await self._keys.authenticate_key(plaintext)
+
+    async def count_tokens(self, key: ApiKey, request: ChatCompletionRequest) -> TokenCount:
+        """The prompt's input tokens on the route a call would take now, for `key`. Free: no
+        hold, no charge, no receipt. A provider count that fails falls back to the estimate."""
+        model = (await self.catalog()).resolve(request.model, await self.offered_providers())
+        route = choose_routes(model, request, key, self.health.healthy).ordered[0]
+        provider: Any = self._provider(route)
+        if hasattr(provider, "count_tokens"):
+            counter: TokenCounter = provider
+            body = {**request.model_dump(exclude_none=True), "model": route.upstream_model}
+            try:
+                return TokenCount(await counter.count_tokens(body), "provider", route)
+            except UpstreamError as exc:
+                logger.warning(
+                    "token_count_estimated", extra={"route": route.name, "reason": exc.reason}
+                )
+        return TokenCount(estimated_input_tokens(request), "estimate", route)
 
     # One paid call ------------------------------------------------------------------------
     async def serve(

@@ -1,5 +1,5 @@
 """What an operator types when moving money by hand (codes, adjustments, refunds): decimal
-amounts and memos, refused as a 422 naming the field when they cannot be used."""
+amounts and memos, refused as a 400 naming the field when they cannot be used."""
 
 from __future__ import annotations
 

@@ -141,7 +141,7 @@ _SAFE_ID = r"^[A-Za-z0-9_-]{1,128}$"
 
 
 def _validated(model: type[_Model], value: Any, where: str) -> _Model:
-    """Validate into `model`; a failure is a 422 naming the first bad field, never a 500."""
+    """Validate into `model`; a failure is a 400 naming the first bad field, never a 500."""
     try:
         return model.model_validate(value)
     except ValidationError as exc:

@@ -1,5 +1,6 @@
 """Anthropic Messages API over httpx (`POST {base}/v1/messages`, x-api-key, anthropic-version),
-non-stream and SSE, translated to OpenAI's chat shapes by forge.providers.anthropic_format."""
+non-stream and SSE, translated to OpenAI's chat shapes by forge.providers.anthropic_format;
+and its token count (`POST {base}/v1/messages/count_tokens`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from forge.providers.http import (
     UpstreamStream,
     parse_event,
     sse_events,
+    token_count,
 )
 
 
@@ -49,6 +51,11 @@ class AnthropicStream(UpstreamStream):
                 self.state.finished = True
 
 
+# What a count request may hold: the prompt, never the output settings (Anthropic refuses
+# any other field, max_tokens included).
+COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice")
+
+
 class AnthropicProvider(HttpProvider):
     @property
     def _url(self) -> str:
@@ -67,3 +74,12 @@ class AnthropicProvider(HttpProvider):
     async def open_stream(self, body: dict[str, Any]) -> AnthropicStream:
         request = {**to_messages_request(body), "stream": True}
         return AnthropicStream(await self._http.open_stream(self._url, request, self._headers()))
+
+    async def count_tokens(self, body: dict[str, Any]) -> int:
+        """The prompt's input tokens as Anthropic counts them (cache reads and writes
+        included), for exactly the Messages request `complete` would send."""
+        request = {k: v for k, v in to_messages_request(body).items() if k in COUNT_FIELDS}
+        status, payload = await self._http.post_json(
+            self._url + "/count_tokens", request, self._headers()
+        )
+        return token_count(payload, "input_tokens", status)

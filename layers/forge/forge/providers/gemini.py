@@ -1,6 +1,6 @@
 """Google Gemini over httpx: `{base}/models/{model}:generateContent` and
 `:streamGenerateContent?alt=sse` with the x-goog-api-key header, translated to OpenAI's chat
-shapes by forge.providers.gemini_format."""
+shapes by forge.providers.gemini_format; and `:countTokens`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from forge.providers.http import (
     UpstreamStream,
     parse_event,
     sse_events,
+    token_count,
 )
 
 
@@ -71,3 +72,18 @@ class GeminiProvider(HttpProvider):
             url, to_generate_content_request(body), self._headers()
         )
         return GeminiStream(response, model)
+
+    async def count_tokens(self, body: dict[str, Any]) -> int:
+        """The prompt's tokens as Gemini counts them, for exactly the GenerateContentRequest
+        `complete` would send (system instruction and tools included)."""
+        model = str(body["model"])
+        request = {
+            "generateContentRequest": {
+                "model": f"models/{model}",
+                **to_generate_content_request(body),
+            }
+        }
+        status, payload = await self._http.post_json(
+            self._url(model, "countTokens"), request, self._headers()
+        )
+        return token_count(payload, "totalTokens", status)

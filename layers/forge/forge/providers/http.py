@@ -134,6 +134,14 @@ def _malformed(reason: str, status: int) -> UpstreamError:
     return UpstreamError(reason, status, kind=FailureKind.RETRY)
 
 
+def token_count(payload: dict[str, Any], field: str, status: int) -> int:
+    """A token count endpoint's answer: a whole number of tokens, else a malformed answer."""
+    tokens = payload.get(field)
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+        raise _malformed("malformed_response", status)
+    return tokens
+
+
 def transport_error(exc: httpx.HTTPError) -> UpstreamError:
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamError(f"timeout: {type(exc).__name__}")

@@ -1,11 +1,16 @@
 """OpenAI-compatible provider over httpx: OpenAI itself, resellers, DeepSeek, the demo provider.
 
 Chat completions (non-stream and SSE, always asking for the usage chunk with
-`stream_options.include_usage`) and embeddings, with a bearer key.
+`stream_options.include_usage`) and embeddings, with a bearer key. Embeddings are answered in
+the `encoding_format` asked for, whatever the upstream sent (many compatible upstreams, and
+the demo, answer floats to a request for base64).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -96,4 +101,36 @@ class OpenAICompatProvider(HttpProvider):
         usage = usage_from_openai(payload.get("usage"))
         if usage is None:
             raise UpstreamError("missing_usage", status, kind=FailureKind.ROUTE)
+        wanted = str(body.get("encoding_format") or "float")
+        payload = {**payload, "data": embeddings_as(wanted, payload.get("data"), status)}
         return Completion(body=payload, usage=usage, status=status)
+
+
+def embeddings_as(encoding: str, data: Any, status: int) -> list[dict[str, Any]]:
+    """Each embedding in `encoding`: `float` (a list of numbers) or `base64` (the float32
+    values, little-endian, base64-encoded: what OpenAI sends and its SDKs decode). An
+    embedding that is neither is a malformed answer (retried, never charged)."""
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise UpstreamError("malformed_response", status, kind=FailureKind.RETRY)
+    return [
+        {**item, "embedding": _encoded(encoding, item.get("embedding"), status)} for item in data
+    ]
+
+
+def _encoded(encoding: str, embedding: Any, status: int) -> list[float] | str:
+    try:
+        if isinstance(embedding, str):
+            if encoding == "base64":
+                return embedding
+            raw = base64.b64decode(embedding, validate=True)
+            return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+        numbers = embedding if isinstance(embedding, list) else None
+        if numbers is None or not all(
+            isinstance(n, int | float) and not isinstance(n, bool) for n in numbers
+        ):
+            raise ValueError("not a list of numbers")
+        if encoding == "float":
+            return numbers
+        return base64.b64encode(struct.pack(f"<{len(numbers)}f", *numbers)).decode("ascii")
+    except (ValueError, binascii.Error, struct.error, OverflowError) as exc:
+        raise UpstreamError("malformed_response", status, kind=FailureKind.RETRY) from exc

@@ -110,7 +110,7 @@ class _Query:
         """The ExclusiveStartKey a cursor stands for, if it was issued for this very query.
 
         A cursor naming another account is 404 (its pages do not exist for this caller);
-        anything else that does not fit this query is InvalidCursor (422)."""
+        anything else that does not fit this query is InvalidCursor (400)."""
         if not cursor or len(cursor) > _MAX_CURSOR_CHARS:
             raise InvalidCursor("The cursor is not valid for this listing", param="cursor")
         try:
