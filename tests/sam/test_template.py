@@ -14,7 +14,14 @@ from tests.sam.built import ROOT, SAM, TEMPLATE
 
 pytestmark = pytest.mark.sam
 
-PROXY_ROUTES = {"/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/models"}
+PROXY_ROUTES = {
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/completions",
+    "/v1/messages",
+    "/v1/embeddings",
+    "/v1/models",
+}
 BACKGROUND = {
     "ArchiverFunction": 5,
     "SweeperFunction": 1,
