@@ -70,12 +70,15 @@ class ServedApp:
         assert report.pending_holds == 0
 
 
-def serve_app(store: DynamoStore, fakes: Fakes, catalog: Catalog | None = None) -> Iterator[Any]:
-    """A funded customer and the app on a free port until the test ends."""
+def serve_app(
+    store: DynamoStore, fakes: Fakes, catalog: Catalog | None = None, *, timeout: float = 5.0
+) -> Iterator[Any]:
+    """A funded customer and the app on a free port until the test ends (`timeout`: the
+    gateway's per-call upstream timeout)."""
     plaintext, key = _funded(store)
     catalog = catalog or catalog_for_tests()
     app = create_app()
-    gw = gateway(store, fakes, catalog)
+    gw = gateway(store, fakes, catalog, timeout=timeout)
     app.dependency_overrides[get_gateway] = lambda: gw
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

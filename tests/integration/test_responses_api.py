@@ -18,6 +18,7 @@ from forge.domain.money import Bucket, Usage
 from forge.store.dynamo.store import DynamoStore
 from forge.wiring import get_store
 from forge_tools.emulator import Resources
+from tests.conftest import clear_cached_factories
 from tests.fakes import Fault
 from tests.fakes.base import Call
 from tests.integration.providers_kit import (
@@ -242,6 +243,32 @@ def test_create_with_stream_true_yields_the_raw_events_the_last_with_its_receipt
     assert receipt["request_id"] == events[-1].response.id.removeprefix("resp_")
     assert receipt["status"] == "succeeded" and receipt["settlement"] == "settled"
     assert receipt["charge_micros"] == app.receipt(receipt["request_id"]).charge > 0
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "sse"])
+def test_an_answer_stopped_at_max_output_tokens_is_incomplete(
+    app: ServedApp, streamed: bool
+) -> None:
+    client = app.sdk()
+    if streamed:
+        events = list(
+            client.responses.create(
+                model="openai", input="a long story", max_output_tokens=3, stream=True
+            )
+        )
+        assert events[-1].type == "response.incomplete"
+        response = events[-1].response
+    else:
+        response = client.responses.create(
+            model="openai", input="a long story", max_output_tokens=3
+        )
+
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.usage is not None and response.usage.output_tokens == 3
+    assert response.output_text == served(app, "openai").text
+    app.assert_money_whole()
 
 
 # Tools ---------------------------------------------------------------------------------------
@@ -490,6 +517,40 @@ def test_a_stream_cut_by_the_upstream_ends_with_response_failed_and_charges_what
     assert (events[-1].model_extra or {})["receipt"]["status"] == "partial"
     assert app.balance() == (before[0] - receipt.charge, 0)
     app.assert_money_whole()
+
+
+@pytest.fixture
+def slow_app(
+    aws_stack: Resources, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ServedApp]:
+    """The app committing a stream after 0.2 s of silence, its upstream calls timing out
+    after 0.5 s."""
+    fakes.reset()
+    monkeypatch.setenv("FORGE_SSE_KEEPALIVE_SECONDS", "0.2")
+    clear_cached_factories()
+    yield from serve_app(get_store(), fakes, timeout=0.5)
+
+
+def test_a_failure_after_the_stream_committed_is_an_error_event_and_charges_nothing(
+    slow_app: ServedApp,
+) -> None:
+    # Given an upstream that never answers in time (the stream commits to 200 meanwhile)
+    slow_app.fakes.openai.always(MODELS["openai"], Fault("timeout", seconds=2))
+    before = slow_app.balance()
+
+    stream = slow_app.sdk().responses.with_raw_response.create(
+        model="openai", input="too slow", stream=True
+    )
+    request_id = stream.headers["x-request-id"]
+    events = list(stream.parse())
+
+    # Then one `error` event with the stable code: no response was ever created
+    assert [e.type for e in events] == ["error"]
+    assert events[0].code == "upstream_unavailable" and events[0].sequence_number == 0
+    receipt = slow_app.receipt(request_id)
+    assert (receipt.status, receipt.charge) == ("failed", 0)
+    assert slow_app.balance() == before
+    slow_app.assert_money_whole()
 
 
 def test_an_idempotent_retry_replays_the_response_and_charges_once(app: ServedApp) -> None:
