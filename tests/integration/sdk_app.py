@@ -43,9 +43,9 @@ class ServedApp:
         self.clients.append(client)
         return client
 
-    def prices(self, model: str) -> Prices:
-        """The first route's prices of a catalog model (the fakes never fall back here)."""
-        return next(m for m in self.catalog.models if m.id == model).routes[0].effective_prices
+    def prices(self, model: str, route: int = 0) -> Prices:
+        """The prices of a catalog model's route (its first unless said)."""
+        return next(m for m in self.catalog.models if m.id == model).routes[route].effective_prices
 
     def balance(self, bucket: Bucket = Bucket.CREDIT) -> tuple[int, int]:
         wallet = self.store.get_wallet(self.key.account_id, bucket)

@@ -26,8 +26,10 @@ from tests.integration.providers_kit import (
     MODELS,
     PROVIDERS,
     Fakes,
+    catalog_for_tests,
     cost,
     reported_usage,
+    route,
     start_fakes,
 )
 from tests.integration.sdk_app import ServedApp, serve_app
@@ -190,6 +192,71 @@ def test_cached_input_is_reported_and_charged_at_the_cached_price(app: ServedApp
     assert usage_of(response) == usage
     assert response.usage is not None and response.usage.input_tokens_details.cached_tokens > 0
     assert int(raw.headers["x-forge-charge-micros"]) == cost(usage, app.prices("openai"))
+    app.assert_money_whole()
+
+
+@pytest.fixture
+def fallback_app(store: DynamoStore, fakes: Fakes) -> Iterator[ServedApp]:
+    """A model whose OpenAI route fails, with a dearer Claude route behind it."""
+    model = {
+        "id": "fallback",
+        "routes": [
+            route("openai", "gpt-primary"),
+            route("anthropic", "claude-secondary", input="3", output="9"),
+        ],
+    }
+    yield from serve_app(store, fakes, catalog_for_tests(model))
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "sse"])
+def test_a_response_falls_back_and_is_charged_at_the_route_that_served_it(
+    fallback_app: ServedApp, streamed: bool
+) -> None:
+    app = fallback_app
+    app.fakes.openai.always("gpt-primary", Fault("status", status=503))
+    before = app.balance()
+
+    raw = app.sdk().responses.with_raw_response.create(
+        model="fallback", input="Explain the fallback", stream=streamed
+    )
+    if streamed:
+        events = list(raw.parse())
+        assert events[-1].type == "response.completed"
+        response = events[-1].response
+    else:
+        response = raw.parse()
+
+    assert raw.headers["x-forge-route"] == "anthropic:claude-secondary"
+    assert int(raw.headers["x-forge-attempts"]) > 1
+    call = served(app, "anthropic")
+    assert response.output_text == call.text
+    usage = reported_usage("anthropic", call.usage or {})
+    receipt = app.receipt(raw.headers["x-request-id"])
+    assert receipt.final_route == "anthropic:claude-secondary"
+    assert [a.outcome for a in receipt.attempts][-1] == "ok"
+    assert receipt.charge == cost(usage, app.prices("fallback", route=1)) > 0
+    assert app.balance() == (before[0] - receipt.charge, 0)
+    app.assert_money_whole()
+
+
+def test_an_envelope_that_cannot_pay_refuses_with_402_and_charges_nothing(
+    app: ServedApp,
+) -> None:
+    before = app.balance()
+
+    with pytest.raises(openai.APIStatusError) as refused:
+        app.sdk().responses.create(
+            model="openai",
+            input="Explain my bill",
+            extra_headers={"X-Max-Request-Charge": "0.000001"},
+        )
+
+    assert refused.value.status_code == 402
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert (error["code"], error["envelope"]) == ("budget_exceeded", "request")
+    assert app.fakes["openai"].calls == []
+    assert app.balance() == before
     app.assert_money_whole()
 
 
