@@ -1,5 +1,6 @@
 """A fake OpenAI (or OpenAI-compatible) API: POST /v1/chat/completions (JSON and SSE with
-`stream_options.include_usage`) and POST /v1/embeddings, in OpenAI's documented shapes.
+`stream_options.include_usage`) and POST /v1/embeddings, in OpenAI's documented shapes; with
+`response_format` json_schema it answers JSON that fits the schema (structured outputs).
 
 Usage: prompt tokens are the fake tokenizer over each message's text plus 4 per message and
 3 for the reply; a system message of at least 1024 bytes seen before is cached (reported in
@@ -42,6 +43,33 @@ def _error(status: int, message: str, code: str, retry_after: str | None = None)
     }
     headers = {"retry-after": retry_after} if retry_after else {}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _instance(schema: dict[str, Any], defs: dict[str, Any]) -> Any:
+    """A deterministic value that satisfies a (structured outputs) JSON schema."""
+    if "$ref" in schema:
+        return _instance(defs[str(schema["$ref"]).rsplit("/", 1)[-1]], defs)
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if schema.get("anyOf"):
+        return _instance(schema["anyOf"][0], defs)
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {name: _instance(value, defs) for name, value in properties.items()}
+    if kind == "array":
+        return [_instance(schema.get("items") or {}, defs)]
+    return {"string": "Paris", "integer": 21, "number": 21.5, "boolean": True}.get(str(kind))
+
+
+def structured_reply(body: dict[str, Any]) -> str | None:
+    """With `response_format` json_schema the fake answers JSON matching the schema, as
+    OpenAI's structured outputs do."""
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema") or {}
+    return json.dumps(_instance(schema, schema.get("$defs") or {}))
 
 
 class FakeOpenAI(FakeProvider):
@@ -112,6 +140,8 @@ class FakeOpenAI(FakeProvider):
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         endless = fault is not None and fault.kind == "endless"
         words = reply_words(prompt, max_tokens, endless=endless)
+        if (structured := structured_reply(body)) is not None:
+            words = structured.split(" ")  # streamed word by word, joined back exactly
         tool = wants_tool(prompt, body.get("tools"))
         completion_id = f"chatcmpl-fake{len(self.calls)}"
         created = int(time.time())

@@ -17,7 +17,13 @@ from forge.store.dynamo.store import DynamoStore
 from forge.wiring import get_store
 from tests.fakes.mock_upstream import answer, gateway_app
 
-PAID_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/messages")
+PAID_PATHS = (
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/messages",
+)
 
 
 @dataclass

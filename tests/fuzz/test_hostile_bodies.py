@@ -22,6 +22,8 @@ BASES: dict[str, dict[str, Any]] = {
         "messages": [{"role": "user", "content": "hi"}],
         "max_tokens": 8,
     },
+    "/v1/responses": {"model": "demo-official", "input": "hi", "max_output_tokens": 16},
+    "/v1/completions": {"model": "demo-official", "prompt": "hi", "max_tokens": 8},
     "/v1/embeddings": {"model": "demo-embedding", "input": "hi"},
     "/v1/messages": {
         "model": "demo-official",
@@ -33,6 +35,9 @@ FIELDS = [
     "model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options",
     "n", "temperature", "top_p", "stop", "tools", "tool_choice", "input", "system", "seed",
     "logit_bias", "metadata", "user", "extra_field",
+    # Responses and legacy completions
+    "instructions", "max_output_tokens", "text", "previous_response_id", "reasoning", "prompt",
+    "echo", "suffix", "best_of",
 ]  # fmt: skip
 
 # Text with lone surrogates, control characters and everything else Unicode has.
@@ -71,8 +76,9 @@ def hostile_requests(draw: st.DrawFn, path: str) -> tuple[bytes, dict[str, str]]
     body = dict(BASES[path])
     for field in draw(st.lists(st.sampled_from(FIELDS), max_size=3)):
         body[field] = draw(st.one_of(poison, values))
-    if draw(st.integers(0, 3)) == 0:  # a change inside the messages too
-        body["messages"] = [{"role": draw(st.sampled_from(["user", "x"])), "content": draw(values)}]
+    if draw(st.integers(0, 3)) == 0:  # a change inside the messages (input items) too
+        items = "input" if path == "/v1/responses" else "messages"
+        body[items] = [{"role": draw(st.sampled_from(["user", "x"])), "content": draw(values)}]
     raw = json.dumps(body, allow_nan=True).encode()  # NaN, Infinity, \\udXXX escapes as sent
     if draw(st.integers(0, 9)) == 0:  # and now and then, bytes that are not UTF-8 at all
         cut = draw(st.integers(0, len(raw)))

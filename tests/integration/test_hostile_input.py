@@ -85,7 +85,10 @@ NOT_JSON = [
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("body", NOT_JSON)
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/embeddings"])
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/chat/completions", "/v1/responses", "/v1/completions", "/v1/messages", "/v1/embeddings"],
+)
 def test_what_json_does_not_allow_is_invalid_json(
     caller: Caller, path: str, body: bytes, stream: bool
 ) -> None:

@@ -16,6 +16,8 @@ pytestmark = pytest.mark.sam
 
 PROXY_ROUTES = {
     "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/completions",
     "/v1/messages",
     "/v1/messages/count_tokens",  # the proxy holds the provider keys its counts need
     "/v1/embeddings",

@@ -56,9 +56,15 @@ def _routers(surface: Surface) -> list[APIRouter]:
     if surface in ("all", "paid"):
         # /v1/models is here: only the function holding the provider keys knows which
         # providers, hence which models, it can serve.
-        from forge.api.routes import chat, messages, models
+        from forge.api.routes import chat, completions, messages, models, responses
 
-        routers += [models.router, chat.router, messages.router]
+        routers += [
+            models.router,
+            chat.router,
+            responses.router,
+            completions.router,
+            messages.router,
+        ]
     if surface in ("all", "account"):
         from forge.api.routes import account, money
 

@@ -1,10 +1,11 @@
 """Server-sent events as each client family expects them: OpenAI's `data:` lines ending in
-`[DONE]`, and Anthropic's named Messages events. The gateway yields StreamItems; framing them
-is the API's business."""
+`[DONE]` (chat and legacy completions), OpenAI's named Responses events, and Anthropic's named
+Messages events. The gateway yields StreamItems; framing them is the API's business."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,11 @@ from forge.domain.errors import ForgeError
 from forge.domain.records import Receipt
 from forge.gateway import CallPlan, StreamItem, StreamResult, receipt_summary
 from forge.providers.anthropic_format.stream_writer import MessagesStreamWriter, error_event
+from forge.providers.openai_format import (
+    CompletionsStreamWriter,
+    ResponsesStreamWriter,
+    reasoning_tokens,
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,8 @@ def openai_error(exc: ForgeError) -> bytes:
 OPENAI_SSE = SseFormat(openai_events, openai_error)
 
 
-def anthropic_frame(payload: dict[str, Any]) -> bytes:
+def named_frame(payload: dict[str, Any]) -> bytes:
+    """An event named after its type (Anthropic's Messages, OpenAI's Responses)."""
     data = json.dumps(payload, separators=(",", ":"))
     return f"event: {payload['type']}\ndata: {data}\n\n".encode()
 
@@ -101,10 +108,81 @@ async def messages_sse(
                     )
                 )
             for event in events:
-                yield anthropic_frame(event)
+                yield named_frame(event)
     finally:
         await items.aclose()
 
 
 def messages_error(exc: ForgeError) -> bytes:
-    return anthropic_frame(anthropic_body(exc))
+    return named_frame(anthropic_body(exc))
+
+
+async def completions_sse(
+    items: AsyncGenerator[StreamItem, None], writer: CompletionsStreamWriter
+) -> AsyncIterator[bytes]:
+    """The relayed stream as legacy `text_completion` chunks, the usage chunk (with the
+    receipt) if asked, then [DONE]; a cut stream ends with OpenAI's error event instead."""
+    try:
+        async for item in items:
+            if item.kind == "chunk":
+                chunks = writer.chunk(item.payload)
+            elif item.kind == "end" and item.receipt is not None:
+                extra = {"receipt": receipt_summary(item.receipt)}
+                chunks = writer.finish(item.receipt.usage, extra)
+            else:
+                yield openai_frame(item.payload)
+                return
+            for chunk in chunks:
+                yield openai_frame(chunk)
+            if item.kind == "end":
+                yield b"data: [DONE]\n\n"
+    finally:
+        await items.aclose()
+
+
+async def responses_sse(
+    items: AsyncGenerator[StreamItem, None], writer: ResponsesStreamWriter
+) -> AsyncIterator[bytes]:
+    """The relayed stream as Responses events: items as they come, then response.completed
+    (or .incomplete) with the charged usage and the receipt; or response.failed, with what
+    was charged, when the upstream stream was cut after its first byte."""
+    try:
+        async for item in items:
+            receipt = item.receipt
+            if item.kind == "chunk":
+                events = writer.chunk(item.payload)
+            elif item.kind == "end" and receipt is not None:
+                events = writer.finish(
+                    receipt.usage,
+                    receipt.cache_write_input_tokens,
+                    reasoning_tokens(item.payload.get("usage")),
+                    int(time.time()),
+                    {"receipt": receipt_summary(receipt)},
+                )
+            else:
+                error = item.payload.get("error") or {}
+                events = writer.fail(
+                    str(error.get("message", "The upstream stream was interrupted")),
+                    receipt.usage if receipt is not None else None,
+                    receipt.cache_write_input_tokens if receipt is not None else 0,
+                    {"receipt": error.get("receipt")},
+                )
+            for event in events:
+                yield named_frame(event)
+    finally:
+        await items.aclose()
+
+
+def responses_error(exc: ForgeError) -> bytes:
+    """A call that failed after its stream committed, before any response existed: OpenAI's
+    `error` event, with the stable code and details."""
+    return named_frame(
+        {
+            "type": "error",
+            "sequence_number": 0,
+            "code": exc.code,
+            "message": exc.message,
+            "param": exc.param,
+            **exc.details,
+        }
+    )

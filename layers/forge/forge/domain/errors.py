@@ -35,6 +35,14 @@ class InvalidJson(InvalidRequest):
     code = "invalid_json"
 
 
+class UnsupportedParameter(InvalidRequest):
+    """A parameter the gateway cannot carry faithfully to every route (stored conversations,
+    built-in tools, several prompts...): refused before anything is held, never dropped."""
+
+    status = 400
+    code = "unsupported_parameter"
+
+
 class InvalidApiKey(ForgeError):
     status = 401
     type = "authentication_error"

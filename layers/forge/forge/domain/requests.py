@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from forge.domain.errors import InvalidRequest
 
 # ----------------------------------------------------------------------------------
 # Strict models (no coercion: "10" is not an int, "yes" not a bool, 1.0 not an int) with the
@@ -200,3 +202,86 @@ class MessagesRequest(MessagesCountTokensRequest):
     top_p: Unit | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
     metadata: AnthropicMetadata | None = None
+
+
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
+    Field(max_length=16),
+]
+
+
+class ResponsesRequest(BaseModel):
+    """OpenAI's Responses request (POST /v1/responses), validated at the edge. Items, tools
+    and formats stay JSON: forge.providers.openai_format.responses translates them to one
+    chat body and refuses (400 unsupported_parameter) what it cannot carry faithfully,
+    unknown fields included."""
+
+    model_config = _STRICT
+
+    model: ModelId
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_output_tokens: TokenCount | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Unit | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    metadata: Metadata | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    store: bool | None = None
+    max_tool_calls: Annotated[int, Field(ge=0)] | None = None
+    # Accepted only where they ask for nothing the gateway cannot do (see the translation).
+    background: bool | None = None
+    include: list[str] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    service_tier: str | None = None
+    previous_response_id: str | None = None
+    conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+
+
+class CompletionsRequest(BaseModel):
+    """OpenAI's legacy completions request (POST /v1/completions). One prompt, one completion:
+    forge.providers.openai_format.completions refuses several prompts, token-id prompts,
+    `echo`, `suffix`, `best_of` > 1, `logprobs` and unknown fields (400)."""
+
+    model_config = _STRICT
+
+    model: ModelId
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: TokenCount | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    best_of: int | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Unit | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    stop: Stop | None = None
+    logit_bias: dict[str, Annotated[int, Field(ge=-100, le=100)]] | None = None
+    user: str | None = None
+
+
+def chat_request_from(body: dict[str, Any], param: str) -> ChatCompletionRequest:
+    """A chat body translated from another API, validated as /v1/chat/completions validates
+    one; what does not fit is the client's `param`."""
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        location = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        raise InvalidRequest(f"{param}: {location}: {message}", param=param) from None
