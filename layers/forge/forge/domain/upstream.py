@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from forge.domain.money import Usage
+from forge.domain.provider_errors import ProviderError
 
 
 class FailureKind(enum.StrEnum):
@@ -36,7 +37,8 @@ def classify(status: int | None) -> FailureKind:
 class UpstreamError(Exception):
     """A route failed. `status` is the upstream HTTP status, None if no response arrived;
     `retry_after` is the provider's Retry-After in seconds; `message` is the provider's own
-    error message (returned to the client only for client errors)."""
+    error message and `error` its whole error answer (returned to the client, in the
+    client's dialect, only for client errors)."""
 
     def __init__(
         self,
@@ -46,6 +48,7 @@ class UpstreamError(Exception):
         kind: FailureKind | None = None,
         retry_after: float | None = None,
         message: str | None = None,
+        error: ProviderError | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -53,6 +56,7 @@ class UpstreamError(Exception):
         self.kind = kind or classify(status)
         self.retry_after = retry_after
         self.message = message
+        self.error = error
 
 
 @dataclass

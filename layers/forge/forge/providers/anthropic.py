@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from forge.domain.provider_errors import Dialect
 from forge.domain.upstream import Completion
 from forge.providers.anthropic_format.outbound import (
     MessagesStreamReader,
@@ -50,6 +51,8 @@ class AnthropicStream(UpstreamStream):
 
 
 class AnthropicProvider(HttpProvider):
+    dialect: Dialect = "anthropic"
+
     @property
     def _url(self) -> str:
         return self._http.base_url + "/v1/messages"

@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from forge.domain.money import Usage
+from forge.domain.provider_errors import ProviderError, redact
 from forge.domain.upstream import FailureKind, UpstreamError, openai_usage
 
 _FINISH = {
@@ -158,10 +159,19 @@ def _raise_if_error(payload: dict[str, Any], status: int) -> None:
     error = payload.get("error")
     if isinstance(error, dict):  # an error sent inside a 200 stream
         code = error.get("code")
+        failed = code if isinstance(code, int) and code >= 400 else None
+        name = error.get("status")
+        message = redact(str(error["message"])) if error.get("message") else None
         raise UpstreamError(
-            str(error.get("status") or "stream_error"),
-            code if isinstance(code, int) and code >= 400 else None,
-            message=error.get("message"),
+            str(name or "stream_error"),
+            failed,
+            message=message,
+            error=ProviderError(
+                "gemini",
+                failed or status,
+                message=message,
+                code=str(name) if isinstance(name, str) else None,
+            ),
         )
 
 
