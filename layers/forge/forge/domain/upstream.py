@@ -101,14 +101,19 @@ class ChatProvider(Protocol):
 
 
 def usage_from_openai(raw: dict[str, Any] | None) -> Usage | None:
-    """OpenAI usage -> Usage. Cached tokens are a subset of prompt_tokens, counted once."""
+    """OpenAI usage -> Usage. Cached tokens are a subset of prompt_tokens, counted once;
+    reasoning tokens a subset of completion_tokens (OpenAI bills them as output and counts
+    them there), so they are priced once, as output."""
     if not raw:
         return None
     details = raw.get("prompt_tokens_details") or {}
+    output = int(raw.get("completion_tokens") or 0)
+    reasoning = int((raw.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
     return Usage(
         input_tokens=int(raw.get("prompt_tokens") or 0),
         cached_input_tokens=int(details.get("cached_tokens") or 0),
-        output_tokens=int(raw.get("completion_tokens") or 0),
+        output_tokens=output,
+        reasoning_tokens=min(reasoning, output),
     )
 
 
@@ -122,4 +127,5 @@ def openai_usage(usage: Usage, cache_write_tokens: int = 0) -> dict[str, Any]:
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
         "prompt_tokens_details": details,
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }

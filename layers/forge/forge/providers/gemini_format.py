@@ -144,14 +144,18 @@ def _calling_config(choice: Any) -> dict[str, Any] | None:
 
 
 def usage_from_gemini(raw: dict[str, Any] | None) -> Usage | None:
+    """usageMetadata -> Usage. thoughtsTokenCount is not part of candidatesTokenCount (the
+    total is prompt + tool-use prompt + candidates + thoughts) but is billed as output: it is
+    added to the output tokens, and shown as their reasoning tokens."""
     if not raw:
         return None
+    thoughts = int(raw.get("thoughtsTokenCount") or 0)
     return Usage(
         input_tokens=int(raw.get("promptTokenCount") or 0)
         + int(raw.get("toolUsePromptTokenCount") or 0),
         cached_input_tokens=int(raw.get("cachedContentTokenCount") or 0),
-        output_tokens=int(raw.get("candidatesTokenCount") or 0)
-        + int(raw.get("thoughtsTokenCount") or 0),
+        output_tokens=int(raw.get("candidatesTokenCount") or 0) + thoughts,
+        reasoning_tokens=thoughts,
     )
 
 
