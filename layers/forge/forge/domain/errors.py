@@ -34,6 +34,14 @@ class InvalidJson(InvalidRequest):
     code = "invalid_json"
 
 
+class InvalidParameterCombination(InvalidRequest):
+    """Two parameters that contradict each other (max_tokens and max_completion_tokens with
+    different values): OpenAI's own status and code for it."""
+
+    status = 400
+    code = "invalid_parameter_combination"
+
+
 class InvalidApiKey(ForgeError):
     status = 401
     type = "authentication_error"
