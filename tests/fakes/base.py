@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 _VOCABULARY = (
     *("forge", "tokens", "ledger", "balance", "budget", "route", "stream", "receipt", "settle"),
@@ -67,6 +67,8 @@ class Fault:
     after: int = 2  # chunks sent before a cut / error event
     seconds: float = 5.0  # how long a timeout hangs; a paced stream's wait for its first event
     gap: float = 0.0  # a paced stream's wait between two events
+    body: dict[str, Any] | None = None  # a status fault's whole error body, as scripted
+    headers: dict[str, str] | None = None  # and the headers it answers with
 
 
 @dataclass
@@ -166,6 +168,8 @@ class FakeProvider:
             return None
         if fault.kind == "status":
             call.status = fault.status
+            if fault.body is not None:
+                return JSONResponse(fault.body, status_code=fault.status, headers=fault.headers)
             return self.fault_error(fault)
         if fault.kind == "malformed" and not call.stream:
             return Response(self.malformed_body, media_type="application/json")

@@ -4,7 +4,10 @@
 
 Usage: prompt tokens are the fake tokenizer over each message's text plus 4 per message and
 3 for the reply; a system message of at least 1024 bytes seen before is cached (reported in
-prompt_tokens_details.cached_tokens, a subset of prompt_tokens, as OpenAI does)."""
+prompt_tokens_details.cached_tokens, a subset of prompt_tokens, as OpenAI does). Models named
+like OpenAI's reasoning models (o1, o3, o4, gpt-5...) think first: 6 reasoning tokens, in
+completion_tokens and in completion_tokens_details.reasoning_tokens, within
+max_completion_tokens; and they refuse max_tokens, as OpenAI's do."""
 
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ from tests.fakes.base import (
 )
 
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+# OpenAI's reasoning models refuse max_tokens: they take only max_completion_tokens.
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+REASONING_TOKENS = 6  # what the fake reasoning models think before they answer
 
 
 def _text(content: Any) -> str:
@@ -37,9 +43,15 @@ def _text(content: Any) -> str:
     return ""
 
 
-def _error(status: int, message: str, code: str, retry_after: str | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    message: str,
+    code: str,
+    retry_after: str | None = None,
+    param: str | None = None,
+) -> JSONResponse:
     body = {
-        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}
     }
     headers = {"retry-after": retry_after} if retry_after else {}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -85,7 +97,9 @@ class FakeOpenAI(FakeProvider):
         code = codes.get(fault.status, "bad_request")
         return _error(fault.status, "scripted failure", code, fault.retry_after)
 
-    def usage(self, messages: list[dict[str, Any]], completion: int) -> dict[str, Any]:
+    def usage(
+        self, messages: list[dict[str, Any]], completion: int, reasoning: int = 0
+    ) -> dict[str, Any]:
         prompt = sum(tokens_of(_text(m.get("content"))) + 4 for m in messages) + 3
         cached = 0
         first = messages[0]
@@ -95,10 +109,10 @@ class FakeOpenAI(FakeProvider):
             cached = tokens_of(first_text) + 4
         return {
             "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
+            "completion_tokens": completion + reasoning,  # reasoning tokens are output
+            "total_tokens": prompt + completion + reasoning,
             "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": reasoning},
         }
 
     def _check(self, request: Request, body: Any) -> JSONResponse | None:
@@ -121,6 +135,22 @@ class FakeOpenAI(FakeProvider):
                 return _error(400, "tool messages need tool_call_id", "invalid_tool_message")
         if body.get("stream") and not (body.get("stream_options") or {}).get("include_usage"):
             return _error(400, "the gateway must ask for usage", "usage_not_requested")
+        if "max_tokens" in body and "max_completion_tokens" in body:
+            return _error(
+                400,
+                "Setting 'max_tokens' and 'max_completion_tokens' at the same time is not"
+                " supported.",
+                "invalid_parameter_combination",
+                param="max_tokens",
+            )
+        if "max_tokens" in body and str(body["model"]).startswith(REASONING_PREFIXES):
+            return _error(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model."
+                " Use 'max_completion_tokens' instead.",
+                "unsupported_parameter",
+                param="max_tokens",
+            )
         return None
 
     async def chat(self, request: Request) -> Response:
@@ -139,7 +169,10 @@ class FakeOpenAI(FakeProvider):
         )
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         endless = fault is not None and fault.kind == "endless"
-        words = reply_words(prompt, max_tokens, endless=endless)
+        # A reasoning model thinks first: its limit covers the thought and the answer.
+        reasoning = REASONING_TOKENS if model.startswith(REASONING_PREFIXES) else 0
+        visible = None if max_tokens is None else max(int(max_tokens) - reasoning, 1)
+        words = reply_words(prompt, visible, endless=endless)
         if (structured := structured_reply(body)) is not None:
             words = structured.split(" ")  # streamed word by word, joined back exactly
         tool = wants_tool(prompt, body.get("tools"))
@@ -149,16 +182,16 @@ class FakeOpenAI(FakeProvider):
         if tool:
             name = body["tools"][0]["function"]["name"]
             arguments = json.dumps({"city": "Paris"})
-            usage = self.usage(messages, 9)
+            usage = self.usage(messages, 9, reasoning)
             call.text = ""
         else:
-            usage = self.usage(messages, len(words))
+            usage = self.usage(messages, len(words), reasoning)
             call.text = " ".join(words)
         call.usage = usage
         finish = (
             "tool_calls"
             if tool
-            else ("length" if max_tokens and len(words) >= max_tokens and not endless else "stop")
+            else ("length" if visible and len(words) >= visible and not endless else "stop")
         )
         if not call.stream:
             message: dict[str, Any] = {

@@ -198,3 +198,32 @@ def test_models_show_prices_after_the_multiplier_route_type_bucket_and_routes(
     receipt = store.get_receipt(account_id, served.headers["x-request-id"])
     assert receipt is not None and receipt.prices is not None
     assert receipt.prices.output == 3_000_000  # charged at the price in force
+
+
+def test_a_route_can_name_the_field_its_upstream_takes_the_output_limit_in(
+    aws_stack: Resources, capsys: pytest.CaptureFixture[str]
+) -> None:
+    forge_admin(capsys, "seed")
+    common = ["--route-type", "official", "--input", "1", "--cached-input", "0.5", "--output", "4"]
+
+    reasoning = forge_admin(
+        capsys, "route-add", "--model", "o3", "--provider", "openai", "--upstream-model", "o3",
+        *common, "--token-limit-param", "max_completion_tokens",
+    )  # fmt: skip
+    plain = forge_admin(
+        capsys, "route-add", "--model", "gpt-4.1", "--provider", "openai", "--upstream-model",
+        "gpt-4.1", *common,
+    )  # fmt: skip
+
+    assert reasoning["routes"][0]["token_limit_param"] == "max_completion_tokens"
+    assert plain["routes"][0]["token_limit_param"] is None  # the field the client used
+    stored = catalog_store().read_catalog()
+    assert stored is not None
+    o3 = stored.find("o3")
+    assert o3 is not None and o3.routes[0].token_limit_param == "max_completion_tokens"
+    shipped = load_catalog().find("o4-mini")
+    assert shipped is not None and shipped.routes[0].token_limit_param == "max_completion_tokens"
+    with pytest.raises(SystemExit):
+        admin.main(["catalog", "route-add", "--model", "x", "--provider", "openai",
+                    "--upstream-model", "x", *common,
+                    "--token-limit-param", "max_output"])  # fmt: skip

@@ -12,7 +12,13 @@ import pytest
 
 from forge.domain.money import Usage
 from forge.domain.routing import RetryPolicy, RouteHealth
-from forge.domain.upstream import FailureKind, UpstreamError, classify
+from forge.domain.upstream import (
+    FailureKind,
+    UpstreamError,
+    classify,
+    openai_usage,
+    usage_from_openai,
+)
 from forge.providers import anthropic_format as claude
 from forge.providers import gemini_format as gemini
 from forge.providers.http import retry_after_seconds
@@ -325,7 +331,24 @@ def test_usage_metadata_counts_cache_once_and_thoughts_as_output() -> None:
             "totalTokenCount": 1270,
         }
     )
-    assert usage == Usage(input_tokens=1205, cached_input_tokens=1000, output_tokens=65)
+    assert usage == Usage(
+        input_tokens=1205, cached_input_tokens=1000, output_tokens=65, reasoning_tokens=25
+    )
+
+
+def test_openai_reasoning_tokens_are_part_of_the_output_and_shown_apart() -> None:
+    raw = {
+        "prompt_tokens": 20,
+        "completion_tokens": 50,  # OpenAI counts (and bills) the reasoning here
+        "total_tokens": 70,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 32},
+    }
+    usage = usage_from_openai(raw)
+    assert usage == Usage(input_tokens=20, output_tokens=50, reasoning_tokens=32)
+    shown = openai_usage(Usage(input_tokens=20, output_tokens=50, reasoning_tokens=32))
+    assert shown["completion_tokens"] == 50
+    assert shown["completion_tokens_details"] == {"reasoning_tokens": 32}
 
 
 @pytest.mark.parametrize(

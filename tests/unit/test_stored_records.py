@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from forge.domain import idempotency, records
-from forge.domain.money import Bucket
+from forge.domain.money import Bucket, Usage
 from forge.domain.records import Attempt, Hold, HoldOutcome, Receipt, utcnow
 from forge.store.dynamo.items import dump as _dump
 from forge.store.dynamo.items import from_item as _from_item
@@ -62,3 +62,22 @@ def test_a_receipt_with_statusless_attempts_round_trips_through_a_stored_hold() 
     )
     assert Receipt.model_validate(_from_item(_to_item(_dump(receipt)))) == receipt
     assert Hold.model_validate(_from_item(_to_item(_dump(hold)))) == hold
+
+
+def test_a_receipt_stored_before_reasoning_tokens_were_counted_reads_with_none() -> None:
+    receipt = Receipt(
+        request_id="req_1",
+        account_id="acct_1",
+        key_id="key_1",
+        project_id="p",
+        requested_model="gpt-4o-mini",
+        status="succeeded",
+        usage=Usage(input_tokens=10, output_tokens=5, reasoning_tokens=2),
+    )
+    stored = _dump(receipt)
+    del stored["usage"]["reasoning_tokens"]  # as items written before the field existed
+
+    read = Receipt.model_validate(_from_item(_to_item(stored)))
+
+    assert read.usage == Usage(input_tokens=10, output_tokens=5)
+    assert Receipt.model_validate(_from_item(_to_item(_dump(receipt)))) == receipt

@@ -34,6 +34,12 @@ def add_parser(groups: Any) -> None:
     add.add_argument("--output", required=True, help="price per 1M output tokens")
     add.add_argument("--multiplier", default="1")
     add.add_argument("--max-output-tokens", type=int, default=4096)
+    add.add_argument(
+        "--token-limit-param",
+        choices=["max_tokens", "max_completion_tokens"],
+        help="the field an OpenAI(-compatible) upstream takes the output limit in (OpenAI's"
+        " reasoning models: max_completion_tokens); default: the one the client used",
+    )
     add.add_argument("--position", type=int, help="0-based place in the fallback order")
     add.add_argument("--description", help="the model's description, if it is new")
     add.add_argument("--mode", choices=["chat", "embeddings"], default="chat")
@@ -60,6 +66,7 @@ def describe(model: Any) -> dict[str, Any]:
                 "bucket": r.bucket.value,
                 "multiplier": r.multiplier,
                 "max_output_tokens": r.max_output_tokens,
+                "token_limit_param": r.token_limit_param,
                 "prices_per_1m": r.prices.model_dump(),
                 "effective_per_1m": {
                     name: format_micros(micros)
@@ -133,6 +140,7 @@ def _act(args: argparse.Namespace, store: Any, current: Any, model: Any, print_j
                     },
                     "multiplier": args.multiplier,
                     "max_output_tokens": args.max_output_tokens,
+                    "token_limit_param": args.token_limit_param,
                 }
             )
             existing = next((m for m in current() if m.id == args.model), None)

@@ -20,21 +20,12 @@ from forge.domain.errors import (
     MethodNotAllowed,
     NotFound,
 )
+from forge.domain.provider_errors import anthropic_type_for_status
 from forge.providers.anthropic_format.stream_writer import error_event
 
 logger = logging.getLogger(__name__)
 
 ANTHROPIC_PATHS = ("/v1/messages",)
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
 
 
 def error_body(
@@ -44,10 +35,9 @@ def error_body(
 
 
 def anthropic_body(exc: ForgeError) -> dict[str, Any]:
-    """A ForgeError in Anthropic's shape; our stable code, param and details ride along."""
-    error_type = _ANTHROPIC_TYPES.get(
-        exc.status, "api_error" if exc.status >= 500 else "invalid_request_error"
-    )
+    """A ForgeError in Anthropic's shape; its code, param and details ride along. A
+    provider's refusal keeps the provider's Anthropic type (forge.domain.provider_errors)."""
+    error_type = exc.anthropic_type or anthropic_type_for_status(exc.status)
     extra = {"param": exc.param} if exc.param else {}
     return error_event(error_type, exc.message, code=exc.code, **extra, **exc.details)
 

@@ -21,6 +21,7 @@ from forge.domain.errors import BudgetStoreUnavailable, ModelNotFound
 from forge.domain.money import Bucket, Prices, RouteType, decimal_to_micros, price_to_micros
 
 logger = logging.getLogger(__name__)
+TokenLimitParam = Literal["max_tokens", "max_completion_tokens"]
 
 
 class CatalogPrices(BaseModel):
@@ -49,6 +50,11 @@ class RouteSpec(BaseModel):
     prices: CatalogPrices
     multiplier: str = "1"
     max_output_tokens: int = Field(default=4096, gt=0)
+    # The field an OpenAI(-compatible) upstream takes its output limit in. None (the
+    # default): the one the client used, max_tokens if it sent none. OpenAI's reasoning
+    # models (o1, o3, o4, gpt-5...) refuse max_tokens: their routes say max_completion_tokens.
+    # Anthropic and Gemini routes always get their own field (max_tokens, maxOutputTokens).
+    token_limit_param: TokenLimitParam | None = None
 
     @field_validator("multiplier")
     @classmethod

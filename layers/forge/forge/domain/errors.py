@@ -13,6 +13,8 @@ class ForgeError(Exception):
     type: ClassVar[str] = "api_error"
     code: ClassVar[str] = "internal_error"
     retry_after: ClassVar[int | None] = None  # seconds, sent as Retry-After when set
+    # The error's type in Anthropic's shape (/v1/messages); None: the one its status implies.
+    anthropic_type: ClassVar[str | None] = None
 
     def __init__(self, message: str, *, param: str | None = None, **details: Any) -> None:
         super().__init__(message)
@@ -41,6 +43,14 @@ class UnsupportedParameter(InvalidRequest):
 
     status = 400
     code = "unsupported_parameter"
+
+
+class InvalidParameterCombination(InvalidRequest):
+    """Two parameters that contradict each other (max_tokens and max_completion_tokens with
+    different values): OpenAI's own status and code for it."""
+
+    status = 400
+    code = "invalid_parameter_combination"
 
 
 class InvalidApiKey(ForgeError):
@@ -278,11 +288,28 @@ class GuardFailed(Exception):
 # Moved from domain/routing.py ----------
 class UpstreamRejected(ForgeError):
     """The provider refused the request itself (a 4xx other than auth, model or rate limit):
-    returned as it is, nothing charged, no retry and no fallback."""
+    returned as it is, nothing charged, no retry and no fallback. Its type, code, param and
+    Anthropic type are the provider's, in the client's dialect (forge.domain.provider_errors);
+    the class's code, upstream_rejected_request, rides along as `forge_code`."""
 
     status = 400
     type = "invalid_request_error"
     code = "upstream_rejected_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_type: str,
+        error_code: str,
+        anthropic_type: str,
+        param: str | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message, param=param, forge_code=type(self).code, **details)
+        self.type = error_type  # type: ignore[misc]
+        self.code = error_code  # type: ignore[misc]
+        self.anthropic_type = anthropic_type  # type: ignore[misc]
 
 
 class UpstreamRejectedTooLarge(UpstreamRejected):

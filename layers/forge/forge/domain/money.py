@@ -103,13 +103,16 @@ class Prices(BaseModel):
 
 
 class Usage(BaseModel):
-    """Tokens of one call. `cached_input_tokens` is a subset of `input_tokens`, counted once."""
+    """Tokens of one call. `cached_input_tokens` is a subset of `input_tokens`, counted once;
+    `reasoning_tokens` (a reasoning model's hidden thought) a subset of `output_tokens`,
+    priced as output like the rest of them and shown apart only to explain the charge."""
 
     model_config = ConfigDict(frozen=True)
 
     input_tokens: NonNegativeInt = 0
     cached_input_tokens: NonNegativeInt = 0
     output_tokens: NonNegativeInt = 0
+    reasoning_tokens: NonNegativeInt = 0  # absent from receipts stored before it existed
 
 
 def charge_for(usage: Usage, prices: Prices) -> int:

@@ -18,13 +18,28 @@ from forge.domain.errors import (
     UpstreamRejectedTooLarge,
     UpstreamRejectedUnprocessable,
 )
+from forge.domain.provider_errors import refusal_of
+from forge.domain.upstream import UpstreamError
 
 
-def rejected(status: int | None, message: str, **details: Any) -> UpstreamRejected:
+def rejected(exc: UpstreamError, **details: Any) -> UpstreamRejected:
+    """The provider's refusal of the request, for the client: the provider's message, type,
+    code and param in the client's dialect, with the HTTP status it answers with (413 and
+    422 as they are, any other client status as 400)."""
+    status = exc.status or 400
     kind = {413: UpstreamRejectedTooLarge, 422: UpstreamRejectedUnprocessable}.get(
-        status or 400, UpstreamRejected
+        status, UpstreamRejected
     )
-    return kind(message, **details)
+    refusal = refusal_of(exc.error, status)
+    return kind(
+        refusal.message,
+        error_type=refusal.type,
+        error_code=refusal.code,
+        anthropic_type=refusal.anthropic_type,
+        param=refusal.param,
+        upstream_status=exc.status,
+        **details,
+    )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from forge.domain.money import Usage
+from forge.domain.provider_errors import ProviderError
 
 
 class FailureKind(enum.StrEnum):
@@ -36,7 +37,8 @@ def classify(status: int | None) -> FailureKind:
 class UpstreamError(Exception):
     """A route failed. `status` is the upstream HTTP status, None if no response arrived;
     `retry_after` is the provider's Retry-After in seconds; `message` is the provider's own
-    error message (returned to the client only for client errors)."""
+    error message and `error` its whole error answer (returned to the client, in the
+    client's dialect, only for client errors)."""
 
     def __init__(
         self,
@@ -46,6 +48,7 @@ class UpstreamError(Exception):
         kind: FailureKind | None = None,
         retry_after: float | None = None,
         message: str | None = None,
+        error: ProviderError | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -53,6 +56,7 @@ class UpstreamError(Exception):
         self.kind = kind or classify(status)
         self.retry_after = retry_after
         self.message = message
+        self.error = error
 
 
 @dataclass
@@ -104,14 +108,19 @@ class TokenCounter(Protocol):
 
 
 def usage_from_openai(raw: dict[str, Any] | None) -> Usage | None:
-    """OpenAI usage -> Usage. Cached tokens are a subset of prompt_tokens, counted once."""
+    """OpenAI usage -> Usage. Cached tokens are a subset of prompt_tokens, counted once;
+    reasoning tokens a subset of completion_tokens (OpenAI bills them as output and counts
+    them there), so they are priced once, as output."""
     if not raw:
         return None
     details = raw.get("prompt_tokens_details") or {}
+    output = int(raw.get("completion_tokens") or 0)
+    reasoning = int((raw.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
     return Usage(
         input_tokens=int(raw.get("prompt_tokens") or 0),
         cached_input_tokens=int(details.get("cached_tokens") or 0),
-        output_tokens=int(raw.get("completion_tokens") or 0),
+        output_tokens=output,
+        reasoning_tokens=min(reasoning, output),
     )
 
 
@@ -125,4 +134,5 @@ def openai_usage(usage: Usage, cache_write_tokens: int = 0) -> dict[str, Any]:
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
         "prompt_tokens_details": details,
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }

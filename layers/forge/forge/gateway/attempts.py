@@ -81,15 +81,13 @@ class Attempts:
         end the request charging nothing. Returns when there is something to call next."""
         route = plan.route
         if exc.kind is FailureKind.CLIENT:
+            # The request itself was refused: the receipt keeps the provider's code (as the
+            # client sees it), and the refusal goes out in the client's dialect.
             self.record(plan, started, exc.status, exc, "return")
-            detail = exc.message or exc.reason
-            await self._holds.release(plan, "upstream_rejected_request", f"{route.name}: {detail}")
-            raise rejected(
-                exc.status,
-                f"The provider refused the request ({detail}); nothing was charged",
-                upstream_status=exc.status,
-                route=route.name,
-            )
+            refusal = rejected(exc, route=route.name)
+            note = f"{route.name} refused the request ({exc.reason}): {refusal.message}"
+            await self._holds.release(plan, refusal.code, note)
+            raise refusal
         self._health.failed(route.name)
         plan.route_calls += 1
         ceiling = plan.key.max_upstream_attempts or self._retry.max_attempts

@@ -8,9 +8,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from forge.domain.catalog import CatalogModel, RouteSpec
+from forge.domain.catalog import CatalogModel, RouteSpec, TokenLimitParam
 from forge.domain.envelopes import affordable_output_tokens, envelopes_for, request_limit
-from forge.domain.errors import BudgetExceeded, InvalidRequest, ScopeDenied
+from forge.domain.errors import (
+    BudgetExceeded,
+    InvalidParameterCombination,
+    InvalidRequest,
+    ScopeDenied,
+)
 from forge.domain.money import Prices, format_micros, token_cost
 from forge.domain.records import ApiKey, Attempt, Hold, ProjectCaps, Receipt
 from forge.domain.requests import ChatCompletionRequest, EmbeddingsRequest
@@ -59,14 +64,18 @@ class Binding:
     body: dict[str, Any]
     input_cost: int
     max_output: int = 0
+    limit_param: TokenLimitParam = "max_tokens"  # the field the upstream takes the limit in
 
     def set_max_output(self, tokens: int) -> None:
-        """Size the hold for `tokens` of output and make sure the upstream stops there."""
+        """Size the hold for `tokens` of output and make sure the upstream stops there: the
+        limit goes upstream in the one field the route takes (never both: OpenAI refuses
+        that, and its reasoning models refuse max_tokens)."""
         self.max_output = tokens
         self.hold.amount = self.input_cost + token_cost(tokens, self.prices.output)
         if "messages" in self.body:
+            self.body.pop("max_tokens", None)
             self.body.pop("max_completion_tokens", None)
-            self.body["max_tokens"] = tokens
+            self.body[self.limit_param] = tokens
 
 
 @dataclass
@@ -248,7 +257,9 @@ def bind(
         }
     )
     input_cost = token_cost(worst_case_input_tokens(request), prices.input)
-    binding = Binding(route, prices, moved, body, input_cost)
+    binding = Binding(
+        route, prices, moved, body, input_cost, limit_param=limit_param(route, request)
+    )
     if isinstance(request, EmbeddingsRequest):
         binding.set_max_output(0)
         cap = request_limit(key, route.bucket, limits.max_charge)
@@ -334,9 +345,30 @@ def tightest_envelope(rooms: Rooms) -> str:
 
 
 def requested_output(request: CallRequest) -> int | None:
+    """The output limit the client asked for, in either field. Both with different values
+    is refused as OpenAI refuses it (400, param max_tokens): guessing which one was meant
+    could hold, and let the model write, more than the client allowed. Both equal is one
+    limit (clients that fill both fields from one setting are not refused for it)."""
     if isinstance(request, EmbeddingsRequest):
         return None
-    return request.max_completion_tokens or request.max_tokens
+    legacy, limit = request.max_tokens, request.max_completion_tokens
+    if legacy is not None and limit is not None and legacy != limit:
+        raise InvalidParameterCombination(
+            f"max_tokens ({legacy}) and max_completion_tokens ({limit}) differ: send one of"
+            " them (max_completion_tokens, for every model)",
+            param="max_tokens",
+        )
+    return limit or legacy
+
+
+def limit_param(route: RouteSpec, request: CallRequest) -> TokenLimitParam:
+    """The field the route's upstream takes the output limit in: the route's own when its
+    catalog entry names one, else the one the client used (max_tokens if it sent none)."""
+    if route.token_limit_param is not None:
+        return route.token_limit_param
+    if isinstance(request, ChatCompletionRequest) and request.max_completion_tokens is not None:
+        return "max_completion_tokens"
+    return "max_tokens"
 
 
 def join_notes(*notes: str | None) -> str:

@@ -116,8 +116,12 @@ async def relay(
             note = "stream stopped: its running cost reached the hold"
         usage, estimate = stream_usage(plan, state)
         if stopped:  # the upstream ignored max_tokens: what went past it was not delivered
+            output = min(usage.output_tokens, plan.max_output)
             usage = usage.model_copy(
-                update={"output_tokens": min(usage.output_tokens, plan.max_output)}
+                update={
+                    "output_tokens": output,
+                    "reasoning_tokens": min(usage.reasoning_tokens, output),
+                }
             )
         receipt = await holds.settle(plan, usage, "succeeded", join_notes(note, estimate) or None)
         final = (
@@ -150,6 +154,7 @@ def stream_usage(plan: CallPlan, state: StreamState) -> tuple[Usage, str | None]
         if known is not None and input_known
         else estimated_input_tokens(plan.request),
         cached_input_tokens=known.cached_input_tokens if known is not None else 0,
+        reasoning_tokens=known.reasoning_tokens if known is not None else 0,
         output_tokens=max(
             state.content_chunks,
             state.output_tokens,

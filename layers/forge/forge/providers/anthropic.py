@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from forge.domain.provider_errors import Dialect
 from forge.domain.upstream import Completion
 from forge.providers.anthropic_format.outbound import (
     MessagesStreamReader,
@@ -57,6 +58,8 @@ COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice")
 
 
 class AnthropicProvider(HttpProvider):
+    dialect: Dialect = "anthropic"
+
     @property
     def _url(self) -> str:
         return self._http.base_url + "/v1/messages"

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import httpx
 
+from forge.domain.provider_errors import Dialect
 from forge.domain.upstream import Completion, UpstreamError
 from forge.providers.gemini_format import (
     GenerateStreamReader,
@@ -51,6 +52,8 @@ class GeminiStream(UpstreamStream):
 
 
 class GeminiProvider(HttpProvider):
+    dialect: Dialect = "gemini"
+
     def _url(self, model: str, method: str) -> str:
         return f"{self._http.base_url}/models/{quote(model, safe='-._')}:{method}"
 

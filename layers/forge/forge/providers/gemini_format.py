@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from forge.domain.money import Usage
+from forge.domain.provider_errors import ProviderError, redact
 from forge.domain.upstream import FailureKind, UpstreamError, openai_usage
 
 _FINISH = {
@@ -143,14 +144,18 @@ def _calling_config(choice: Any) -> dict[str, Any] | None:
 
 
 def usage_from_gemini(raw: dict[str, Any] | None) -> Usage | None:
+    """usageMetadata -> Usage. thoughtsTokenCount is not part of candidatesTokenCount (the
+    total is prompt + tool-use prompt + candidates + thoughts) but is billed as output: it is
+    added to the output tokens, and shown as their reasoning tokens."""
     if not raw:
         return None
+    thoughts = int(raw.get("thoughtsTokenCount") or 0)
     return Usage(
         input_tokens=int(raw.get("promptTokenCount") or 0)
         + int(raw.get("toolUsePromptTokenCount") or 0),
         cached_input_tokens=int(raw.get("cachedContentTokenCount") or 0),
-        output_tokens=int(raw.get("candidatesTokenCount") or 0)
-        + int(raw.get("thoughtsTokenCount") or 0),
+        output_tokens=int(raw.get("candidatesTokenCount") or 0) + thoughts,
+        reasoning_tokens=thoughts,
     )
 
 
@@ -158,10 +163,19 @@ def _raise_if_error(payload: dict[str, Any], status: int) -> None:
     error = payload.get("error")
     if isinstance(error, dict):  # an error sent inside a 200 stream
         code = error.get("code")
+        failed = code if isinstance(code, int) and code >= 400 else None
+        name = error.get("status")
+        message = redact(str(error["message"])) if error.get("message") else None
         raise UpstreamError(
-            str(error.get("status") or "stream_error"),
-            code if isinstance(code, int) and code >= 400 else None,
-            message=error.get("message"),
+            str(name or "stream_error"),
+            failed,
+            message=message,
+            error=ProviderError(
+                "gemini",
+                failed or status,
+                message=message,
+                code=str(name) if isinstance(name, str) else None,
+            ),
         )
 
 

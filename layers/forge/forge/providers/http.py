@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from forge.domain import strict_json
+from forge.domain.provider_errors import Dialect, ProviderError, redact
 from forge.domain.upstream import FailureKind, StreamState, UpstreamError
 
 # One connection pool per event loop: Mangum may run each invocation on a new loop.
@@ -43,7 +44,10 @@ class UpstreamStream:
 
 
 class HttpProvider:
-    """What every provider adapter shares: the HTTP side of one upstream."""
+    """What every provider adapter shares: the HTTP side of one upstream, which reads error
+    answers in the provider's `dialect`."""
+
+    dialect: Dialect = "openai"
 
     def __init__(
         self,
@@ -53,7 +57,9 @@ class HttpProvider:
         timeout: float = 120.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._http = HttpUpstream(base_url, api_key, timeout=timeout, transport=transport)
+        self._http = HttpUpstream(
+            base_url, api_key, timeout=timeout, transport=transport, dialect=self.dialect
+        )
 
 
 class HttpUpstream:
@@ -67,8 +73,10 @@ class HttpUpstream:
         *,
         timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
+        dialect: Dialect = "openai",
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.dialect: Dialect = dialect
         self._api_key = api_key
         self._timeout = timeout
         self._transport = transport
@@ -98,7 +106,7 @@ class HttpUpstream:
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
         if response.status_code != 200:
-            raise error_from_response(response)
+            raise self.error_from(response)
         try:  # strictly: an answer holding NaN or a lone surrogate could not be sent on
             payload = strict_json.loads(response.content)
         except ValueError as exc:
@@ -125,8 +133,13 @@ class HttpUpstream:
                 pass
             finally:
                 await response.aclose()
-            raise error_from_response(response)
+            raise self.error_from(response)
         return response
+
+    def error_from(self, response: httpx.Response) -> UpstreamError:
+        """The provider's error answer, read in its dialect, without our key in it."""
+        key = self._api_key() if callable(self._api_key) else self._api_key
+        return error_from_response(response, self.dialect, secrets=(key,) if key else ())
 
 
 def _malformed(reason: str, status: int) -> UpstreamError:
@@ -174,30 +187,49 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     return max((moment - datetime.now(UTC)).total_seconds(), 0.0)
 
 
-def _error_fields(response: httpx.Response) -> tuple[str | None, str | None]:
-    """(code or type, message) from OpenAI's, Anthropic's or Google's error bodies."""
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value) or None
+
+
+def provider_error(
+    payload: object, status: int, dialect: Dialect, secrets: tuple[str, ...] = ()
+) -> ProviderError:
+    """An error body (OpenAI's, Anthropic's or Google's) as a ProviderError. Only the fields
+    a client may see are kept: never Google's `details`, never a header."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return ProviderError(dialect, status)
+    message = _text(error.get("message"))
+    if dialect == "gemini":  # code is the HTTP status as a number; status names it
+        code = _text(error.get("status"))
+    else:  # a string, as OpenAI documents it (some compatible servers send the status)
+        code = error["code"] if isinstance(error.get("code"), str) else None
+    return ProviderError(
+        dialect,
+        status,
+        message=redact(message, secrets) if message else None,
+        type=_text(error.get("type")),
+        code=code,
+        param=_text(error.get("param")),
+    )
+
+
+def error_from_response(
+    response: httpx.Response, dialect: Dialect = "openai", secrets: tuple[str, ...] = ()
+) -> UpstreamError:
     try:
         payload = response.json()
     except ValueError:
-        return None, None
-    if not isinstance(payload, dict):
-        return None, None
-    error = payload.get("error")
-    if isinstance(error, dict):
-        code = error.get("code") if isinstance(error.get("code"), str) else None
-        code = code or error.get("type") or error.get("status")
-        message = error.get("message")
-        return (str(code) if code else None), (str(message) if message else None)
-    return None, None
-
-
-def error_from_response(response: httpx.Response) -> UpstreamError:
-    code, message = _error_fields(response)
+        payload = None
+    error = provider_error(payload, response.status_code, dialect, secrets)
     return UpstreamError(
-        code or f"http_{response.status_code}",
+        error.code or error.type or f"http_{response.status_code}",
         response.status_code,
         retry_after=retry_after_seconds(response),
-        message=message,
+        message=error.message,
+        error=error,
     )
 
 
