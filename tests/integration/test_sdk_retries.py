@@ -232,3 +232,26 @@ def test_curl_retries_with_one_key_and_is_answered_by_the_replay(stack: Stack) -
     (charge,) = stack.charges(1)
     assert len(stack.upstream.calls) == 1
     stack.assert_money_whole(-charge.amount)
+
+
+def test_a_key_fixed_on_the_client_replays_or_refuses_every_later_call(stack: Stack) -> None:
+    """The trap the README warns of: `default_headers` sends one key with every request."""
+    from openai import ConflictError, OpenAI
+
+    client = OpenAI(
+        base_url=f"{stack.url}/v1",
+        api_key=stack.key,
+        max_retries=0,
+        default_headers={"Idempotency-Key": "one-key-for-the-client"},
+    )
+    client.chat.completions.create(**CHAT, max_tokens=16)
+
+    # The same question again is not asked again: the first answer is replayed
+    again = client.chat.completions.with_raw_response.create(**CHAT, max_tokens=16)
+    assert again.headers["x-forge-idempotent-replay"] == "true"
+    # Another question is refused
+    other = {"role": "user", "content": "Another question."}
+    with pytest.raises(ConflictError) as refused:
+        client.chat.completions.create(model=CHAT["model"], messages=[other], max_tokens=16)
+    assert refused.value.code == "idempotency_key_reused"
+    assert len(stack.upstream.calls) == 1
