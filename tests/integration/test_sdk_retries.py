@@ -47,8 +47,8 @@ QUESTION = "Explain, slowly, why a ledger never forgets."
 CHAT = {"model": "demo-official", "messages": [{"role": "user", "content": QUESTION}]}
 # The client gives up after SDK_TIMEOUT; the first upstream call answers after SLOW seconds,
 # so the retry (sent about 0.5 s after the timeout) finds it finished or nearly so.
-SDK_TIMEOUT = 1.5
-SLOW = 2.0
+SDK_TIMEOUT = 2.0
+SLOW = 2.2
 
 
 @dataclass
