@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive
 
 _VOCABULARY = (
     *("forge", "tokens", "ledger", "balance", "budget", "route", "stream", "receipt", "settle"),
@@ -82,7 +83,10 @@ class Call:
     fault: str | None = None
     usage: dict[str, Any] | None = None  # the usage the fake reported, in its own shape
     text: str = ""
-    closed_early: bool = False  # the client closed the stream before the end
+    closed_early: bool = False  # the client closed the connection before the answer's end
+    # The request's ASGI channel: a hanging (timeout) fault listens on it for the client
+    # closing the connection, as a gateway that cancels its upstream call does.
+    receive: Receive | None = field(default=None, repr=False, compare=False)
 
 
 def error_event_at(fault: Fault | None, index: int) -> bool:
@@ -146,15 +150,17 @@ class FakeProvider:
     def record(self, request: Request, model: str, stream: bool, body: Any) -> Call:
         """Log a request as it arrived; the handler fills in what it answered."""
         call = Call(request.url.path, model, stream, body, dict(request.headers))
+        call.receive = request.receive
         self.calls.append(call)
         return call
 
     async def take_fault(self, call: Call) -> Fault | None:
-        """The call's scripted fault, noted on it; a timeout fault hangs here first."""
+        """The call's scripted fault, noted on it; a timeout fault hangs here first (until
+        `seconds` have passed, or the client has closed the connection: `closed_early`)."""
         fault = self.fault_for(call.model)
         call.fault = fault.kind if fault else None
         if fault is not None and fault.kind == "timeout":
-            await asyncio.sleep(fault.seconds)
+            await _hang(call, fault.seconds)
         return fault
 
     def fault_error(self, fault: Fault) -> Response:
@@ -219,6 +225,21 @@ class FakeProvider:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+async def _hang(call: Call, seconds: float) -> None:
+    """A model that takes `seconds` to answer; one whose client hangs up stops (the body was
+    read, so the next message on the channel is the disconnect)."""
+    if call.receive is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            while (await call.receive())["type"] != "http.disconnect":
+                pass
+    except TimeoutError:
+        return
+    call.closed_early = True
 
 
 async def _guarded(

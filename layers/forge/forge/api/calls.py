@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import Depends, Header, Request
 from fastapi.responses import Response
+from starlette.types import Receive
 
 from forge.api.deps import GatewayDep, SettingsDep, StoreDep
 from forge.api.idempotent import IdempotentCall, PaidStream
@@ -165,6 +166,31 @@ async def serve_stream(serving: asyncio.Task[Served], sse: SseFormat, keepalive:
     )
 
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client gone before its answer: never seen
+
+
+async def complete_unless_gone(serving: Awaitable[Served], receive: Receive) -> Served | None:
+    """A non-stream call, cancelled if its client disconnects first (then None). Once the
+    body has been read, the next message on `receive` is `http.disconnect` (uvicorn sends it
+    when the connection drops); the cancellation closes the upstream call, and the guarded
+    boundary settles it at the documented estimate (Gateway._abandon)."""
+    scope = anyio.CancelScope()
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, scope))
+    try:
+        with scope:
+            return await serving
+    finally:
+        with anyio.CancelScope(shield=True):
+            await cancel(watcher)
+    return None
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass  # the body was read before the call began: only the disconnect is left to come
+    scope.cancel()
+
+
 def _streams(serving: asyncio.Task[Served]) -> list[StreamResult]:
     """The stream a finished call opened, if its body never got to relay it."""
     if serving.cancelled() or serving.exception() is not None:
@@ -183,6 +209,7 @@ class PaidCalls:
     settings: Settings
     headers: CallHeaders
     request_id: str
+    receive: Receive  # the request's ASGI channel, on which a client's disconnect arrives
 
     async def serve(
         self,
@@ -201,7 +228,16 @@ class PaidCalls:
             serving = self.gateway.serve(key, call, self.request_id, limits, render)
             if getattr(call, "stream", False):
                 return await serve_stream(asyncio.ensure_future(serving), sse, keepalive)
-            return paid_response(await serving, sse, keepalive)
+            if self.headers.idempotency_key is not None:
+                # The client's retry with this key waits for this call and replays its
+                # answer: finish it, charged once, even if this connection has dropped.
+                return paid_response(await serving, sse, keepalive)
+            # Without a key a retry is a new call: one whose client has gone is cancelled,
+            # and charged only the documented estimate if its upstream call was in flight.
+            served = await complete_unless_gone(serving, self.receive)
+            if served is None:
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
+            return paid_response(served, sse, keepalive)
 
         return await idempotent(
             run,
@@ -221,7 +257,7 @@ def paid_calls(
     settings: SettingsDep,
     headers: CallHeadersDep,
 ) -> PaidCalls:
-    return PaidCalls(gateway, store, settings, headers, request.state.request_id)
+    return PaidCalls(gateway, store, settings, headers, request.state.request_id, request.receive)
 
 
 PaidCallsDep = Annotated[PaidCalls, Depends(paid_calls)]

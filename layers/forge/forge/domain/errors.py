@@ -93,6 +93,15 @@ class UpstreamUnavailable(ForgeError):
     code = "upstream_unavailable"
 
 
+class ClientDisconnected(ForgeError):
+    """The client hung up before its answer. Never answered (nobody is listening): it names
+    the call's receipt, whose hold was voided, or settled at the documented estimate."""
+
+    status = 499  # nginx's "client closed request"
+    type = "api_error"
+    code = "client_disconnected"
+
+
 class BudgetStoreUnavailable(ForgeError):
     """The budget store failed: we fail closed and call nothing upstream."""
 

@@ -160,7 +160,8 @@ class Attempt(BaseModel):
     # required field that may be None would make the record unreadable once stored.
     status: int | None = None
     latency_ms: int
-    outcome: Literal["ok", "error", "skipped"]
+    # "abandoned": cancelled in flight because the client disconnected (not an error).
+    outcome: Literal["ok", "error", "skipped", "abandoned"]
     reason: str | None = None
     route_type: RouteType | None = None
     bucket: Bucket | None = None

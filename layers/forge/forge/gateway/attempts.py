@@ -75,6 +75,21 @@ class Attempts:
             )
         )
 
+    def abandoned(self, plan: CallPlan, started: float, reason: str) -> None:
+        """An upstream call cancelled in flight because its client left: not a failure of
+        the route (its health and the upstream error count are untouched)."""
+        plan.attempts.append(
+            Attempt(
+                route=plan.route.name,
+                upstream_model=plan.route.upstream_model,
+                latency_ms=int((self._clock() - started) * 1000),
+                outcome="abandoned",
+                reason=reason,
+                route_type=plan.route.route_type,
+                bucket=plan.hold.bucket,
+            )
+        )
+
     async def after_failure(self, plan: CallPlan, started: float, exc: UpstreamError) -> None:
         """Decide what follows a failed call: retry the route (after a capped, jittered wait
         or the provider's Retry-After), fall back to the next route (re-reserving first), or

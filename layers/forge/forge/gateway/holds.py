@@ -61,16 +61,25 @@ class Holds:
     async def rooms(self, account_id: str, bucket: Bucket, envelopes: list[EnvelopeRef]) -> Rooms:
         return await self.off_loop(self.store.rooms, account_id, bucket, envelopes)
 
-    async def settle(self, plan: CallPlan, usage: Usage, status: str, note: str | None) -> Receipt:
+    async def settle(
+        self,
+        plan: CallPlan,
+        usage: Usage,
+        status: str,
+        note: str | None,
+        error_code: str | None = None,
+    ) -> Receipt:
         """Charge actual usage (never more than the hold) and write ledger entry + receipt."""
-        return self._ended(plan, await self._settle(plan, usage, status, note))
+        return self._ended(plan, await self._settle(plan, usage, status, note, error_code))
 
-    async def _settle(self, plan: CallPlan, usage: Usage, status: str, note: str | None) -> Receipt:
+    async def _settle(
+        self, plan: CallPlan, usage: Usage, status: str, note: str | None, error_code: str | None
+    ) -> Receipt:
         cost = charge_for(usage, plan.prices)
         charge = min(cost, plan.hold.amount)
         if cost > charge:
             note = join_notes(note, f"usage cost {cost} exceeded the hold; charged the hold")
-        receipt = plan.receipt(status, usage=usage, note=note)
+        receipt = plan.receipt(status, usage=usage, note=note, error_code=error_code)
         try:
             settled = await self.off_loop(self.store.settle, plan.hold, charge, receipt)
             plan.closed = True

@@ -23,11 +23,13 @@ from forge.domain.catalog import Catalog, CatalogSource, RouteSpec
 from forge.domain.errors import (
     BudgetExceeded,
     BudgetStoreUnavailable,
+    ClientDisconnected,
     ForgeError,
     HoldAlreadyResolved,
     InternalError,
 )
 from forge.domain.metrics import refusal_metrics
+from forge.domain.money import Usage
 from forge.domain.offer import ProviderOffer
 from forge.domain.records import ApiKey, Receipt, utcnow
 from forge.domain.requests import ChatCompletionRequest, EmbeddingsRequest
@@ -59,7 +61,7 @@ from forge.ports import NO_METER, GatewayStore, Meter
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-CLIENT_GONE = "client_disconnected"  # a receipt's error code: the call was abandoned, not failed
+CLIENT_GONE = ClientDisconnected.code  # on a receipt: the call was abandoned, not failed
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,12 @@ class Gateway:
             self._holds.measure(partial(refusal_metrics, exc))
             await self._record_refusal(key, request, request_id, limits, plan, exc)
             raise
+        except anyio.get_cancelled_exc_class():
+            # The client left before the call began: nothing was sent upstream.
+            gone = ClientDisconnected("the client disconnected before the call began")
+            with anyio.CancelScope(shield=True):
+                await self._record_refusal(key, request, request_id, limits, plan, gone)
+            raise
         try:
             if plan.stream:
                 return await self.open_stream(plan)
@@ -222,9 +230,10 @@ class Gateway:
     ) -> None:
         """A receipt for a request refused before it was served (no route, scope, budget, or
         a store that failed during the reservation)."""
-        if plan is not None and isinstance(error, BudgetStoreUnavailable):
-            # The reservation's answer was lost, not necessarily its write: void what may
-            # have been held (a hold that does not exist is 'already resolved').
+        if plan is not None and isinstance(error, BudgetStoreUnavailable | ClientDisconnected):
+            # The reservation's answer was lost (or no longer awaited), not necessarily its
+            # write: void what may have been held (a hold that does not exist is 'already
+            # resolved').
             with contextlib.suppress(BudgetStoreUnavailable, HoldAlreadyResolved):
                 await self._holds.void(plan, error.code, error.message)
         if plan is not None:
@@ -251,7 +260,9 @@ class Gateway:
         if isinstance(exc, ForgeError):
             code, note = exc.code, exc.message
         elif isinstance(exc, anyio.get_cancelled_exc_class()):
-            # The caller stopped waiting (a client gone while its stream waited for a token).
+            # The caller stopped waiting: a client gone while its stream waited for a token,
+            # or a non-stream call's client gone with no upstream call in flight (one in
+            # flight was settled at the estimate by `_abandon`, so the plan is closed).
             code, note = CLIENT_GONE, "the client disconnected before anything was delivered"
         else:
             code, note = InternalError.code, f"internal error ({type(exc).__name__})"
@@ -324,6 +335,8 @@ class Gateway:
         self, plan: CallPlan, render: Callable[[Completion], T]
     ) -> tuple[T, Receipt]:
         while True:
+            # A client already gone is cancelled here, before the upstream call is sent.
+            await anyio.lowlevel.checkpoint()
             started = self._clock()
             provider: Any = self._provider(plan.route)
             try:
@@ -336,13 +349,41 @@ class Gateway:
             except UpstreamError as exc:
                 await self._attempts.after_failure(plan, started, exc)
                 continue
-            self._attempts.record(plan, started, completion.status, None)
-            self.health.succeeded(plan.route.name)
-            plan.cache_write_tokens = completion.cache_write_tokens
-            completion.body["model"] = completion.body.get("model") or plan.route.upstream_model
-            answer = render(completion)  # before the charge: an answer we cannot send is free
-            receipt = await self._holds.settle(plan, completion.usage, "succeeded", None)
+            except anyio.get_cancelled_exc_class():
+                # The client left while the provider was answering (forge.api.calls cancels
+                # a non-stream call on a disconnect). The provider has the prompt and bills
+                # it: settle the documented estimate, then let the cancellation go on.
+                with anyio.CancelScope(shield=True):
+                    await self._abandon(plan, started)
+                raise
+            with anyio.CancelScope(shield=True):
+                # Answered: the provider bills it whatever the client does now, so a
+                # disconnect from here on is charged what the provider reported.
+                self._attempts.record(plan, started, completion.status, None)
+                self.health.succeeded(plan.route.name)
+                plan.cache_write_tokens = completion.cache_write_tokens
+                body = completion.body
+                body["model"] = body.get("model") or plan.route.upstream_model
+                answer = render(completion)  # before the charge: one we cannot send is free
+                receipt = await self._holds.settle(plan, completion.usage, "succeeded", None)
             return answer, receipt
+
+    async def _abandon(self, plan: CallPlan, started: float) -> None:
+        """Settle a non-stream call whose client left while its upstream call was in flight:
+        the provider reported nothing, so the charge is the documented estimate, the input
+        the provider has been sent (`estimated_input_tokens`) and no output. If settling
+        fails, the hold stays open for `_contain`, which voids it."""
+        self._attempts.abandoned(plan, started, CLIENT_GONE)
+        usage = Usage(input_tokens=estimated_input_tokens(plan.request))
+        note = (
+            f"client disconnected while {plan.route.name} was answering; the upstream call"
+            f" was cancelled and charged the documented estimate: {usage.input_tokens} input"
+            " tokens (the request's UTF-8 bytes / 4), no output"
+        )
+        try:
+            await self._holds.settle(plan, usage, "partial", note, error_code=CLIENT_GONE)
+        except Exception:
+            logger.exception("abandoned_settle_failed", extra={"request_id": plan.request_id})
 
     async def open_stream(self, plan: CallPlan) -> StreamResult:
         """Open the upstream stream and read its first chunk before answering: a stream that
