@@ -16,7 +16,7 @@ from starlette.types import Receive
 
 from forge.api.deps import GatewayDep, SettingsDep, StoreDep
 from forge.api.idempotent import IdempotentCall, PaidStream
-from forge.api.keepalive import KEEPALIVE, cancel, wait_or_tick, with_keepalive
+from forge.api.keepalive import KEEPALIVE, Background, with_keepalive
 from forge.api.sse import SseFormat
 from forge.domain.envelopes import parse_header_amount, parse_run_id
 from forge.domain.errors import ForgeError, InternalError
@@ -121,23 +121,22 @@ def paid_response(result: Served, sse: SseFormat, keepalive: float) -> Response:
     )
 
 
-async def serve_stream(serving: asyncio.Task[Served], sse: SseFormat, keepalive: float) -> Response:
+async def serve_stream(serving: Background[Served], sse: SseFormat, keepalive: float) -> Response:
     """A stream's answer. A call that has opened its upstream stream within `keepalive` seconds
     answers as usual: its headers name the route, and a refusal or a failure of every route is
     an HTTP error. One still waiting (a slow first token, retries, fallbacks) commits to 200
     and sends keep-alives meanwhile; a failure is then an error event in the stream."""
     try:
-        ready = await wait_or_tick(serving, keepalive)
+        ready = await serving.done_within(keepalive)
     except BaseException:
-        with anyio.CancelScope(shield=True):
-            await cancel(serving)
+        await serving.cancel()
         raise
     if ready:
         return paid_response(serving.result(), sse, keepalive)
     opened: list[StreamResult] = []
 
     async def events() -> AsyncIterator[bytes]:
-        while not await wait_or_tick(serving, keepalive):
+        while not await serving.done_within(keepalive):
             yield KEEPALIVE
         try:
             result = serving.result()
@@ -154,8 +153,8 @@ async def serve_stream(serving: asyncio.Task[Served], sse: SseFormat, keepalive:
             yield chunk
 
     async def close() -> None:
-        await cancel(serving)  # a call still waiting: its guarded boundary releases the hold
-        for result in opened or _streams(serving):
+        await serving.cancel()  # a call still waiting: its guarded boundary releases the hold
+        for result in opened or _streams(serving.task):
             await result.close()
 
     return PaidStream(
@@ -175,13 +174,12 @@ async def complete_unless_gone(serving: Awaitable[Served], receive: Receive) -> 
     when the connection drops); the cancellation closes the upstream call, and the guarded
     boundary settles it at the documented estimate (Gateway._abandon)."""
     scope = anyio.CancelScope()
-    watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, scope))
+    watcher = Background(_cancel_on_disconnect(receive, scope))
     try:
         with scope:
             return await serving
     finally:
-        with anyio.CancelScope(shield=True):
-            await cancel(watcher)
+        await watcher.cancel()
     return None
 
 
@@ -191,7 +189,7 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
     scope.cancel()
 
 
-def _streams(serving: asyncio.Task[Served]) -> list[StreamResult]:
+def _streams(serving: asyncio.Future[Served]) -> list[StreamResult]:
     """The stream a finished call opened, if its body never got to relay it."""
     if serving.cancelled() or serving.exception() is not None:
         return []
@@ -227,7 +225,7 @@ class PaidCalls:
         async def run() -> Response:
             serving = self.gateway.serve(key, call, self.request_id, limits, render)
             if getattr(call, "stream", False):
-                return await serve_stream(asyncio.ensure_future(serving), sse, keepalive)
+                return await serve_stream(Background(serving), sse, keepalive)
             if self.headers.idempotency_key is not None:
                 # The client's retry with this key waits for this call and replays its
                 # answer: finish it, charged once, even if this connection has dropped.
