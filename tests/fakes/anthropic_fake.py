@@ -129,14 +129,19 @@ class FakeAnthropic(FakeProvider):
     def fault_error(self, fault: Fault) -> Response:
         return _error(fault.status, "scripted failure", fault.retry_after)
 
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        """The whole prompt (system, messages, tools), cached parts included."""
+        system = body.get("system")
+        total = tokens_of(_text_of([] if system is None else _blocks(system))) + sum(
+            tokens_of(_text_of(_blocks(m.get("content")))) + 3 for m in body["messages"]
+        )
+        return total + (tokens_of(json.dumps(body.get("tools"))) if body.get("tools") else 0)
+
     def usage(self, body: dict[str, Any], output: int) -> dict[str, Any]:
         system = body.get("system")
         system_blocks = [] if system is None else _blocks(system)
         system_text = _text_of(system_blocks)
-        total = tokens_of(system_text) + sum(
-            tokens_of(_text_of(_blocks(m.get("content")))) + 3 for m in body["messages"]
-        )
-        total += tokens_of(json.dumps(body.get("tools"))) if body.get("tools") else 0
+        total = self.prompt_tokens(body)
         written = read = 0
         marked = any(b.get("cache_control") for b in system_blocks)
         if marked and len(system_text.encode()) >= CACHE_MIN_BYTES:
@@ -166,6 +171,10 @@ class FakeAnthropic(FakeProvider):
         if problem := validate(body):
             call.status = 400
             return _error(400, problem)
+        prompt_tokens = self.prompt_tokens(body)
+        if (window := self.over_context(model, prompt_tokens)) is not None:
+            call.status = 400
+            return _error(400, f"prompt is too long: {prompt_tokens} tokens > {window} maximum")
         fault = await self.take_fault(call)
         if (failed := self.scripted_failure(call, fault)) is not None:
             return failed

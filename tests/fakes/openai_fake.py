@@ -1,5 +1,8 @@
 """A fake OpenAI (or OpenAI-compatible) API: POST /v1/chat/completions (JSON and SSE with
-`stream_options.include_usage`) and POST /v1/embeddings, in OpenAI's documented shapes.
+`stream_options.include_usage`; structured outputs: a `json_schema` response format is answered
+with an instance of the schema) and POST /v1/embeddings (floats, or `encoding_format: base64`:
+little-endian float32 bytes), in OpenAI's documented shapes. A prompt longer than the model's
+context window (`context_windows`) is refused with 400 `context_length_exceeded`.
 
 Usage: prompt tokens are the fake tokenizer over each message's text plus 4 per message and
 3 for the reply; a system message of at least 1024 bytes seen before is cached (reported in
@@ -7,7 +10,9 @@ prompt_tokens_details.cached_tokens, a subset of prompt_tokens, as OpenAI does).
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,9 +41,15 @@ def _text(content: Any) -> str:
     return ""
 
 
-def _error(status: int, message: str, code: str, retry_after: str | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    message: str,
+    code: str,
+    retry_after: str | None = None,
+    param: str | None = None,
+) -> JSONResponse:
     body = {
-        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}
     }
     headers = {"retry-after": retry_after} if retry_after else {}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -57,8 +68,11 @@ class FakeOpenAI(FakeProvider):
         code = codes.get(fault.status, "bad_request")
         return _error(fault.status, "scripted failure", code, fault.retry_after)
 
+    def prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return sum(tokens_of(_text(m.get("content"))) + 4 for m in messages) + 3
+
     def usage(self, messages: list[dict[str, Any]], completion: int) -> dict[str, Any]:
-        prompt = sum(tokens_of(_text(m.get("content"))) + 4 for m in messages) + 3
+        prompt = self.prompt_tokens(messages)
         cached = 0
         first = messages[0]
         first_text = _text(first.get("content"))
@@ -102,16 +116,30 @@ class FakeOpenAI(FakeProvider):
         if (refusal := self._check(request, body)) is not None:
             call.status = refusal.status_code
             return refusal
+        messages = body["messages"]
+        prompt_tokens = self.prompt_tokens(messages)
+        if (window := self.over_context(model, prompt_tokens)) is not None:
+            call.status = 400
+            return _error(
+                400,
+                f"This model's maximum context length is {window} tokens. However, your "
+                f"messages resulted in {prompt_tokens} tokens. Please reduce the length of the "
+                "messages.",
+                "context_length_exceeded",
+                param="messages",
+            )
         fault = await self.take_fault(call)
         if (failed := self.scripted_failure(call, fault)) is not None:
             return failed
-        messages = body["messages"]
         prompt = _text(
             next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
         )
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         endless = fault is not None and fault.kind == "endless"
         words = reply_words(prompt, max_tokens, endless=endless)
+        schema = _json_schema(body.get("response_format"))
+        if schema is not None:  # structured outputs: the whole answer is one JSON document
+            words = [json.dumps(_instance_of(schema, schema.get("$defs") or {}))]
         tool = wants_tool(prompt, body.get("tools"))
         completion_id = f"chatcmpl-fake{len(self.calls)}"
         created = int(time.time())
@@ -122,8 +150,8 @@ class FakeOpenAI(FakeProvider):
             usage = self.usage(messages, 9)
             call.text = ""
         else:
-            usage = self.usage(messages, len(words))
             call.text = " ".join(words)
+            usage = self.usage(messages, len(words) if schema is None else tokens_of(call.text))
         call.usage = usage
         finish = (
             "tool_calls"
@@ -247,8 +275,39 @@ class FakeOpenAI(FakeProvider):
         items = [raw] if isinstance(raw, str) else list(raw)
         tokens = sum(tokens_of(str(i)) for i in items)
         call.usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        data = [
-            {"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]}
-            for i in range(len(items))
-        ]
+        vector: list[float] | str = [0.1, -0.2, 0.3]
+        if body.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack("<3f", 0.1, -0.2, 0.3)).decode()
+        data = [{"object": "embedding", "index": i, "embedding": vector} for i in range(len(items))]
         return JSONResponse({"object": "list", "data": data, "model": model, "usage": call.usage})
+
+
+def _json_schema(response_format: Any) -> dict[str, Any] | None:
+    """The schema of a `json_schema` response format, or None."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    return schema if isinstance(schema, dict) else None
+
+
+def _instance_of(schema: dict[str, Any], defs: dict[str, Any]) -> Any:
+    """A small document valid against `schema` (the subset structured outputs allow)."""
+    if "$ref" in schema:
+        return _instance_of(defs[str(schema["$ref"]).rsplit("/", 1)[-1]], defs)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for union in ("anyOf", "oneOf"):
+        if schema.get(union):
+            return _instance_of(schema[union][0], defs)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {name: _instance_of(sub, defs) for name, sub in properties.items()}
+    if kind == "array":
+        return [_instance_of(schema.get("items") or {}, defs)]
+    samples = {"string": "forge", "integer": 3, "number": 1.5, "boolean": True, "null": None}
+    return samples.get(str(kind), "forge")
