@@ -58,7 +58,7 @@ class Gateway:
         return self.base_url.removesuffix("/v1")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once tests/compat is done
 def compat_fakes() -> Iterator[Fakes]:
     for fakes in start_fakes():
         for provider in SMALL_CONTEXT_MODELS:
@@ -66,7 +66,7 @@ def compat_fakes() -> Iterator[Fakes]:
         yield fakes
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gateway(tmp_path_factory: pytest.TempPathFactory, compat_fakes: Fakes) -> Iterator[Gateway]:
     state_dir = tmp_path_factory.mktemp("compat")
     models = [_small_context_model(provider) for provider in SMALL_CONTEXT_MODELS]
