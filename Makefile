@@ -5,8 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml layers/forge/requirements.txt | sha1sum | cut -c1-12)
 PORT ?= 8080
+# The JS clients tests/compat drives, pinned by their lock; reinstalled only when it changes.
+COMPAT_JS := tests/compat/js
+COMPAT_STAMP := $(COMPAT_JS)/node_modules/.installed-$(shell cat $(COMPAT_JS)/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: dev test test-fast sim lint format typecheck bench build validate deploy deploy-guided deploy-prod clean
+.PHONY: dev test test-fast test-compat compat-deps compat-table sim lint format typecheck bench build validate deploy deploy-guided deploy-prod clean
 
 $(STAMP): pyproject.toml layers/forge/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,16 +17,32 @@ $(STAMP): pyproject.toml layers/forge/requirements.txt
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
+$(COMPAT_STAMP): $(COMPAT_JS)/package.json $(COMPAT_JS)/package-lock.json
+	npm ci --prefix $(COMPAT_JS) --no-audit --no-fund --loglevel=error
+	@rm -f $(COMPAT_JS)/node_modules/.installed-* && touch $@
+
+## The JS clients of the compatibility suite (and the Node.js they run on), from npm.
+compat-deps: $(COMPAT_STAMP)
+
+## The compatibility suite alone: the official clients against the local stack.
+test-compat: $(STAMP) compat-deps
+	$(BIN)/pytest tests/compat
+
+## Rewrite README's compatibility table from tests/compat (clients, versions, pending features).
+compat-table: $(STAMP) compat-deps
+	FORGE_WRITE_COMPAT_TABLE=1 $(BIN)/pytest tests/compat -q -k test_readme_table_matches_the_suite
+
 ## Run the whole stack locally on 127.0.0.1:$(PORT) (embedded DynamoDB/S3, demo provider).
 dev: $(STAMP)
 	PORT=$(PORT) $(BIN)/forge-dev
 
-## Run the whole test suite: lint, types, unit, integration, end-to-end, and the SAM app checks.
-test: $(STAMP) lint typecheck
+## Run the whole test suite: lint, types, unit, integration, end-to-end, client compatibility,
+## and the SAM app checks.
+test: $(STAMP) compat-deps lint typecheck
 	$(BIN)/pytest
 
 ## Tests without the SAM build (faster inner loop).
-test-fast: $(STAMP)
+test-fast: $(STAMP) compat-deps
 	$(BIN)/pytest -m "not sam"
 
 ## The deterministic simulation of the money path, longer than `make test` runs it; a failure

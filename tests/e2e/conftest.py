@@ -83,13 +83,19 @@ def local_stack(
     tmp_path_factory: pytest.TempPathFactory, fake_providers: Fakes
 ) -> Iterator[LocalStack]:
     state_dir = tmp_path_factory.mktemp("local")
+    yield from run_local_stack(state_dir, provider_environment(fake_providers, state_dir))
+
+
+def run_local_stack(state_dir: Path, environment: dict[str, str]) -> Iterator[LocalStack]:
+    """`make dev` in a subprocess with `environment` added, keeping its state in `state_dir`;
+    yields once it answers, and checks on the way out that it stopped cleanly."""
     port = _free_port()
     env = {
         **os.environ,
         "PORT": str(port),
         "FORGE_LOCAL_DIR": str(state_dir),
         "FORGE_WEBHOOK_SECRET": E2E_WEBHOOK_SECRET,
-        **provider_environment(fake_providers, state_dir),
+        **environment,
     }
     log = (state_dir / "stack.log").open("wb")
     process = subprocess.Popen(

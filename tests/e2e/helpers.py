@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,16 +89,19 @@ E2E_MODELS: list[dict[str, Any]] = [
 ]
 
 
-def e2e_catalog() -> dict[str, Any]:
+def e2e_catalog(*extra: dict[str, Any]) -> dict[str, Any]:
     shipped = load_catalog().model_dump(mode="json")
-    return {"models": [*shipped["models"], *E2E_MODELS]}
+    return {"models": [*shipped["models"], *E2E_MODELS, *extra]}
 
 
-def provider_environment(fakes: Any, state_dir: Path) -> dict[str, str]:
-    """Point the stack's providers at the fakes, seed the catalog with the test models, and
-    keep retries fast and route health out of the way (tests of it use their own gateway)."""
+def provider_environment(
+    fakes: Any, state_dir: Path, extra_models: Sequence[dict[str, Any]] = ()
+) -> dict[str, str]:
+    """Point the stack's providers at the fakes, seed the catalog with the test models (and
+    `extra_models`), and keep retries fast and route health out of the way (tests of it use
+    their own gateway)."""
     catalog_file = state_dir / "catalog.json"
-    catalog_file.write_text(json.dumps(e2e_catalog()), encoding="utf-8")
+    catalog_file.write_text(json.dumps(e2e_catalog(*extra_models)), encoding="utf-8")
     return {
         "OPENAI_UPSTREAM_BASE_URL": f"{fakes.openai.base_url}/v1",
         "OPENAI_UPSTREAM_API_KEY": fakes.openai.api_key,

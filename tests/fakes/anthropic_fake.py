@@ -193,6 +193,10 @@ class FakeAnthropic(FakeProvider):
         if problem := validate(body):
             call.status = 400
             return _error(400, problem)
+        prompt_tokens = self.prompt_tokens(body)
+        if (window := self.over_context(model, prompt_tokens)) is not None:
+            call.status = 400
+            return _error(400, f"prompt is too long: {prompt_tokens} tokens > {window} maximum")
         fault = await self.take_fault(call)
         if (failed := self.scripted_failure(call, fault)) is not None:
             return failed

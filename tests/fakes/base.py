@@ -112,6 +112,9 @@ class FakeProvider:
     _faults: dict[str, list[Fault]] = field(default_factory=dict)
     _always: dict[str, Fault] = field(default_factory=dict)
     _seen_prefixes: set[str] = field(default_factory=set)
+    # Upstream model -> its context window in tokens: a longer prompt is refused the way the
+    # provider refuses it. Configuration like api_key, so reset() keeps it.
+    context_windows: dict[str, int] = field(default_factory=dict)
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
     port: int = 0
@@ -135,6 +138,11 @@ class FakeProvider:
         self._faults.clear()
         self._always.clear()
         self._seen_prefixes.clear()
+
+    def over_context(self, model: str, prompt_tokens: int) -> int | None:
+        """The model's context window when `prompt_tokens` do not fit in it, else None."""
+        window = self.context_windows.get(model)
+        return window if window is not None and prompt_tokens > window else None
 
     def calls_for(self, model: str) -> list[Call]:
         return [c for c in self.calls if c.model == model]

@@ -1,6 +1,8 @@
 """A fake OpenAI (or OpenAI-compatible) API: POST /v1/chat/completions (JSON and SSE with
-`stream_options.include_usage`) and POST /v1/embeddings, in OpenAI's documented shapes; with
-`response_format` json_schema it answers JSON that fits the schema (structured outputs).
+`stream_options.include_usage`; structured outputs: a `json_schema` response format is answered
+with an instance of the schema) and POST /v1/embeddings (floats, or `encoding_format: base64`:
+little-endian float32 bytes), in OpenAI's documented shapes. A prompt longer than the model's
+context window (`context_windows`) is refused with 400 `context_length_exceeded`.
 
 Usage: prompt tokens are the fake tokenizer over each message's text plus 4 per message and
 3 for the reply; a system message of at least 1024 bytes seen before is cached (reported in
@@ -11,7 +13,9 @@ max_completion_tokens; and they refuse max_tokens, as OpenAI's do."""
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -97,10 +101,13 @@ class FakeOpenAI(FakeProvider):
         code = codes.get(fault.status, "bad_request")
         return _error(fault.status, "scripted failure", code, fault.retry_after)
 
+    def prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return sum(tokens_of(_text(m.get("content"))) + 4 for m in messages) + 3
+
     def usage(
         self, messages: list[dict[str, Any]], completion: int, reasoning: int = 0
     ) -> dict[str, Any]:
-        prompt = sum(tokens_of(_text(m.get("content"))) + 4 for m in messages) + 3
+        prompt = self.prompt_tokens(messages)
         cached = 0
         first = messages[0]
         first_text = _text(first.get("content"))
@@ -160,10 +167,21 @@ class FakeOpenAI(FakeProvider):
         if (refusal := self._check(request, body)) is not None:
             call.status = refusal.status_code
             return refusal
+        messages = body["messages"]
+        prompt_tokens = self.prompt_tokens(messages)
+        if (window := self.over_context(model, prompt_tokens)) is not None:
+            call.status = 400
+            return _error(
+                400,
+                f"This model's maximum context length is {window} tokens. However, your "
+                f"messages resulted in {prompt_tokens} tokens. Please reduce the length of the "
+                "messages.",
+                "context_length_exceeded",
+                param="messages",
+            )
         fault = await self.take_fault(call)
         if (failed := self.scripted_failure(call, fault)) is not None:
             return failed
-        messages = body["messages"]
         prompt = _text(
             next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
         )
@@ -310,8 +328,8 @@ class FakeOpenAI(FakeProvider):
         items = [raw] if isinstance(raw, str) else list(raw)
         tokens = sum(tokens_of(str(i)) for i in items)
         call.usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        data = [
-            {"object": "embedding", "index": i, "embedding": [0.1, -0.2, 0.3]}
-            for i in range(len(items))
-        ]
+        vector: list[float] | str = [0.1, -0.2, 0.3]
+        if body.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack("<3f", 0.1, -0.2, 0.3)).decode()
+        data = [{"object": "embedding", "index": i, "embedding": vector} for i in range(len(items))]
         return JSONResponse({"object": "list", "data": data, "model": model, "usage": call.usage})
