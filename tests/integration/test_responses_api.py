@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from pydantic import BaseModel
@@ -123,6 +124,18 @@ def test_a_response_is_translated_for_every_route_and_charged_exactly(
     entry = app.store.list_entries(app.key.account_id, Bucket.CREDIT)[-1]
     assert (entry.entry_id, entry.amount) == (raw.headers["x-forge-ledger-entry"], -charge)
     app.assert_money_whole()
+
+
+def test_the_response_id_finds_its_receipt(app: ServedApp) -> None:
+    response = app.sdk().responses.create(model="openai", input="Where did my money go?")
+
+    receipt = httpx.get(
+        f"{app.url}/v1/requests/{response.id}",
+        headers={"Authorization": f"Bearer {app.plaintext}"},
+    )
+
+    assert receipt.status_code == 200, receipt.text
+    assert receipt.json()["request_id"] == response.id.removeprefix("resp_")
 
 
 def test_the_translated_chat_body_carries_instructions_input_items_and_limits(

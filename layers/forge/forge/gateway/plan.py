@@ -34,10 +34,16 @@ def worst_case_input_tokens(request: CallRequest) -> int:
     UTF-8 bytes they read, and the JSON framing covers each message's role overhead."""
     if isinstance(request, EmbeddingsRequest):
         return len(json.dumps(request.input, ensure_ascii=False).encode("utf-8"))
-    payload = [m.model_dump(exclude_none=True) for m in request.messages]
-    extras = {k: v for k, v in (request.model_extra or {}).items() if k in ("tools", "functions")}
+    body = request.model_dump(exclude_none=True)
+    payload = body["messages"]
+    # Tool definitions and a structured output's schema are prompt tokens too.
+    extras = {k: body[k] for k in _PROMPT_FIELDS if k in body}
     bound = len(json.dumps([payload, extras], ensure_ascii=False).encode("utf-8"))
-    return bound + (TOOL_PROMPT_TOKENS if extras else 0)
+    tools = "tools" in extras or "functions" in extras
+    return bound + (TOOL_PROMPT_TOKENS if tools else 0)
+
+
+_PROMPT_FIELDS = ("tools", "functions", "tool_choice", "response_format")
 
 
 def estimated_input_tokens(request: CallRequest) -> int:

@@ -77,6 +77,8 @@ async def get_balance(key: KeyDep, store: StoreDep) -> BalanceView:
 async def get_receipt(
     key: KeyDep, store: StoreDep, request_id: Annotated[str, Path(max_length=64)]
 ) -> Receipt:
+    # A Responses API id is `resp_<request id>`: either finds the receipt.
+    request_id = request_id.removeprefix("resp_")
     receipt = await asyncio.to_thread(store.get_receipt, key.account_id, request_id)
     if receipt is None:
         raise NotFound(f"No request '{request_id}' for this account", param="request_id")
