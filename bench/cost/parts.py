@@ -327,6 +327,20 @@ def _notes(
         f" {statement['dynamodb']['rru']:.0f} RRU of ledger Queries for"
         f" {statement['entries']} entries."
     )
+    by_kind = measurement["calls"].get("response_bytes_by_kind", {})
+    tokens = measurement["calls"]["mean"]["completion_tokens"]
+    if {"stream", "non_stream"} <= set(by_kind) and tokens:
+        # Both kinds carry the same answer; what a stream sends on top is per-chunk framing.
+        per_token = (by_kind["stream"] - by_kind["non_stream"]) / tokens
+        streamed_200 = by_kind["non_stream"] + 200 * per_token
+        at_200 = streamed_200 / GB * prices.usd("apigateway_data_transfer_out_gb") * MILLION
+        notes.append(
+            "Data out grows with the answer, most for streams (one SSE event per chunk): the"
+            f" run's streamed calls sent {by_kind['stream']:,.0f} bytes for {tokens:g}"
+            f" completion tokens, the non-streamed {by_kind['non_stream']:,.0f}, so about"
+            f" {per_token:.0f} bytes more a streamed token; a 200-token streamed answer would"
+            f" send about {streamed_200 / 1000:.0f} KB: ${at_200:.2f} per 1M calls."
+        )
     first = measurement["first_calls"][0]["store"]
     notes.append(
         f"A fresh container's first call made {first['round_trips']} DynamoDB round trips"

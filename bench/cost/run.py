@@ -206,6 +206,14 @@ def summarize_calls(calls: list[Call]) -> dict[str, Any]:
         "count": len(rows),
         "streamed": sum(1 for c in calls if c.stream),
         "mean": {k: statistics.fmean(v) for k, v in values.items()},
+        "response_bytes_by_kind": {
+            kind: statistics.fmean(r["response_bytes"] for r in picked)
+            for kind, picked in (
+                ("non_stream", [r for r in rows if not r["stream"]]),
+                ("stream", [r for r in rows if r["stream"]]),
+            )
+            if picked
+        },
         "range": {k: [min(v), max(v)] for k, v in values.items()},
         "failed_store_calls": sum(r["store"]["failed_calls"] for r in rows),
         "example": rows[0],
