@@ -9,7 +9,7 @@ PORT ?= 8080
 COMPAT_JS := tests/compat/js
 COMPAT_STAMP := $(COMPAT_JS)/node_modules/.installed-$(shell cat $(COMPAT_JS)/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: dev test test-fast test-compat compat-deps compat-table sim lint format typecheck bench build validate deploy deploy-guided deploy-prod clean
+.PHONY: dev test test-fast test-compat compat-deps compat-table sim lint format typecheck bench cost build validate deploy deploy-guided deploy-prod clean
 
 $(STAMP): pyproject.toml layers/forge/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,14 @@ sim: $(STAMP)
 ## Measure overhead, round trips, cold starts and a busy wallet (not part of `make test`).
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## Dollars per 1M paid requests by part, from a measured run and a dated price file; writes
+## bench/cost.json, docs/performance.md's cost section and README's table (not part of
+## `make test`). PRICES=path prices with your own file; COST_REQUESTS=n calls of each kind.
+PRICES ?= bench/prices.json
+COST_REQUESTS ?= 50
+cost: $(STAMP)
+	$(BIN)/python -m bench.cost --requests $(COST_REQUESTS) --prices $(PRICES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
