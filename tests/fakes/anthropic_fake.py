@@ -26,6 +26,7 @@ from tests.fakes.base import (
     Fault,
     error_event_at,
     reply_words,
+    schema_instance,
     tokens_of,
     wants_tool,
 )
@@ -205,6 +206,10 @@ class FakeAnthropic(FakeProvider):
         tool = wants_tool(prompt, body.get("tools")) and last["role"] == "user"
         endless = fault is not None and fault.kind == "endless"
         words = [] if tool else reply_words(prompt, body["max_tokens"], endless=endless)
+        output_format = (body.get("output_config") or {}).get("format") or {}
+        if output_format.get("type") == "json_schema" and not tool:  # structured outputs
+            schema = output_format["schema"]
+            words = json.dumps(schema_instance(schema, schema.get("$defs") or {})).split(" ")
         tool_input = {"city": "Paris"}
         output = 12 if tool else len(words)
         usage = self.usage(body, output)

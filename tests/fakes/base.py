@@ -275,3 +275,20 @@ async def _guarded(
     finally:
         if not finished:
             call.closed_early = True
+
+
+def schema_instance(schema: dict[str, Any], defs: dict[str, Any]) -> Any:
+    """A deterministic value that satisfies a (structured outputs) JSON schema."""
+    if "$ref" in schema:
+        return schema_instance(defs[str(schema["$ref"]).rsplit("/", 1)[-1]], defs)
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if schema.get("anyOf"):
+        return schema_instance(schema["anyOf"][0], defs)
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {name: schema_instance(value, defs) for name, value in properties.items()}
+    if kind == "array":
+        return [schema_instance(schema.get("items") or {}, defs)]
+    return {"string": "Paris", "integer": 21, "number": 21.5, "boolean": True}.get(str(kind))

@@ -26,6 +26,7 @@ from tests.fakes.base import (
     Fault,
     error_event_at,
     reply_words,
+    schema_instance,
     tokens_of,
     wants_tool,
 )
@@ -39,6 +40,7 @@ _CONFIG_KEYS = {
     "stopSequences",
     "candidateCount",
     "responseMimeType",
+    "responseJsonSchema",
     "seed",
     "thinkingConfig",
 }
@@ -189,6 +191,9 @@ class FakeGemini(FakeProvider):
         limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
         endless = fault is not None and fault.kind == "endless"
         words = [] if tool else reply_words(prompt, limit, endless=endless)
+        schema = (body.get("generationConfig") or {}).get("responseJsonSchema")
+        if schema is not None and not tool:  # structured output: one instance of the schema
+            words = json.dumps(schema_instance(schema, schema.get("$defs") or {})).split(" ")
         output = 7 if tool else len(words)
         usage = self.usage(body, model, output)
         call.usage = usage

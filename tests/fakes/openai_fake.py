@@ -29,6 +29,7 @@ from tests.fakes.base import (
     Fault,
     error_event_at,
     reply_words,
+    schema_instance,
     tokens_of,
     wants_tool,
 )
@@ -61,23 +62,6 @@ def _error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _instance(schema: dict[str, Any], defs: dict[str, Any]) -> Any:
-    """A deterministic value that satisfies a (structured outputs) JSON schema."""
-    if "$ref" in schema:
-        return _instance(defs[str(schema["$ref"]).rsplit("/", 1)[-1]], defs)
-    if schema.get("enum"):
-        return schema["enum"][0]
-    if schema.get("anyOf"):
-        return _instance(schema["anyOf"][0], defs)
-    kind = schema.get("type")
-    if kind == "object":
-        properties = schema.get("properties") or {}
-        return {name: _instance(value, defs) for name, value in properties.items()}
-    if kind == "array":
-        return [_instance(schema.get("items") or {}, defs)]
-    return {"string": "Paris", "integer": 21, "number": 21.5, "boolean": True}.get(str(kind))
-
-
 def structured_reply(body: dict[str, Any]) -> str | None:
     """With `response_format` json_schema the fake answers JSON matching the schema, as
     OpenAI's structured outputs do."""
@@ -85,7 +69,7 @@ def structured_reply(body: dict[str, Any]) -> str | None:
     if response_format.get("type") != "json_schema":
         return None
     schema = (response_format.get("json_schema") or {}).get("schema") or {}
-    return json.dumps(_instance(schema, schema.get("$defs") or {}))
+    return json.dumps(schema_instance(schema, schema.get("$defs") or {}))
 
 
 class FakeOpenAI(FakeProvider):

@@ -446,6 +446,23 @@ def test_parse_with_a_pydantic_text_format_returns_the_parsed_object(app: Served
     app.assert_money_whole()
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_structured_output_is_carried_to_every_route(app: ServedApp, provider: str) -> None:
+    # A Claude route gets Claude's structured outputs (output_config.format), Gemini its JSON
+    # response schema: the schema is enforced upstream, never silently dropped.
+    response = app.sdk().responses.parse(
+        model=provider, input="The weather in Paris, as JSON", text_format=Weather
+    )
+
+    assert response.output_parsed == Weather(city="Paris", temp_c=21, sunny=True)
+    body = served(app, provider).body
+    if provider == "anthropic":
+        output_format = body["output_config"]["format"]
+        assert output_format["type"] == "json_schema"
+        assert set(output_format["schema"]["properties"]) == {"city", "temp_c", "sunny"}
+    app.assert_money_whole()
+
+
 def test_json_object_format_becomes_a_json_object_response_format(app: ServedApp) -> None:
     app.sdk().responses.create(
         model="openai", input="JSON please", text={"format": {"type": "json_object"}}

@@ -112,8 +112,12 @@ def to_generate_content_request(body: dict[str, Any]) -> dict[str, Any]:
             config[theirs] = body[ours]
     if (stop := body.get("stop")) is not None:
         config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
-    if (body.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"
+    if response_format.get("type") == "json_schema":  # Gemini enforces a JSON Schema itself
+        schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+        config["responseJsonSchema"] = schema
     if config:
         request["generationConfig"] = config
     if tools := body.get("tools"):

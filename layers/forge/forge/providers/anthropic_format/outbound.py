@@ -16,6 +16,7 @@ from forge.providers.anthropic_format.terms import (
     usage_from_anthropic,
 )
 
+JSON_OBJECT_INSTRUCTION = "Answer with one JSON object and nothing else."
 # Anthropic error types that are worth another try (overloaded is HTTP 529).
 _TRANSIENT_ERRORS = {"overloaded_error", "api_error", "rate_limit_error", "timeout_error"}
 
@@ -93,6 +94,14 @@ def to_messages_request(body: dict[str, Any]) -> dict[str, Any]:
         "max_tokens": body.get("max_tokens") or body.get("max_completion_tokens"),
         "messages": messages,
     }
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        # Claude's structured outputs: the same JSON schema, enforced by the model.
+        schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+        request["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    elif response_format.get("type") == "json_object":
+        # No schema to enforce: asked for, as OpenAI's JSON mode also wants the prompt to ask.
+        system.append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
     if system:
         request["system"] = system
     if (stop := body.get("stop")) is not None:
