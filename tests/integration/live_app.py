@@ -4,8 +4,6 @@ official `openai` and `anthropic` SDKs call in the tests that use it."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +15,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from forge.api import create_app
 from forge.domain.money import Bucket
@@ -28,6 +25,7 @@ from forge.store.dynamo.store import DynamoStore
 from forge.wiring import get_store
 from tests.conftest import clear_cached_factories
 from tests.integration.providers_kit import Fakes
+from tests.serving import serving
 
 
 @dataclass
@@ -93,21 +91,5 @@ def live_app(
     credit_wallet(store, account_id, Bucket.CREDIT, credit, source="test", memo="top-up")
     plaintext, _ = issue_key(store, account_id)
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.01)
-    try:
-        yield LiveApp(f"http://127.0.0.1:{port}", plaintext, account_id, store, fakes)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(create_app()) as url:
+        yield LiveApp(url, plaintext, account_id, store, fakes)

@@ -4,9 +4,6 @@ those tests check of the money after each call."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -14,7 +11,6 @@ from typing import Any
 
 import httpx
 import openai
-import uvicorn
 
 from forge.api import create_app
 from forge.api.deps import get_gateway
@@ -25,6 +21,7 @@ from forge.ledger.reconcile import reconcile
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
 from forge.store.dynamo.store import DynamoStore
 from tests.integration.providers_kit import Fakes, catalog_for_tests, gateway
+from tests.serving import serving
 
 
 @dataclass
@@ -80,27 +77,13 @@ def serve_app(
     app = create_app()
     gw = gateway(store, fakes, catalog, timeout=timeout)
     app.dependency_overrides[get_gateway] = lambda: gw
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.run, daemon=True, name="forge-app")
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.01)
-    served = ServedApp(f"http://127.0.0.1:{port}", store, fakes, key, plaintext, catalog)
-    try:
-        yield served
-    finally:
-        for client in served.clients:
-            client.close()
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(app) as url:
+        served = ServedApp(url, store, fakes, key, plaintext, catalog)
+        try:
+            yield served
+        finally:
+            for client in served.clients:
+                client.close()
 
 
 def _funded(store: DynamoStore) -> tuple[str, ApiKey]:

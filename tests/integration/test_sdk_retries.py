@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +25,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-import uvicorn
 
 from forge.api import create_app
 from forge.domain.money import Bucket, Usage, token_cost
@@ -41,6 +38,7 @@ from forge.wiring import get_store
 from forge_tools.emulator import Resources
 from tests.fakes.base import Fault
 from tests.fakes.openai_fake import FakeOpenAI
+from tests.serving import serving
 
 UPSTREAM_MODEL = "demo-official-1"
 QUESTION = "Explain, slowly, why a ledger never forgets."
@@ -96,23 +94,11 @@ def stack(aws_stack: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sta
     credit_wallet(store, account_id, Bucket.CREDIT, "5.00", source="test", memo="top-up")
     plaintext, _ = issue_key(store, account_id)
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield Stack(f"http://127.0.0.1:{port}", plaintext, account_id, store, upstream, 5_000_000)
-    finally:
-        upstream.stop()  # first: the gateway's pooled connections to it close with it
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(create_app()) as url:
+        try:
+            yield Stack(url, plaintext, account_id, store, upstream, 5_000_000)
+        finally:
+            upstream.stop()  # first: the gateway's pooled connections to it close with it
 
 
 def openai_call(stack: Stack, **options: Any) -> tuple[dict[str, str], int]:

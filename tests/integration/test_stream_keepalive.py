@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +18,6 @@ from datetime import timedelta
 
 import httpx
 import pytest
-import uvicorn
 
 from forge.api import create_app
 from forge.domain.money import Bucket
@@ -32,6 +29,7 @@ from forge.wiring import get_store
 from forge_tools.emulator import Resources
 from tests.fakes.base import Fault
 from tests.fakes.openai_fake import FakeOpenAI
+from tests.serving import serving
 
 UPSTREAM_MODEL = "demo-official-1"
 BODY = {
@@ -91,23 +89,11 @@ def gateway(aws_stack: Resources, monkeypatch: pytest.MonkeyPatch) -> Iterator[G
     credit_wallet(store, account_id, Bucket.CREDIT, "5.00", source="test", memo="top-up")
     plaintext, _ = issue_key(store, account_id)
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield Gateway(f"http://127.0.0.1:{port}", plaintext, account_id, store, upstream)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        upstream.stop()
+    with serving(create_app()) as url:
+        try:
+            yield Gateway(url, plaintext, account_id, store, upstream)
+        finally:
+            upstream.stop()
 
 
 def test_a_stream_that_opens_quickly_sends_no_comment_and_names_its_route(
