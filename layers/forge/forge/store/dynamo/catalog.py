@@ -14,11 +14,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from forge.domain.catalog import Catalog, CatalogModel
 from forge.domain.errors import BudgetStoreUnavailable, ConcurrentUpdate, NotFound
 from forge.domain.records import utcnow
+from forge.store.dynamo.batch import batch_get
 from forge.store.dynamo.items import TypeSerializer, from_item, to_item
 from forge.store.dynamo.schema import CATALOG_INDEX_SK, catalog_key, catalog_model_sk
 
 _serializer = TypeSerializer()
-_BATCH = 100  # BatchGetItem's limit per call
 
 
 def _key(sk: str) -> dict[str, Any]:
@@ -59,16 +59,10 @@ class DynamoCatalogStore:
             return None
         ids, _ = index
         found: dict[str, CatalogModel] = {}
-        for start in range(0, len(ids), _BATCH):
-            keys = [_key(catalog_model_sk(i)) for i in ids[start : start + _BATCH]]
-            request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                with _store_errors():
-                    got = self._db.batch_get_item(RequestItems=request)
-                for item in got["Responses"].get(self._table, []):
-                    model = CatalogModel.model_validate_json(item["model"]["S"])
-                    found[model.id] = model
-                request = got.get("UnprocessedKeys") or {}
+        with _store_errors():
+            for item in batch_get(self._db, self._table, [_key(catalog_model_sk(i)) for i in ids]):
+                model = CatalogModel.model_validate_json(item["model"]["S"])
+                found[model.id] = model
         return Catalog(models=[found[i] for i in ids if i in found])
 
     def _write(self, models: list[CatalogModel], removed: list[str], order: list[str]) -> None:

@@ -29,6 +29,7 @@ from forge.store.dynamo.base import (
     epoch,
     store_errors,
 )
+from forge.store.dynamo.batch import batch_get
 from forge.store.dynamo.items import dump, from_item, to_item
 
 # Envelope counters; several are DynamoDB reserved words, so always go through names.
@@ -207,14 +208,8 @@ class DynamoHolds(DynamoTables):
         wallet_key = schema.wallet_key(account_id, bucket)
         keys = [wallet_key, *(schema.envelope_key(e) for e in envelopes)]
         with store_errors():
-            got = self._db.batch_get_item(
-                RequestItems={
-                    self._budget: {"Keys": [to_item(k) for k in keys], "ConsistentRead": True}
-                }
-            )
-        items = {
-            (v["pk"], v["sk"]): v for v in map(from_item, got["Responses"].get(self._budget, []))
-        }
+            read = batch_get(self._db, self._budget, [to_item(k) for k in keys])
+            items = {(v["pk"], v["sk"]): v for v in map(from_item, read)}
         wallet = items.get((wallet_key["pk"], wallet_key["sk"]), {})
         rooms = {
             f"bucket:{bucket.value}": (
