@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ from forge.domain.records import HoldStatus, KeyCaps, LedgerKind
 from forge.domain.requests import ChatCompletionRequest
 from forge.gateway import Gateway, RequestLimits
 from forge.ledger.reconcile import reconcile
-from forge.ledger.sweeper import sweep
+from forge.ledger.sweeper import SweepIncomplete, sweep
 from forge.money_in.codes import claim_code, create_code
 from forge.money_in.webhooks import PaymentEvent, apply_payment
 from forge.providers.openai import OpenAICompatProvider
@@ -273,4 +274,41 @@ def test_a_served_call_whose_settle_answer_is_lost_is_charged_once(
     assert sweep(store, NOW.replace(year=2030)).settled == []
     wallet = store.get_wallet(ACCOUNT, Bucket.CREDIT)
     assert (wallet.balance, wallet.held) == (1_000_000 - stored.charge, 0)
+    assert_conserved(store)
+
+
+def test_a_hold_the_sweeper_cannot_resolve_does_not_stop_the_others(
+    stack: MemoryStack, store: DynamoStore
+) -> None:
+    expired = [hold(f"req_{n}", 100, expires_in=timedelta(minutes=-n)) for n in range(1, 6)]
+    for held in expired:
+        store.reserve(held)
+    faults(stack).inject(
+        FaultKind.INTERNAL_ERROR, operation=TRANSACT, key={"pk": "HOLD#req_2"}, times=None
+    )
+
+    with pytest.raises(SweepIncomplete) as failed:
+        sweep(store, NOW)
+
+    assert failed.value.request_ids == ["req_2"]
+    assert [h.request_id for h in store.expired_holds(NOW)] == ["req_2"]
+    faults(stack).clear()
+    assert sweep(store, NOW).voided == ["req_2"]
+    assert store.get_wallet(ACCOUNT, Bucket.CREDIT).held == 0
+    assert_conserved(store)
+
+
+def test_a_failing_store_stops_the_sweep_after_three_failures_in_a_row(
+    stack: MemoryStack, store: DynamoStore
+) -> None:
+    for n in range(1, 6):
+        store.reserve(hold(f"req_{n}", 100, expires_in=timedelta(minutes=-n)))
+    faults(stack).inject(FaultKind.UNREACHABLE, operation=TRANSACT, times=None)
+
+    with pytest.raises(BudgetStoreUnavailable):
+        sweep(store, NOW)
+
+    assert len(faults(stack).log) == 3  # not one attempt per hold against a store that is down
+    faults(stack).clear()
+    assert len(sweep(store, NOW).voided) == 5
     assert_conserved(store)
