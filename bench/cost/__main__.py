@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench.cost.levers import floor, weigh
 from bench.cost.parts import DURATIONS, Prices, price
 from bench.cost.report import (
     DOCS_END,
@@ -28,6 +29,12 @@ from bench.cost.report import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _shown(path: Path) -> str:
+    """A path inside the project relative to it, so the JSON does not name a checkout."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,13 +61,16 @@ def main(argv: list[str] | None = None) -> None:
         measurement = measure(args.requests)
     costs = price(measurement, prices, template)
     document = {
-        "prices_file": str(args.prices),
+        "prices_file": _shown(args.prices),
         "prices": prices.document,
         "costs": costs.as_json(),
         "measurement": measurement,
     }
     args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    replace_between(args.docs, DOCS_START, DOCS_END, docs_section(measurement, prices, costs))
+    section = docs_section(
+        measurement, prices, costs, weigh(measurement, prices, template), floor(prices)
+    )
+    replace_between(args.docs, DOCS_START, DOCS_END, section)
     replace_between(args.readme, README_START, README_END, readme_table(measurement, prices, costs))
     print("\n".join(cost_table(costs)))
     print(f"(dollars per 1M paid requests at {', '.join(f'{s:g} s' for s in DURATIONS)})")

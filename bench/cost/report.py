@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bench.cost.levers import Floor, LeverResult
 from bench.cost.parts import DURATIONS, HEADLINE, Costs, Prices
 
 DOCS_START = "<!-- cost:start (written by `make cost`; edit outside these markers) -->"
@@ -21,7 +22,7 @@ def _row(*cells: object) -> str:
 
 
 def _usd(amount: Decimal) -> str:
-    return f"${amount:,.2f}"
+    return f"-${-amount:,.2f}" if amount < 0 else f"${amount:,.2f}"
 
 
 def _seconds(s: float) -> str:
@@ -39,6 +40,23 @@ def cost_table(costs: Costs) -> list[str]:
     lines.append(
         _row("**total**", *(f"**{_usd(costs.total(s))}**" for s in DURATIONS), "the parts' sum")
     )
+    return lines
+
+
+def lever_table(levers: Sequence[LeverResult], lowest: Floor) -> list[str]:
+    """Each lever's total at the headline duration, before and after, and the floor."""
+    lines = [
+        _row("lever", "state", "before", "after", "change", "why"),
+        _row(*["---"] * 6),
+    ]
+    for r in levers:
+        state = "applied" if r.lever.applied else "what-if"
+        change = r.after - r.before
+        lines.append(
+            _row(r.lever.name, state, _usd(r.before), _usd(r.after), _usd(change), r.lever.note)
+        )
+    parts = "; ".join(f"{name} {_usd(usd)}" for name, usd in lowest.lines)
+    lines.append(_row("**floor of these services**", "model", "", _usd(lowest.total), "", parts))
     return lines
 
 
@@ -81,7 +99,13 @@ def _variant_rows(measurement: Mapping[str, Any], prices: Prices) -> list[str]:
     return rows
 
 
-def docs_section(measurement: Mapping[str, Any], prices: Prices, costs: Costs) -> list[str]:
+def docs_section(
+    measurement: Mapping[str, Any],
+    prices: Prices,
+    costs: Costs,
+    levers: Sequence[LeverResult],
+    lowest: Floor,
+) -> list[str]:
     """The generated part of docs/performance.md's cost section."""
     q = costs.quantities
     m = measurement
@@ -99,6 +123,12 @@ def docs_section(measurement: Mapping[str, Any], prices: Prices, costs: Costs) -
         " their sum.",
         "",
         *cost_table(costs),
+        "",
+        f"Levers, at {_seconds(HEADLINE)} upstream: the same run priced with and without each"
+        " change to template.yaml. The floor is a model (what any design would pay these"
+        " services), not a measurement.",
+        "",
+        *lever_table(levers, lowest),
         "",
         "What one warm paid call does, as recorded:",
         "",

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from forge_tools.emulator import Emulator, Resources
-from tests.sam.built import BUILD_DIR, SAM, TEMPLATE, assert_ok, run
+from forge_tools.emulator import Emulator, Resources, load_template
+from tests.sam.built import BUILD_DIR, LAYER_ID, ROOT, SAM, TEMPLATE, assert_ok, run
+from tests.sam.native import runnable_copy
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,17 @@ def sam_build(python312: str) -> Path:
     proc = run(["bash", str(SAM), "build"], timeout=1800)
     assert_ok(proc, "tools/sam.sh build")
     return BUILD_DIR
+
+
+@pytest.fixture(scope="session")
+def lambda_build(sam_build: Path, python312: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The build as this machine can run it: a copy in which each native extension built for
+    Lambda's arm64 is the same version's wheel for this machine (tests/sam/native.py)."""
+    template = load_template(sam_build / "template.yaml")
+    layer = template["Resources"][LAYER_ID]["Properties"]["ContentUri"]
+    into = tmp_path_factory.mktemp("lambda") / "build"
+    cache = ROOT / ".aws-sam" / "host-wheels"
+    return runnable_copy(sam_build, f"{layer}/python", into, python312, cache)
 
 
 @pytest.fixture(scope="session")

@@ -86,17 +86,18 @@ def upstream() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture
 def proxy(
-    sam_build: Path,
+    lambda_build: Path,
     python312: str,
     emulator: Emulator,
     backend: Resources,
     upstream: FakeOpenAI,
     tmp_path: Path,
 ) -> Iterator[Proxy]:
-    template = load_template(sam_build / "template.yaml")
+    template = load_template(lambda_build / "template.yaml")
     props = template["Resources"]["ProxyFunction"]["Properties"]
-    code_dir = sam_build / props["CodeUri"]
-    layer_dir = sam_build / template["Resources"][LAYER_ID]["Properties"]["ContentUri"] / "python"
+    code_dir = lambda_build / props["CodeUri"]
+    layer = template["Resources"][LAYER_ID]["Properties"]["ContentUri"]
+    layer_dir = lambda_build / layer / "python"
     entry = code_dir / props["Handler"]
     assert props["Handler"] == "run.sh" and os.access(entry, os.X_OK), f"{entry} not executable"
 

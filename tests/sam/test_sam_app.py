@@ -37,7 +37,7 @@ def _with_key(event: dict[str, Any], plaintext: str) -> dict[str, Any]:
 
 
 def test_account_function_answers_the_balance_event(
-    sam_build: Path, python312: str, emulator: Emulator, backend: Resources, tmp_path: Path
+    lambda_build: Path, python312: str, emulator: Emulator, backend: Resources, tmp_path: Path
 ) -> None:
     # Given an account with a key and 25.00 of Credit, and the GET /v1/balance event
     plaintext = seed_api_key(emulator, backend)
@@ -49,7 +49,7 @@ def test_account_function_answers_the_balance_event(
 
     # When the built account function (Mangum) handles it
     run = invoke_built(
-        sam_build,
+        lambda_build,
         "AccountFunction",
         _with_key(load_event("account_balance"), plaintext),
         python312=python312,
@@ -66,7 +66,7 @@ def test_account_function_answers_the_balance_event(
 
 
 def test_account_function_pages_the_ledger_from_a_query_string(
-    sam_build: Path, python312: str, emulator: Emulator, backend: Resources, tmp_path: Path
+    lambda_build: Path, python312: str, emulator: Emulator, backend: Resources, tmp_path: Path
 ) -> None:
     plaintext = seed_api_key(emulator, backend)
     store = DynamoStore(
@@ -77,7 +77,7 @@ def test_account_function_pages_the_ledger_from_a_query_string(
         credit_wallet(store, account_id, Bucket.CREDIT, amount, source="test", memo=amount)
 
     run = invoke_built(
-        sam_build,
+        lambda_build,
         "AccountFunction",
         _with_key(load_event("account_ledger"), plaintext),
         python312=python312,
@@ -97,7 +97,7 @@ def test_account_function_pages_the_ledger_from_a_query_string(
 def test_account_function_serves_no_paid_route(
     method: str,
     path: str,
-    sam_build: Path,
+    lambda_build: Path,
     python312: str,
     emulator: Emulator,
     backend: Resources,
@@ -108,7 +108,12 @@ def test_account_function_serves_no_paid_route(
     event.update(path=path, httpMethod=method, pathParameters={"proxy": path.lstrip("/")})
 
     run = invoke_built(
-        sam_build, "AccountFunction", event, python312=python312, backend=backend, tmp_path=tmp_path
+        lambda_build,
+        "AccountFunction",
+        event,
+        python312=python312,
+        backend=backend,
+        tmp_path=tmp_path,
     )
 
     assert run.returncode == 0, run.output
@@ -117,10 +122,10 @@ def test_account_function_serves_no_paid_route(
 
 
 def test_archiver_reports_no_failed_records(
-    sam_build: Path, python312: str, backend: Resources, tmp_path: Path
+    lambda_build: Path, python312: str, backend: Resources, tmp_path: Path
 ) -> None:
     run = invoke_built(
-        sam_build,
+        lambda_build,
         "ArchiverFunction",
         load_event("archiver"),
         python312=python312,
@@ -133,10 +138,10 @@ def test_archiver_reports_no_failed_records(
 
 
 def test_statements_function_runs(
-    sam_build: Path, python312: str, backend: Resources, tmp_path: Path
+    lambda_build: Path, python312: str, backend: Resources, tmp_path: Path
 ) -> None:
     run = invoke_built(
-        sam_build,
+        lambda_build,
         "StatementFunction",
         load_event("statements"),
         python312=python312,
@@ -147,10 +152,10 @@ def test_statements_function_runs(
 
 
 def test_sweeper_function_runs_and_reports(
-    sam_build: Path, python312: str, backend: Resources, tmp_path: Path
+    lambda_build: Path, python312: str, backend: Resources, tmp_path: Path
 ) -> None:
     run = invoke_built(
-        sam_build,
+        lambda_build,
         "SweeperFunction",
         load_event("sweeper"),
         python312=python312,
@@ -162,11 +167,11 @@ def test_sweeper_function_runs_and_reports(
 
 
 def test_reconcile_function_finds_no_drift_in_a_fresh_account(
-    sam_build: Path, python312: str, emulator: Emulator, backend: Resources, tmp_path: Path
+    lambda_build: Path, python312: str, emulator: Emulator, backend: Resources, tmp_path: Path
 ) -> None:
     seed_api_key(emulator, backend)
     run = invoke_built(
-        sam_build,
+        lambda_build,
         "ReconcileFunction",
         load_event("reconcile"),
         python312=python312,

@@ -121,7 +121,7 @@ def test_the_proxy_runs_uvicorn_behind_the_web_adapter_for_15_minutes(
     # a hold outlives the longest call that made it, so the sweeper never voids a live one
     assert int(env["FORGE_HOLD_TTL_SECONDS"]) > proxy["Timeout"]
     adapter = json.dumps(proxy["Layers"])
-    assert "LambdaAdapterLayerX86:26" in adapter and "LambdaAdapterLayerArn" in adapter
+    assert "LambdaAdapterLayerArm64:26" in adapter and "LambdaAdapterLayerArn" in adapter
     account = transformed["Resources"]["AccountFunction"]["Properties"]
     assert account["Handler"] == "app.handler" and account["Timeout"] <= 29
 
