@@ -614,6 +614,8 @@ def drive_account_views(setup: Setup) -> None:
     )
     invoke_account(api_event("GET", "/v1/usage", key=key))
     invoke_account(api_event("GET", f"/v1/runs/{setup.run_id}", key=key))
+    invoke_account(api_event("GET", "/v1/runs", key=key))  # with the page's run budgets
+    invoke_account(api_event("GET", "/v1/requests", key=key, query={"status": "succeeded"}))
     listed = invoke_account(api_event("GET", "/v1/statements", key=key))
     assert listed["data"], listed
     redeem = json.dumps({"code": setup.code}).encode()

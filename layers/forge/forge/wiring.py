@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the gateway and its providers load only where a request is 
     from forge.gateway import Gateway
     from forge.gateway.auth import Keys
     from forge.providers.secret import ProviderSecret
+    from forge.store.dynamo.listings import ConsoleListings
 
 
 @cache
@@ -62,6 +63,14 @@ def get_archive() -> S3Archive:
 def get_ledger_views() -> LedgerViews:
     """This process's views over its ledger table; cheap to build, the client is cached."""
     return LedgerViews(dynamodb_client(), get_settings().ledger_table)
+
+
+def get_console_listings() -> ConsoleListings:
+    """The requests and runs listings (the web console's), over the ledger and budget tables."""
+    from forge.store.dynamo.listings import ConsoleListings
+
+    settings = get_settings()
+    return ConsoleListings(dynamodb_client(), settings.ledger_table, settings.budget_table)
 
 
 @cache

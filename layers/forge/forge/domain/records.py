@@ -171,6 +171,30 @@ class Attempt(BaseModel):
     wait_ms: int | None = None
 
 
+class Refusal(BaseModel):
+    """The envelope that refused a request, as its 402 named it: decimals of the bucket's
+    currency (limit, what was left, the smallest hold the call asked for)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    envelope: str
+    limit: str
+    remaining: str
+    requested: str
+
+    @classmethod
+    def of(cls, code: str, details: dict[str, object]) -> Refusal | None:
+        """The refusal an error's details describe, if it is an envelope's 402."""
+        if code != "budget_exceeded" or not {"envelope", "remaining"} <= details.keys():
+            return None
+        return cls(
+            envelope=str(details["envelope"]),
+            limit=str(details.get("limit", "")),
+            remaining=str(details["remaining"]),
+            requested=str(details.get("requested", "")),
+        )
+
+
 class Receipt(BaseModel):
     """One per request, failed ones too: everything needed to explain its charge."""
 
@@ -199,6 +223,7 @@ class Receipt(BaseModel):
     settlement: Literal["settled", "deferred"] = "settled"
     error_code: str | None = None
     note: str | None = None
+    refusal: Refusal | None = None  # a budget_exceeded refusal: which envelope, what was left
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -209,6 +209,21 @@ def run_partition(account_id: str, run_id: str) -> tuple[str, str]:
     return BY_SCOPE_INDEX, f"RUN#{account_id}#{run_id}"
 
 
+def runs_partition(account_id: str) -> tuple[str, str]:
+    """(index, partition) of an account's runs: one run total per run and bucket."""
+    return BY_TIME_INDEX, f"RUNS#{account_id}"
+
+
+def run_index_attributes(
+    account_id: str, run_id: str, bucket: Bucket | None, first_call_at: datetime
+) -> dict[str, str]:
+    """What a run total carries so the runs listing finds it, by its first call's time."""
+    return {
+        "time_pk": runs_partition(account_id)[1],
+        "time_sk": f"{time_key(first_call_at)}#{run_id}#{bucket.value if bucket else '-'}",
+    }
+
+
 def entry_index_attributes(entry: LedgerEntry) -> dict[str, str]:
     """What a ledger entry item carries so the views can find it."""
     at = time_key(entry.created_at)
