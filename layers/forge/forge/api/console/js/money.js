@@ -16,7 +16,8 @@ export function money(micros, currency) {
   const whole = (abs / 1000000n).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ",");
   let frac = (abs % 1000000n).toString().padStart(6, "0").replace(/0+$/, "");
   frac = frac.padEnd(2, "0");
-  return `${sign}${SYMBOL[currency] ?? ""}${whole}.${frac}${SYMBOL[currency] ? "" : " " + currency}`.trim();
+  if (SYMBOL[currency]) return `${sign}${SYMBOL[currency]}${whole}.${frac}`;
+  return `${sign}${whole}.${frac}${currency ? " " + currency : ""}`;
 }
 
 /** A decimal string of the API ("1.500000") in micro-units, exactly. */
