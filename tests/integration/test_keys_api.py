@@ -458,3 +458,14 @@ def test_a_revoked_key_is_refused_by_another_container_within_two_seconds(
             time.sleep(0.01)
         took = time.monotonic() - revoked_at
     assert took <= KEY_MAX_AGE_SECONDS + 0.3, took
+
+
+def test_last_used_at_is_stamped_after_the_answer(owner: Owner) -> None:
+    key = owner.http.post("/v1/keys", json={"name": "used"}).json()
+    assert key["last_used_at"] is None
+    assert chat(owner.as_(key["key"])).status_code == 200
+    deadline = time.monotonic() + 2
+    while (seen := owner.http.get(f"/v1/keys/{key['id']}").json())["last_used_at"] is None:
+        assert time.monotonic() < deadline, "last_used_at not stamped"
+        time.sleep(0.02)
+    assert anyio_datetime(seen["last_used_at"].replace("Z", "+00:00")) <= utcnow()
