@@ -4,6 +4,7 @@ and each is built once per container (tests clear them with `clear()`)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,20 @@ def get_keys() -> Keys:
 
     from forge.gateway.auth import Keys
 
-    return Keys(get_store(), time.monotonic, anyio.to_thread.run_sync, get_meter())
+    return Keys(
+        get_store(),
+        time.monotonic,
+        anyio.to_thread.run_sync,
+        get_meter(),
+        run_later=background_jobs().submit,
+    )
+
+
+@cache
+def background_jobs() -> ThreadPoolExecutor:
+    """Two threads for work off every request's path (key refreshes, last-used stamps); one
+    pool per process, kept across `clear()`."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="background")
 
 
 def get_failure_queue(queue_url: str) -> SqsFailureQueue:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from forge.api.deps import GatewayDep, KeyDep
+from forge.api.deps import GatewayDep, InferenceKeyDep
 from forge.api.schemas import ModelCard, ModelList, ModelPrices, ModelRoute
 from forge.domain.catalog import CatalogModel, RouteSpec
 from forge.domain.errors import ModelNotFound
@@ -31,7 +31,7 @@ def _card(model: CatalogModel, key: ApiKey) -> ModelCard | None:
     """The model as `key` sees it, priced at its first route (the one that serves unless it
     fails); None when the key may use none of its routes."""
     routes = [r for r in model.routes if r.route_type in key.route_types]
-    if not routes:
+    if not routes or not key.allows_model(model.id):
         return None
     first = routes[0]
     return ModelCard(
@@ -55,7 +55,7 @@ def _card(model: CatalogModel, key: ApiKey) -> ModelCard | None:
 
 
 @router.get("/v1/models")
-async def list_models(key: KeyDep, gateway: GatewayDep) -> ModelList:
+async def list_models(key: InferenceKeyDep, gateway: GatewayDep) -> ModelList:
     """Each model the key may call; `routes` lists every route the key may use, in fallback
     order."""
     models = (await gateway.catalog()).available(await gateway.offered_providers())
@@ -65,11 +65,12 @@ async def list_models(key: KeyDep, gateway: GatewayDep) -> ModelList:
 @router.get("/v1/models/{model_id}")
 async def retrieve_model(
     model_id: Annotated[str, Path(min_length=1, max_length=200)],
-    key: KeyDep,
+    key: InferenceKeyDep,
     gateway: GatewayDep,
 ) -> ModelCard:
     """One model as /v1/models lists it; 404 `model_not_found` when the catalog has no such
-    model, no provider of its routes is offered here, or the key may use none of them."""
+    model, no provider of its routes is offered here, or the key may not use it (its model scope
+    or route types)."""
     catalog = await gateway.catalog()
     card = _card(catalog.resolve(model_id, await gateway.offered_providers()), key)
     if card is None:
