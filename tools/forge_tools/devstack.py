@@ -1,8 +1,9 @@
 """`make dev`: the whole stack on 127.0.0.1 with no cloud account.
 
 The embedded emulator (DynamoDB + S3, from template.yaml), the demo provider, the ledger
-stream feeding the archiver's handler, and the gateway under uvicorn. A demo account and key
-are seeded and written to .local/dev.env for any OpenAI client and for forge-admin.
+stream feeding the archiver's handler, and the gateway under uvicorn. A demo account, its
+inference key and its owner's management key are seeded and written to .local/dev.env, with
+the web console's address, for any OpenAI client, for forge-admin and for the console.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def _serve_in_thread(app: ASGIApp, port: int) -> uvicorn.Server:
 
 def _seed(resources: Resources) -> dict[str, str]:
     from forge.domain.money import Bucket
+    from forge.domain.records import KeyKind
     from forge.money_in.accounts import create_account, credit_wallet, issue_key
     from forge.wiring import get_store
 
@@ -62,9 +64,16 @@ def _seed(resources: Resources) -> dict[str, str]:
     account_id = create_account(store, "Demo account")
     credit_wallet(store, account_id, Bucket.CREDIT, "10.00", source="seed", memo="demo credit")
     credit_wallet(store, account_id, Bucket.RMB, "50.00", source="seed", memo="demo wallet")
-    plaintext, key = issue_key(store, account_id)
+    plaintext, key = issue_key(store, account_id, name="demo")
+    # The owner's key: signs in to the web console (and manages keys through the API).
+    owner, _ = issue_key(store, account_id, kind=KeyKind.MANAGEMENT, name="owner")
     _seed_catalog()
-    return {"FORGE_ACCOUNT_ID": account_id, "FORGE_KEY_ID": key.key_id, "OPENAI_API_KEY": plaintext}
+    return {
+        "FORGE_ACCOUNT_ID": account_id,
+        "FORGE_KEY_ID": key.key_id,
+        "OPENAI_API_KEY": plaintext,
+        "FORGE_MANAGEMENT_KEY": owner,
+    }
 
 
 def _seed_catalog() -> None:
@@ -154,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     resources = emulator.create_resources(TEMPLATE, prefix=LOCAL_STACK)
     demo_port = _free_port()
     base_url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    console_url = f"http://127.0.0.1:{listener.getsockname()[1]}/console/"
     env = {
         **resources.environment(),
         "FORGE_DEMO_BASE_URL": f"http://127.0.0.1:{demo_port}/v1",
@@ -186,7 +196,9 @@ def main(argv: list[str] | None = None) -> None:
             if server.should_exit:
                 return
             time.sleep(0.02)
-        env_file.write({"OPENAI_BASE_URL": base_url, **seeded, **env})
+        env_file.write(
+            {"OPENAI_BASE_URL": base_url, "FORGE_CONSOLE_URL": console_url, **seeded, **env}
+        )
         print(
             f"\nTokens Forge is running on {base_url}\n"
             f"  source {env_file.path}\n"
@@ -195,6 +207,9 @@ def main(argv: list[str] | None = None) -> None:
             f"    -H 'Content-Type: application/json' \\\n"
             f'    -d \'{{"model": "demo-official", "messages": '
             f'[{{"role": "user", "content": "Hello"}}]}}\' -i\n'
+            f"The web console: {console_url}\n"
+            f"  sign in with the management key {seeded['FORGE_MANAGEMENT_KEY']}"
+            f" ($FORGE_MANAGEMENT_KEY)\n"
             f"Ctrl-C stops everything.\n",
             flush=True,
         )
