@@ -82,15 +82,19 @@ export async function render() {
   if (!session.key) return signIn(main);
   const page = (where.id && DETAIL[where.page]) || PAGES[where.page];
   if (!page) return replace(main, h("h1", {}, t("error.notfound")));
-  replace(main, h("p", { class: "muted" }, t("app.loading")));
+  // Each render draws into its own view: one still loading when the user moves on is
+  // detached by the next, so its late answer can never overwrite the page now shown.
+  const view = h("div", { class: "view" }, h("p", { class: "muted" }, t("app.loading")));
+  replace(main, view);
   try {
-    await page(main, where);
+    await page(view, where);
   } catch (error) {
+    if (!view.isConnected) return;
     if (error instanceof ApiError && error.status === 401) {
       session.signOut();
       return render();
     }
-    replace(main, h("h1", {}, error.status === 404 ? t("error.notfound") : t("error.title")),
+    replace(view, h("h1", {}, error.status === 404 ? t("error.notfound") : t("error.title")),
       h("p", { class: "error", role: "alert" }, error.message), h("p", {}, h("a", { href: "#/overview" }, t("nav.overview"))));
   }
 }

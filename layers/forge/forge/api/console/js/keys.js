@@ -65,7 +65,7 @@ function createForm(projects, onCreated) {
       field(t("keys.models"), h("input", { name: "models", placeholder: t("keys.allmodels"), autocomplete: "off" })),
       field(t("keys.expires"), h("input", { name: "expires_at", type: "datetime-local" }), "UTC")),
     h("fieldset", {}, h("legend", {}, t("keys.routetypes")),
-      ["official", "routed"].map((type) => h("label", { class: "check" }, h("input", { type: "checkbox", name: `route_${type}`, checked: true }), t(`routetype.${type}`))),
+      ["official", "routed"].map((type) => h("label", { class: "check" }, h("input", { type: "checkbox", name: `route_${type}`, defaultChecked: true }), t(`routetype.${type}`))),
       h("label", { class: "check" }, h("input", { type: "checkbox", name: "can_call_models" }), t("keys.cancall"))),
     h("fieldset", {}, h("legend", {}, t("keys.caps")), h("div", { class: "grid" }, capFields)),
     h("button", { type: "submit", class: "primary" }, t("keys.create")),
