@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
         help="upstream calls one request may make, retries and fallbacks included (0: default)",
     )
     for status, verb in (("paused", "pause"), ("revoked", "revoke"), ("active", "activate")):
-        change = key.add_parser(verb, help=f"mark a key {status} (applies within 10 s)")
+        change = key.add_parser(verb, help=f"mark a key {status} (applies within 2 s)")
         change.add_argument("--account", required=True)
         change.add_argument("--key-id", required=True)
 

@@ -1,9 +1,9 @@
 """`make dev`: the whole stack on 127.0.0.1 with no cloud account.
 
 The embedded emulator (DynamoDB + S3, from template.yaml), the demo provider, the ledger
-stream feeding the archiver's handler, and the gateway under uvicorn. A demo account, its
-inference key and its owner's management key are seeded and written to .local/dev.env, with
-the web console's address, for any OpenAI client, for forge-admin and for the console.
+stream feeding the archiver's handler, and the gateway under uvicorn. A demo account, an
+inference key and the account's management key are seeded and written to .local/dev.env (for
+any OpenAI client, the console and forge-admin), with the console's URL.
 """
 
 from __future__ import annotations
@@ -55,24 +55,23 @@ def _serve_in_thread(app: ASGIApp, port: int) -> uvicorn.Server:
 
 
 def _seed(resources: Resources) -> dict[str, str]:
+    """The demo account with money in both buckets, an inference key (OPENAI_API_KEY) and
+    the account's management key (FORGE_MANAGEMENT_KEY: the console's sign-in)."""
     from forge.domain.money import Bucket
-    from forge.domain.records import KeyKind
-    from forge.money_in.accounts import create_account, credit_wallet, issue_key
+    from forge.money_in.accounts import create_account_with_owner_key, credit_wallet, issue_key
     from forge.wiring import get_store
 
     store = get_store()
-    account_id = create_account(store, "Demo account")
+    account_id, management_key = create_account_with_owner_key(store, "Demo account")
     credit_wallet(store, account_id, Bucket.CREDIT, "10.00", source="seed", memo="demo credit")
     credit_wallet(store, account_id, Bucket.RMB, "50.00", source="seed", memo="demo wallet")
     plaintext, key = issue_key(store, account_id, name="demo")
-    # The owner's key: signs in to the web console (and manages keys through the API).
-    owner, _ = issue_key(store, account_id, kind=KeyKind.MANAGEMENT, name="owner")
     _seed_catalog()
     return {
         "FORGE_ACCOUNT_ID": account_id,
         "FORGE_KEY_ID": key.key_id,
         "OPENAI_API_KEY": plaintext,
-        "FORGE_MANAGEMENT_KEY": owner,
+        "FORGE_MANAGEMENT_KEY": management_key,
     }
 
 
@@ -162,8 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     emulator = Emulator().start()
     resources = emulator.create_resources(TEMPLATE, prefix=LOCAL_STACK)
     demo_port = _free_port()
-    base_url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
-    console_url = f"http://127.0.0.1:{listener.getsockname()[1]}/console/"
+    origin = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    base_url = f"{origin}/v1"
+    console_url = f"{origin}/console/"
     env = {
         **resources.environment(),
         "FORGE_DEMO_BASE_URL": f"http://127.0.0.1:{demo_port}/v1",
@@ -201,15 +201,14 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(
             f"\nTokens Forge is running on {base_url}\n"
+            f"  console: {console_url} (sign in with the management key below)\n"
+            f"  management key: {seeded['FORGE_MANAGEMENT_KEY']}\n"
             f"  source {env_file.path}\n"
             f'  curl -s $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer '
             f'$OPENAI_API_KEY" \\\n'
             f"    -H 'Content-Type: application/json' \\\n"
             f'    -d \'{{"model": "demo-official", "messages": '
             f'[{{"role": "user", "content": "Hello"}}]}}\' -i\n'
-            f"The web console: {console_url}\n"
-            f"  sign in with the management key {seeded['FORGE_MANAGEMENT_KEY']}"
-            f" ($FORGE_MANAGEMENT_KEY)\n"
             f"Ctrl-C stops everything.\n",
             flush=True,
         )
