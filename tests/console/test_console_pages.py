@@ -186,3 +186,25 @@ def test_every_page_at_phone_width_by_keyboard(
     assert {"name", "kind", "credit.run_budget", "Create a key"} <= seen, seen
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"
+
+
+def test_a_project_is_created_with_caps_and_its_caps_changed(
+    page: Page, console_url: str, management_key: str
+) -> None:
+    sign_in(page, console_url, management_key)
+    page.click("nav >> text=Projects")
+    page.fill("form.card input[name=id]", "research")
+    page.fill("form.card input[name=name]", "Research")
+    page.fill("form.card input[name=new_daily]", "2.50")
+    page.click("form.card button[type=submit]")
+    row = page.locator("tr[data-project-id=research]")
+    expect(row).to_contain_text("Daily $2.50")
+    row.locator("input[name=monthly]").fill("40")
+    row.locator("button[type=submit]").click()
+    expect(page.locator("tr[data-project-id=research]")).to_contain_text("Monthly $40.00")
+    shot(page, "20-projects")
+    # the new project is offered when a key is created
+    page.click("nav >> text=Keys")
+    expect(
+        page.locator("#create-key select[name=project_id] option[value=research]")
+    ).to_have_count(1)

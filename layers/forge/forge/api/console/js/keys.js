@@ -158,7 +158,7 @@ export async function projectsPage(main) {
   } },
     h("h2", {}, t("projects.create")),
     h("div", { class: "grid" },
-      field(t("projects.id"), h("input", { name: "id", required: true, pattern: "[a-z0-9][a-z0-9-]{0,62}", autocomplete: "off" })),
+      field(t("projects.id"), h("input", { name: "id", required: true, pattern: "[a-z0-9][a-z0-9_\\-]{0,62}", autocomplete: "off" })),
       field(t("col.name"), h("input", { name: "name", autocomplete: "off" })), capInputs("new_", null)),
     h("button", { type: "submit", class: "primary" }, t("projects.create")));
   main.replaceChildren(title(t("nav.projects")), status,
