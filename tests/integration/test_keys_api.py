@@ -276,7 +276,8 @@ def test_kinds_and_model_scopes(owner: Owner) -> None:
 
     refused = chat(owner.http)  # a management key without can_call_models
     assert (refused.status_code, error_code(refused)) == (403, "insufficient_scope")
-    assert owner.http.get("/v1/models").status_code == 403
+    # it may read the catalog (to scope the keys it makes), not call it
+    assert owner.http.get("/v1/models").status_code == 200
     both = owner.http.post(
         "/v1/keys", json={"name": "ops", "kind": "management", "can_call_models": True}
     ).json()
