@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -11,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -239,18 +241,22 @@ class RunView(BaseModel):
 
 # Keys, projects and audit (the account owner's management API) ------------------------------
 def _amount(value: Any) -> Any:
-    """A cap as the API takes it: a decimal string in the bucket's currency (no floats)."""
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-        return value  # already micros (built in code), or null: no cap
-    if not isinstance(value, str):
-        raise ValueError('an amount is a decimal string, such as "5.00"')
-    micros = decimal_to_micros(value)
-    if micros < 0:
-        raise ValueError("an amount cannot be negative")
-    return micros
+    """A cap as the API takes it: a decimal string in the bucket's currency (never a JSON
+    number: money does not travel as a float), as micro-units."""
+    if value is None:
+        return None  # no cap
+    if not isinstance(value, str) or not re.fullmatch(AMOUNT_PATTERN, value):
+        raise ValueError('an amount is a decimal string of at most 6 decimals, such as "5.00"')
+    return decimal_to_micros(value)
 
 
-Amount = Annotated[int | None, BeforeValidator(_amount)]
+AMOUNT_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,6})?$"
+# Decimal strings on the wire (as documented), micro-units once validated.
+Amount = Annotated[
+    int | None,
+    BeforeValidator(_amount),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": AMOUNT_PATTERN}, {"type": "null"}]}),
+]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 ModelId = Annotated[str, Field(min_length=1, max_length=128)]
 ProjectId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]

@@ -13,6 +13,7 @@ TOUCH_SECONDS per key per container.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
@@ -90,6 +91,7 @@ class Keys:
         self._known: dict[str, tuple[float, ApiKey]] = {}  # hash -> (read started, key)
         self._unknown: dict[str, float] = {}  # hash -> read started
         self._refreshing: set[str] = set()
+        self._writing = threading.Lock()
         self._touched: dict[str, float] = {}  # key id -> when last stamped
         self._project_caps: TtlCache[dict[Bucket, ProjectCaps]] = TtlCache(
             PROJECT_CACHE_SECONDS, clock
@@ -132,16 +134,17 @@ class Keys:
         change written during the read is not taken as seen)."""
         started = self._clock()
         key = self.store.get_api_key(key_hash)
-        if key is None:
-            self._known.pop(key_hash, None)
-            self._unknown.pop(key_hash, None)  # re-inserted last: the oldest go first
-            self._unknown[key_hash] = started
-            while len(self._unknown) > UNKNOWN_KEYS_KEPT:
-                del self._unknown[next(iter(self._unknown))]
-        else:
-            known = self._known.get(key_hash)
-            if known is None or known[0] <= started:
-                self._known[key_hash] = (started, key)
+        with self._writing:  # request threads and background refreshes write concurrently
+            if key is None:
+                self._known.pop(key_hash, None)
+                self._unknown.pop(key_hash, None)  # re-inserted last: the oldest go first
+                self._unknown[key_hash] = started
+                while len(self._unknown) > UNKNOWN_KEYS_KEPT:
+                    del self._unknown[next(iter(self._unknown))]
+            else:
+                known = self._known.get(key_hash)
+                if known is None or known[0] <= started:
+                    self._known[key_hash] = (started, key)
         return key
 
     def _refresh_later(self, key_hash: str) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from forge.api.deps import GatewayDep, InferenceKeyDep
+from forge.api.deps import GatewayDep, KeyDep
 from forge.api.schemas import ModelCard, ModelList, ModelPrices, ModelRoute
 from forge.domain.catalog import CatalogModel, RouteSpec
 from forge.domain.errors import ModelNotFound
@@ -55,7 +55,7 @@ def _card(model: CatalogModel, key: ApiKey) -> ModelCard | None:
 
 
 @router.get("/v1/models")
-async def list_models(key: InferenceKeyDep, gateway: GatewayDep) -> ModelList:
+async def list_models(key: KeyDep, gateway: GatewayDep) -> ModelList:
     """Each model the key may call; `routes` lists every route the key may use, in fallback
     order."""
     models = (await gateway.catalog()).available(await gateway.offered_providers())
@@ -65,7 +65,7 @@ async def list_models(key: InferenceKeyDep, gateway: GatewayDep) -> ModelList:
 @router.get("/v1/models/{model_id}")
 async def retrieve_model(
     model_id: Annotated[str, Path(min_length=1, max_length=200)],
-    key: InferenceKeyDep,
+    key: KeyDep,
     gateway: GatewayDep,
 ) -> ModelCard:
     """One model as /v1/models lists it; 404 `model_not_found` when the catalog has no such

@@ -99,7 +99,7 @@ class DynamoKeys(DynamoTables):
         hashes = self._hashes(key)
         saved = key.model_copy(update={"revision": key.revision + 1})
         previous, until = hashes.get("previous_hash"), saved.previous_secret_expires_at
-        keep_previous = previous is not None and until is not None and until > utcnow()
+        keep_previous = previous is not None and until is not None and until > self._clock()
         if not keep_previous:
             saved = saved.model_copy(update={"previous_secret_expires_at": None})
         items = [
