@@ -9,7 +9,7 @@ PORT ?= 8080
 COMPAT_JS := tests/compat/js
 COMPAT_STAMP := $(COMPAT_JS)/node_modules/.installed-$(shell cat $(COMPAT_JS)/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: dev test test-fast test-compat compat-deps compat-table sim lint format typecheck bench cost build validate deploy deploy-guided deploy-prod clean
+.PHONY: dev test test-fast test-compat test-console compat-deps compat-table browser sim lint format typecheck bench cost build validate deploy deploy-guided deploy-prod clean
 
 $(STAMP): pyproject.toml layers/forge/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,19 @@ $(COMPAT_STAMP): $(COMPAT_JS)/package.json $(COMPAT_JS)/package-lock.json
 
 ## The JS clients of the compatibility suite (and the Node.js they run on), from npm.
 compat-deps: $(COMPAT_STAMP)
+
+## Debian's Chromium and its driver, for the console's browser tests (tests/console; Playwright
+## drives /usr/bin/chromium: no browser is downloaded from anywhere else). Needs root or sudo.
+## A CJK font lets the screenshots of the Chinese pages show their text.
+browser:
+	@test -x /usr/bin/chromium -a -d /usr/share/fonts/truetype/wqy || { \
+	  $$(test "$$(id -u)" = 0 || echo sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$(test "$$(id -u)" = 0 || echo sudo) \
+	    apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-wqy-zenhei; }
+
+## The web console's browser tests alone (headless Chromium against the local stack).
+test-console: $(STAMP) browser
+	$(BIN)/pytest tests/console
 
 ## The compatibility suite alone: the official clients against the local stack.
 test-compat: $(STAMP) compat-deps
@@ -38,11 +51,11 @@ dev: $(STAMP)
 
 ## Run the whole test suite: lint, types, unit, integration, end-to-end, client compatibility,
 ## and the SAM app checks.
-test: $(STAMP) compat-deps lint typecheck
+test: $(STAMP) compat-deps browser lint typecheck
 	$(BIN)/pytest
 
 ## Tests without the SAM build (faster inner loop).
-test-fast: $(STAMP) compat-deps
+test-fast: $(STAMP) compat-deps browser
 	$(BIN)/pytest -m "not sam"
 
 ## The deterministic simulation of the money path, longer than `make test` runs it; a failure

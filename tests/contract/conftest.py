@@ -19,6 +19,7 @@ import pytest
 
 from forge.money_in import accounts, adjustments
 from forge.money_in import codes as code_module
+from forge.store.dynamo import keys as dynamo_keys
 from forge.store.dynamo.catalog import DynamoCatalogStore
 from forge.store.dynamo.items import TypeDeserializer
 from forge.store.dynamo.store import DynamoStore
@@ -132,7 +133,7 @@ def _deterministic_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     are given the very same writes."""
     counter = itertools.count(1)
     new_id = lambda prefix: f"{prefix}_{next(counter):027x}"  # noqa: E731
-    for module in (code_module, adjustments, accounts):
+    for module in (code_module, adjustments, accounts, dynamo_keys):
         monkeypatch.setattr(module, "new_id", new_id)
     codes = itertools.count(1)
     monkeypatch.setattr(code_module, "new_code", lambda: f"FORGE-0000-0000-{next(codes):04d}")

@@ -3,14 +3,16 @@ through the DynamoDB adapter, on both backends."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from forge.domain.errors import BudgetStoreUnavailable, NotFound
+from forge.domain.errors import BudgetStoreUnavailable, GuardFailed, KeyChangeConflict, NotFound
 from forge.domain.idempotency import IdempotencyRecord, StoredResponse
 from forge.domain.money import Bucket
-from forge.domain.records import KeyCaps, KeyStatus, ProjectCaps
+from forge.domain.records import ApiKey, KeyCaps, KeyKind, KeyStatus, Project, ProjectCaps, utcnow
 from tests.contract.conftest import Backend
-from tests.contract.money import ACCOUNT, api_key, hold, open_account, receipt
+from tests.contract.money import ACCOUNT, NOW, api_key, hold, open_account, receipt
 
 
 def test_accounts_and_their_keys(backend: Backend) -> None:
@@ -34,11 +36,80 @@ def test_accounts_and_their_keys(backend: Backend) -> None:
     assert store.get_api_key("hash_1") == paused
     with pytest.raises(NotFound):
         store.update_api_key(ACCOUNT, "key_unknown", status=KeyStatus.REVOKED)
-    assert store.get_item(f"ACCT#{ACCOUNT}", "KEYID#key_1") == {
-        "pk": f"ACCT#{ACCOUNT}",
-        "sk": "KEYID#key_1",
-        "key_hash": "hash_1",
-    }
+    record = store.get_item(f"ACCT#{ACCOUNT}", "KEYID#key_1")
+    assert record is not None and record["key_hash"] == "hash_1"
+    assert ApiKey.model_validate(record) == paused  # the record by id holds the whole key
+    (audit,), _ = store.list_audit(ACCOUNT, limit=10)
+    assert (audit.actor_key_id, audit.action, audit.target_id) == (
+        "operator",
+        "key.update",
+        "key_1",
+    )
+    assert audit.before is not None and audit.before["status"] == "active"
+    assert audit.after is not None and audit.after["status"] == "paused"
+
+
+def test_keys_written_before_records_still_read_list_and_change(backend: Backend) -> None:
+    """A key item and a by-id item holding only its hash, as stored before key records."""
+    store = backend.store()
+    open_account(store, credit=0)
+    key = api_key()
+    legacy = {k: v for k, v in key.model_dump(mode="json").items() if v is not None}
+    del legacy["revision"]
+    store.put_item("KEY#hash_1", "KEY", legacy)
+    store.put_item(f"ACCT#{ACCOUNT}", "KEYID#key_1", {"key_hash": "hash_1"})
+    assert store.get_key(ACCOUNT, "key_1") == key and store.list_keys(ACCOUNT) == [key]
+    assert key.kind is KeyKind.INFERENCE and key.models is None and key.calls_models
+    store.touch_key(ACCOUNT, "key_1", NOW)
+    assert store.get_key(ACCOUNT, "key_1").last_used_at == NOW  # type: ignore[union-attr]
+    paused = store.save_key(key.model_copy(update={"status": KeyStatus.PAUSED}))
+    assert store.get_api_key("hash_1") == paused and store.get_key(ACCOUNT, "key_1") == paused
+    with pytest.raises(KeyChangeConflict):  # saved at the revision it had read: taken
+        store.save_key(key.model_copy(update={"name": "late"}))
+
+
+def test_rotation_keeps_one_copy_per_live_secret(backend: Backend) -> None:
+    store = backend.store()
+    open_account(store, credit=0)
+    key = api_key()
+    store.put_api_key("hash_1", key)
+    grace = utcnow() + timedelta(hours=1)
+    rotated = store.rotate_key(
+        key.model_copy(update={"prefix": "sk-forge-new"}), "hash_2", grace, None
+    )
+    assert rotated.previous_secret_expires_at == grace and rotated.revision == 1
+    old, new = store.get_api_key("hash_1"), store.get_api_key("hash_2")
+    assert old is not None and old.secret_expires_at == grace and old.key_id == "key_1"
+    assert new is not None and new.secret_expires_at is None and new.prefix == "sk-forge-new"
+    # a change within the grace reaches both secrets
+    paused = store.save_key(rotated.model_copy(update={"status": KeyStatus.PAUSED}))
+    assert store.get_api_key("hash_1").status is KeyStatus.PAUSED  # type: ignore[union-attr]
+    assert store.get_api_key("hash_2") == paused
+    # rotating again without grace: the two older secrets are gone, only the newest works
+    store.rotate_key(paused, "hash_3", None, None)
+    assert store.get_api_key("hash_1") is None and store.get_api_key("hash_2") is None
+    assert store.get_key(ACCOUNT, "key_1").previous_secret_expires_at is None  # type: ignore[union-attr]
+    hashes = [i for i in store.scan_budget() if i["pk"].startswith("KEY#")]
+    assert [i["pk"] for i in hashes] == ["KEY#hash_3"]
+
+
+def test_projects_and_their_audit(backend: Backend) -> None:
+    store = backend.store()
+    open_account(store, credit=0)
+    assert [p.project_id for p in store.list_projects(ACCOUNT)] == ["default"]
+    project = Project(account_id=ACCOUNT, project_id="alpha", name="A", created_at=NOW)
+    store.save_project(project, None, new=True)
+    with pytest.raises(GuardFailed):
+        store.save_project(project, None, new=True)
+    changed = store.save_project(
+        project.model_copy(update={"caps": {Bucket.CREDIT: ProjectCaps(daily=5)}})
+    )
+    assert store.get_project(ACCOUNT, "alpha") == changed and changed.revision == 1
+    assert store.get_project_caps(ACCOUNT, "alpha") == {Bucket.CREDIT: ProjectCaps(daily=5)}
+    with pytest.raises(GuardFailed):  # read at revision 0, now 1
+        store.save_project(project)
+    assert store.get_project(ACCOUNT, "nope") is None
+    assert [p.project_id for p in store.list_projects(ACCOUNT)] == ["alpha", "default"]
 
 
 def test_project_caps(backend: Backend) -> None:

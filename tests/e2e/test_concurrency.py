@@ -89,7 +89,7 @@ def test_a_hundred_concurrent_requests_never_exceed_key_project_or_run_budgets(
     """Two keys of one project, three agent runs, caps all far below the balance."""
     _, charge = expected_reply_and_charge("demo-official", MESSAGES, MAX_TOKENS)
     balance = 1_000_000
-    account_id = forge_admin(local_stack, "account", "create", "--name", "capped")
+    account_id = forge_admin(local_stack, "account", "create", "--name", "capped").splitlines()[0]
     forge_admin(
         local_stack,
         "wallet",

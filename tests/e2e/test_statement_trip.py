@@ -92,7 +92,9 @@ def test_a_statement_link_only_ever_reaches_the_callers_own_account(
 
 
 def test_admin_cli_creates_an_account_key_and_credit_that_work(local_stack: LocalStack) -> None:
-    account_id = forge_admin(local_stack, "account", "create", "--name", "CLI customer")
+    account_id = forge_admin(
+        local_stack, "account", "create", "--name", "CLI customer"
+    ).splitlines()[0]
     assert account_id.startswith("acct_")
     key = forge_admin(local_stack, "key", "create", "--account", account_id)
     assert key.startswith("sk-forge-")

@@ -10,7 +10,7 @@ from datetime import timedelta
 import httpx
 
 from forge.domain.money import Bucket
-from forge.domain.records import LedgerKind, utcnow
+from forge.domain.records import KeyKind, LedgerKind, utcnow
 from forge.ledger.reconcile import reconcile
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
 from forge.store.dynamo.store import DynamoStore
@@ -32,6 +32,7 @@ class FuzzTarget:
     account_id: str
     api_key: str
     app: object
+    owner_key: str = ""  # a management key: what the management routes take
     served: int = 0  # paid calls answered 2xx
     statuses: dict[int, int] = field(default_factory=dict)
 
@@ -64,8 +65,17 @@ def fuzz_target() -> FuzzTarget:
     for bucket in Bucket:
         credit_wallet(store, account_id, bucket, "1000", source="test", memo="fuzz")
     plaintext, _ = issue_key(store, account_id)
+    owner_key, _ = issue_key(store, account_id, kind=KeyKind.MANAGEMENT)
     app = gateway_app(store, httpx.MockTransport(answer))
-    return FuzzTarget(store, account_id, plaintext, app)
+    return FuzzTarget(store, account_id, plaintext, app, owner_key)
+
+
+MANAGEMENT_PATHS = ("/v1/keys", "/v1/projects", "/v1/audit")
+
+
+def key_for(target: FuzzTarget, path: str) -> str:
+    """The key a path takes: management routes a management key, every other an inference key."""
+    return target.owner_key if path.startswith(MANAGEMENT_PATHS) else target.api_key
 
 
 def send(target: FuzzTarget, method: str, path: str, **kwargs: object) -> httpx.Response:

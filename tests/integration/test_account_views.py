@@ -364,3 +364,21 @@ def test_balance_shows_both_buckets_with_what_is_held(history: History, story: M
         )
     assert buckets["rmb"]["held_micros"] == 1_234_567
     assert buckets["rmb"]["available_micros"] == buckets["rmb"]["balance_micros"] - 1_234_567
+
+
+def test_usage_and_runs_filter_by_project(story: MonthStory) -> None:
+    march = {"from": "2025-03-01", "to": "2025-04-01"}
+    everything = get("/v1/usage", key_of(story), group_by="project", **march).json()
+    beta = get("/v1/usage", key_of(story), group_by="project", project_id="beta", **march).json()
+    assert {line["group"] for line in everything["data"]} == {"alpha", "beta"}
+    assert beta["data"] == [line for line in everything["data"] if line["group"] == "beta"]
+    assert sum(t["charge_micros"] for t in beta["totals"]) == sum(
+        r.charge for r in story.receipts if r.project_id == "beta"
+    )
+    none = get("/v1/usage", key_of(story), project_id="nope", **march).json()
+    assert none["data"] == none["totals"] == []
+
+    calls = get("/v1/runs/run-beta", key_of(story), project_id="beta").json()["calls"]
+    assert [c["request_id"] for c in calls] == story.runs["run-beta"]
+    other = get("/v1/runs/run-beta", key_of(story), project_id="alpha").json()
+    assert other["calls"] == [] and other["totals"]  # the run's totals stay whole

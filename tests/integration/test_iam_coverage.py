@@ -48,7 +48,7 @@ from forge.api import create_paid_app
 from forge.domain.calendar import Month
 from forge.domain.catalog import load_catalog
 from forge.domain.money import Bucket
-from forge.domain.records import ApiKey, Hold, HoldOutcome, Receipt, utcnow
+from forge.domain.records import ApiKey, Hold, HoldOutcome, KeyKind, Receipt, utcnow
 from forge.ledger.sweeper import sweep
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
 from forge.money_in.codes import create_code
@@ -436,6 +436,7 @@ class Setup:
     api_key: ApiKey
     poor_key: str
     code: str
+    owner_key: str  # a management key of the account
     run_id: str = "iam-run"
     request_ids: list[str] = field(default_factory=list)
 
@@ -598,7 +599,7 @@ def invoke_account(event: dict[str, Any]) -> dict[str, Any]:
         # process it must be closed, or a later test finds it unclosed.
         asyncio.get_event_loop_policy().get_event_loop().close()
         asyncio.set_event_loop(None)
-    assert answer["statusCode"] == 200, (event["path"], answer)
+    assert answer["statusCode"] in (200, 201), (event["path"], answer)
     return json.loads(answer["body"])
 
 
@@ -614,6 +615,8 @@ def drive_account_views(setup: Setup) -> None:
     )
     invoke_account(api_event("GET", "/v1/usage", key=key))
     invoke_account(api_event("GET", f"/v1/runs/{setup.run_id}", key=key))
+    invoke_account(api_event("GET", "/v1/runs", key=key))  # with the page's run budgets
+    invoke_account(api_event("GET", "/v1/requests", key=key, query={"status": "succeeded"}))
     listed = invoke_account(api_event("GET", "/v1/statements", key=key))
     assert listed["data"], listed
     redeem = json.dumps({"code": setup.code}).encode()
@@ -638,6 +641,33 @@ def drive_account_views(setup: Setup) -> None:
         )
     )
     assert paid["status"] == "credited", paid
+
+
+def drive_account_management(setup: Setup) -> None:
+    """Keys, projects and the audit trail, as the account's owner manages them: every
+    change, a rotate with and without grace, and every listing."""
+    key = setup.owner_key
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        raw = json.dumps(body).encode() if body is not None else None
+        return invoke_account(api_event(method, path, key=key, body=raw))
+
+    call("POST", "/v1/projects", {"id": "iam", "caps": {"credit": {"daily": "1"}}})
+    call("PATCH", "/v1/projects/iam", {"name": "IAM"})
+    call("GET", "/v1/projects")
+    created = call("POST", "/v1/keys", {"name": "iam", "project_id": "iam"})
+    path = f"/v1/keys/{created['id']}"
+    call("GET", "/v1/keys")
+    call("GET", path)
+    call("PATCH", path, {"models": ["demo-official"]})
+    call("POST", f"{path}/pause")
+    call("POST", f"{path}/resume")
+    call("POST", f"{path}/rotate", {"grace_seconds": 60})
+    call("POST", f"{path}/rotate", {"grace_seconds": 0})  # deletes both older secrets' items
+    revoked = call("POST", f"{path}/revoke")
+    assert revoked["status"] == "revoked", revoked
+    audit = call("GET", "/v1/audit")
+    assert len(audit["data"]) >= 9, audit
 
 
 def drive_account_statement(setup: Setup) -> None:
@@ -725,9 +755,11 @@ def arrange(
     key, api_key = issue_key(store, account_id)
     poor_key, _ = issue_key(store, create_account(store, "iam coverage, no money"))
     code = create_code(store, Bucket.CREDIT, "1.00").code
+    owner_key, _ = issue_key(store, account_id, kind=KeyKind.MANAGEMENT)
     recorder = Recorder(names)
     recorder.install(mp)
-    return Setup(store, account_id, key, api_key, poor_key, code), recorder, secret_arns
+    setup = Setup(store, account_id, key, api_key, poor_key, code, owner_key)
+    return setup, recorder, secret_arns
 
 
 @pytest.fixture(scope="module")
@@ -763,6 +795,7 @@ def calls(emulator: Emulator) -> Iterator[dict[str, list[Call]]]:
         mp.setenv("FORGE_WEBHOOK_SECRET_ARN", secret_arns["WebhookSecretArn"])
         with recorder.running("AccountFunction"):
             drive_account_views(setup)
+            drive_account_management(setup)
 
         stream = lambda_stream_event(emulator, resources.tables["LedgerTable"])
         stream = ledger_entries_only(stream)

@@ -121,6 +121,38 @@ def test_account_function_serves_no_paid_route(
     assert json.loads(run.result["body"])["error"]["code"] == "not_found", run.output
 
 
+@pytest.mark.parametrize(
+    ("path", "media_type"),
+    [("/console/", "text/html"), ("/console/js/app.js", "text/javascript")],
+)
+def test_account_function_serves_the_console_from_the_built_artefact(
+    path: str,
+    media_type: str,
+    sam_build: Path,
+    python312: str,
+    backend: Resources,
+    tmp_path: Path,
+) -> None:
+    # The console's files ship in the built layer and are served under the strict CSP.
+    event = load_event("account_balance")
+    event.update(path=path, httpMethod="GET", pathParameters={"proxy": path.lstrip("/")})
+    event["headers"].pop("Authorization", None)
+    event["multiValueHeaders"].pop("Authorization", None)
+
+    run = invoke_built(
+        sam_build, "AccountFunction", event, python312=python312, backend=backend, tmp_path=tmp_path
+    )
+
+    assert run.returncode == 0, run.output
+    assert run.result["statusCode"] == 200, run.output
+    headers = {k.lower(): v for k, v in run.result["headers"].items()}
+    assert headers["content-type"].startswith(media_type)
+    assert headers["content-security-policy"].startswith("default-src 'none'; script-src 'self'")
+    shipped = next(sam_build.glob("ForgeLayer/python/forge/api/console" + path[8:].rstrip("/")))
+    expected = shipped / "index.html" if shipped.is_dir() else shipped
+    assert run.result["body"] == expected.read_text(encoding="utf-8")
+
+
 def test_archiver_reports_no_failed_records(
     lambda_build: Path, python312: str, backend: Resources, tmp_path: Path
 ) -> None:

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from forge.domain.catalog import Catalog
-from forge.domain.ids import hash_api_key
+from forge.domain.ids import hash_api_key, new_api_key
 from forge.domain.money import Bucket, RouteType
 from forge.domain.records import ApiKey, KeyCaps, LedgerKind, ProjectCaps
 from forge.domain.routing import RetryPolicy, RouteHealth
@@ -205,7 +205,8 @@ class World:
             ]
             self.keys[account] = []
             for k, (caps, route_types, project, attempts) in enumerate(caps_by_key):
-                plaintext = f"sk-forge-sim-{a}-{k}"
+                # deterministic, and of a real key's shape (others are refused unread)
+                plaintext = f"sk-forge-sim-{a}-{k}".ljust(len(new_api_key()), "0")
                 key = ApiKey(
                     key_id=f"key_{a}_{k}",
                     account_id=account,

@@ -141,7 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True)
 
     account = groups.add_parser("account").add_subparsers(dest="action", required=True)
-    create = account.add_parser("create", help="create an account; prints its id")
+    create = account.add_parser(
+        "create", help="create an account; prints its id, then its first management key (once)"
+    )
     create.add_argument("--name", required=True)
 
     key = groups.add_parser("key").add_subparsers(dest="action", required=True)
@@ -162,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
         help="upstream calls one request may make, retries and fallbacks included (0: default)",
     )
     for status, verb in (("paused", "pause"), ("revoked", "revoke"), ("active", "activate")):
-        change = key.add_parser(verb, help=f"mark a key {status} (applies within 10 s)")
+        change = key.add_parser(verb, help=f"mark a key {status} (applies within 2 s)")
         change.add_argument("--account", required=True)
         change.add_argument("--key-id", required=True)
 
@@ -270,7 +272,14 @@ def run(args: argparse.Namespace) -> None:
     store = get_store()
     match (args.group, getattr(args, "action", None)):
         case ("account", "create"):
-            print(accounts.create_account(store, args.name))
+            account_id, owner_key = accounts.create_account_with_owner_key(store, args.name)
+            print(account_id)
+            print(owner_key)
+            print(
+                "account id, then its first management key (shown once; only its hash is"
+                " stored): it manages keys and projects through /v1/keys and /v1/projects",
+                file=sys.stderr,
+            )
         case ("key", "create"):
             plaintext, key = accounts.issue_key(
                 store,

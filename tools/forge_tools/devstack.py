@@ -1,8 +1,9 @@
 """`make dev`: the whole stack on 127.0.0.1 with no cloud account.
 
 The embedded emulator (DynamoDB + S3, from template.yaml), the demo provider, the ledger
-stream feeding the archiver's handler, and the gateway under uvicorn. A demo account and key
-are seeded and written to .local/dev.env for any OpenAI client and for forge-admin.
+stream feeding the archiver's handler, and the gateway under uvicorn. A demo account, an
+inference key and the account's management key are seeded and written to .local/dev.env (for
+any OpenAI client, the console and forge-admin), with the console's URL.
 """
 
 from __future__ import annotations
@@ -54,17 +55,24 @@ def _serve_in_thread(app: ASGIApp, port: int) -> uvicorn.Server:
 
 
 def _seed(resources: Resources) -> dict[str, str]:
+    """The demo account with money in both buckets, an inference key (OPENAI_API_KEY) and
+    the account's management key (FORGE_MANAGEMENT_KEY: the console's sign-in)."""
     from forge.domain.money import Bucket
-    from forge.money_in.accounts import create_account, credit_wallet, issue_key
+    from forge.money_in.accounts import create_account_with_owner_key, credit_wallet, issue_key
     from forge.wiring import get_store
 
     store = get_store()
-    account_id = create_account(store, "Demo account")
+    account_id, management_key = create_account_with_owner_key(store, "Demo account")
     credit_wallet(store, account_id, Bucket.CREDIT, "10.00", source="seed", memo="demo credit")
     credit_wallet(store, account_id, Bucket.RMB, "50.00", source="seed", memo="demo wallet")
-    plaintext, key = issue_key(store, account_id)
+    plaintext, key = issue_key(store, account_id, name="demo")
     _seed_catalog()
-    return {"FORGE_ACCOUNT_ID": account_id, "FORGE_KEY_ID": key.key_id, "OPENAI_API_KEY": plaintext}
+    return {
+        "FORGE_ACCOUNT_ID": account_id,
+        "FORGE_KEY_ID": key.key_id,
+        "OPENAI_API_KEY": plaintext,
+        "FORGE_MANAGEMENT_KEY": management_key,
+    }
 
 
 def _seed_catalog() -> None:
@@ -153,7 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     emulator = Emulator().start()
     resources = emulator.create_resources(TEMPLATE, prefix=LOCAL_STACK)
     demo_port = _free_port()
-    base_url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    origin = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    base_url = f"{origin}/v1"
+    console_url = f"{origin}/console/"
     env = {
         **resources.environment(),
         "FORGE_DEMO_BASE_URL": f"http://127.0.0.1:{demo_port}/v1",
@@ -186,9 +196,13 @@ def main(argv: list[str] | None = None) -> None:
             if server.should_exit:
                 return
             time.sleep(0.02)
-        env_file.write({"OPENAI_BASE_URL": base_url, **seeded, **env})
+        env_file.write(
+            {"OPENAI_BASE_URL": base_url, "FORGE_CONSOLE_URL": console_url, **seeded, **env}
+        )
         print(
             f"\nTokens Forge is running on {base_url}\n"
+            f"  console: {console_url} (sign in with the management key below)\n"
+            f"  management key: {seeded['FORGE_MANAGEMENT_KEY']}\n"
             f"  source {env_file.path}\n"
             f'  curl -s $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer '
             f'$OPENAI_API_KEY" \\\n'

@@ -22,12 +22,14 @@ from forge.domain.money import Bucket
 from forge.domain.money_in import CreditGuard, PaymentMarker, RedeemCode
 from forge.domain.records import (
     ApiKey,
+    AuditEntry,
     BudgetSnapshot,
     EnvelopeRef,
     Hold,
     HoldOutcome,
     LedgerEntry,
     LedgerKind,
+    Project,
     ProjectCaps,
     Receipt,
     Wallet,
@@ -44,17 +46,47 @@ class KeyStore(Protocol):
 
     def account_exists(self, account_id: str) -> bool: ...
 
-    def put_api_key(self, key_hash: str, key: ApiKey) -> None: ...
+    def put_api_key(self, key_hash: str, key: ApiKey, audit: AuditEntry | None = None) -> None: ...
 
     def update_api_key(self, account_id: str, key_id: str, **changes: Any) -> ApiKey: ...
 
     def get_api_key(self, key_hash: str) -> ApiKey | None: ...
+
+    def touch_key(self, account_id: str, key_id: str, at: datetime) -> None: ...
 
     def get_project_caps(self, account_id: str, project_id: str) -> dict[Bucket, ProjectCaps]: ...
 
     def put_project_caps(
         self, account_id: str, project_id: str, caps: Mapping[Bucket, ProjectCaps]
     ) -> None: ...
+
+
+class KeyAdminStore(KeyStore, Protocol):
+    """What an account's owner changes: keys by id, projects, and the audit trail each change
+    writes in the same transaction. A change names the revision it read; a lost race raises
+    KeyChangeConflict (keys) or GuardFailed (projects)."""
+
+    def get_key(self, account_id: str, key_id: str) -> ApiKey | None: ...
+
+    def list_keys(self, account_id: str) -> list[ApiKey]: ...
+
+    def save_key(self, key: ApiKey, audit: AuditEntry | None = None) -> ApiKey: ...
+
+    def rotate_key(
+        self, key: ApiKey, new_hash: str, grace_until: datetime | None, audit: AuditEntry | None
+    ) -> ApiKey: ...
+
+    def get_project(self, account_id: str, project_id: str) -> Project | None: ...
+
+    def list_projects(self, account_id: str) -> list[Project]: ...
+
+    def save_project(
+        self, project: Project, audit: AuditEntry | None = None, *, new: bool = False
+    ) -> Project: ...
+
+    def list_audit(
+        self, account_id: str, *, limit: int, cursor: str | None = None
+    ) -> tuple[list[AuditEntry], str | None]: ...
 
 
 class BudgetStore(Protocol):

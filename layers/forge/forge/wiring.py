@@ -4,6 +4,7 @@ and each is built once per container (tests clear them with `clear()`)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # the gateway and its providers load only where a request is 
     from forge.gateway import Gateway
     from forge.gateway.auth import Keys
     from forge.providers.secret import ProviderSecret
+    from forge.store.dynamo.listings import ConsoleListings
 
 
 @cache
@@ -64,6 +66,14 @@ def get_ledger_views() -> LedgerViews:
     return LedgerViews(dynamodb_client(), get_settings().ledger_table)
 
 
+def get_console_listings() -> ConsoleListings:
+    """The requests and runs listings (the web console's), over the ledger and budget tables."""
+    from forge.store.dynamo.listings import ConsoleListings
+
+    settings = get_settings()
+    return ConsoleListings(dynamodb_client(), settings.ledger_table, settings.budget_table)
+
+
 @cache
 def get_keys() -> Keys:
     """API key lookups with this process's cache, shared by the gateway and the views, so a
@@ -74,7 +84,20 @@ def get_keys() -> Keys:
 
     from forge.gateway.auth import Keys
 
-    return Keys(get_store(), time.monotonic, anyio.to_thread.run_sync, get_meter())
+    return Keys(
+        get_store(),
+        time.monotonic,
+        anyio.to_thread.run_sync,
+        get_meter(),
+        run_later=background_jobs().submit,
+    )
+
+
+@cache
+def background_jobs() -> ThreadPoolExecutor:
+    """Two threads for work off every request's path (key refreshes, last-used stamps); one
+    pool per process, kept across `clear()`."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="background")
 
 
 def get_failure_queue(queue_url: str) -> SqsFailureQueue:

@@ -2,8 +2,8 @@
 
 One factory, three surfaces: `all` (what `make dev` and the tests serve), `paid` (the calls that
 reach a provider, streamed on AWS by the proxy function under uvicorn) and `account` (views,
-redeem and webhooks, buffered through Mangum by a short-timeout function that holds no provider
-key). Each surface imports only its own routes."""
+keys, projects, audit, redeem, webhooks and the web console's files, buffered through Mangum by a
+short-timeout function that holds no provider key). Each surface imports only its own routes."""
 
 from __future__ import annotations
 
@@ -66,9 +66,9 @@ def _routers(surface: Surface) -> list[APIRouter]:
             messages.router,
         ]
     if surface in ("all", "account"):
-        from forge.api.routes import account, money
+        from forge.api.routes import account, console, keys, listings, money
 
-        routers += [account.router, money.router]
+        routers += [account.router, listings.router, money.router, keys.router, console.router]
     return routers
 
 

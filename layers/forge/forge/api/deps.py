@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Header
 
-from forge.domain.records import ApiKey
+from forge.domain.errors import InsufficientScope
+from forge.domain.records import ApiKey, KeyKind
 from forge.gateway import Gateway
-from forge.gateway.auth import Keys
+from forge.gateway.auth import Keys, require_model_calls
 from forge.settings import Settings, get_settings
 from forge.store.dynamo.store import DynamoStore
 from forge.store.s3archive import S3Archive
@@ -27,4 +28,22 @@ async def current_key(
     return await keys.authenticate(authorization)
 
 
-KeyDep = Annotated[ApiKey, Depends(current_key)]
+KeyDep = Annotated[ApiKey, Depends(current_key)]  # either kind: the account views
+
+
+async def inference_key(key: KeyDep) -> ApiKey:
+    """A key that may call models: any inference key, a management key only when allowed."""
+    require_model_calls(key)
+    return key
+
+
+async def management_key(key: KeyDep) -> ApiKey:
+    if key.kind is not KeyKind.MANAGEMENT:
+        raise InsufficientScope(
+            "This route needs a management key; inference keys call models only"
+        )
+    return key
+
+
+InferenceKeyDep = Annotated[ApiKey, Depends(inference_key)]
+ManagementKeyDep = Annotated[ApiKey, Depends(management_key)]

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
+from forge.domain.money import Bucket, RouteType, decimal_to_micros
+from forge.domain.records import KeyKind, KeyStatus
 from forge.ledger.entry_view import LedgerEntryView
 
 
@@ -224,5 +235,164 @@ class RunView(BaseModel):
     run_id: str
     totals: list[UsageLineView]  # the whole run, per bucket
     calls: list[RunCallView]  # this page of calls, oldest first
+    has_more: bool
+    next_cursor: str | None = None
+
+
+# Keys, projects and audit (the account owner's management API) ------------------------------
+def _amount(value: Any) -> Any:
+    """A cap as the API takes it: a decimal string in the bucket's currency (never a JSON
+    number: money does not travel as a float), as micro-units."""
+    if value is None:
+        return None  # no cap
+    if not isinstance(value, str) or not re.fullmatch(AMOUNT_PATTERN, value):
+        raise ValueError('an amount is a decimal string of at most 6 decimals, such as "5.00"')
+    return decimal_to_micros(value)
+
+
+AMOUNT_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,6})?$"
+# Decimal strings on the wire (as documented), micro-units once validated.
+Amount = Annotated[
+    int | None,
+    BeforeValidator(_amount),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": AMOUNT_PATTERN}, {"type": "null"}]}),
+]
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+ModelId = Annotated[str, Field(min_length=1, max_length=128)]
+ProjectId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class StrictBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KeyCapsBody(StrictBody):
+    """A key's caps in one bucket, as decimal strings; null clears a cap."""
+
+    daily: Amount = None
+    monthly: Amount = None
+    total: Amount = None
+    run_budget: Amount = None
+    max_request_charge: Amount = None
+
+
+class ProjectCapsBody(StrictBody):
+    daily: Amount = None
+    monthly: Amount = None
+
+
+class KeyCreateBody(StrictBody):
+    name: Name
+    kind: KeyKind = KeyKind.INFERENCE
+    project_id: ProjectId = "default"
+    models: list[ModelId] | None = Field(default=None, min_length=1, max_length=200)
+    route_types: list[RouteType] = Field(default_factory=lambda: list(RouteType), min_length=1)
+    can_call_models: bool = False
+    caps: dict[Bucket, KeyCapsBody] | None = None
+    expires_at: AwareDatetime | None = None
+
+
+class KeyUpdateBody(StrictBody):
+    """Only the fields sent change; `caps` merges per bucket and field."""
+
+    name: Name | None = None
+    project_id: ProjectId | None = None
+    models: list[ModelId] | None = Field(default=None, min_length=1, max_length=200)
+    route_types: list[RouteType] | None = Field(default=None, min_length=1)
+    can_call_models: bool | None = None
+    caps: dict[Bucket, KeyCapsBody] | None = None
+    expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _not_null(self) -> KeyUpdateBody:
+        _refuse_nulls(self, ("name", "project_id", "route_types", "can_call_models", "caps"))
+        return self
+
+
+def _refuse_nulls(body: BaseModel, names: tuple[str, ...]) -> None:
+    for name in names:
+        if name in body.model_fields_set and getattr(body, name) is None:
+            raise ValueError(f"{name} cannot be null")
+
+
+class RotateBody(StrictBody):
+    grace_seconds: int = Field(default=86_400, ge=0, le=30 * 86_400)
+
+
+class ProjectCreateBody(StrictBody):
+    id: ProjectId
+    name: Annotated[str, Field(max_length=100)] = ""
+    caps: dict[Bucket, ProjectCapsBody] | None = None
+
+
+class ProjectUpdateBody(StrictBody):
+    name: Annotated[str, Field(max_length=100)] | None = None
+    caps: dict[Bucket, ProjectCapsBody] | None = None
+
+    @model_validator(mode="after")
+    def _not_null(self) -> ProjectUpdateBody:
+        _refuse_nulls(self, ("name", "caps"))
+        return self
+
+
+class KeyView(BaseModel):
+    """A key as its owner sees it: never the secret, only its prefix."""
+
+    object: Literal["key"] = "key"
+    id: str
+    name: str
+    kind: KeyKind
+    prefix: str
+    project_id: str
+    status: KeyStatus
+    models: list[str] | None
+    route_types: list[RouteType]
+    can_call_models: bool
+    caps: dict[str, dict[str, str | None]]
+    caps_micros: dict[str, dict[str, int | None]]
+    expires_at: datetime | None
+    created_at: datetime
+    last_used_at: datetime | None
+    previous_secret_expires_at: datetime | None
+
+
+class KeyWithSecret(KeyView):
+    key: str  # the plaintext: shown in this answer only
+
+
+class KeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KeyView]
+
+
+class ProjectView(BaseModel):
+    object: Literal["project"] = "project"
+    id: str
+    name: str
+    caps: dict[str, dict[str, str | None]]
+    caps_micros: dict[str, dict[str, int | None]]
+    created_at: datetime | None
+
+
+class ProjectList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ProjectView]
+
+
+class AuditEntryView(BaseModel):
+    object: Literal["audit_entry"] = "audit_entry"
+    id: str
+    at: datetime
+    actor_key_id: str
+    action: str
+    target_type: str
+    target_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class AuditPage(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AuditEntryView]
     has_more: bool
     next_cursor: str | None = None

@@ -73,6 +73,54 @@ class ScopeDenied(ForgeError):
     code = "route_type_not_allowed"
 
 
+class InsufficientScope(ScopeDenied):
+    """The key's kind may not do this: an inference key on a management route, or a
+    management key without `can_call_models` on a paid route."""
+
+    code = "insufficient_scope"
+
+
+class ModelNotAllowed(ScopeDenied):
+    """The model exists, but the key's model scope leaves it out (403, not 404: the caller
+    may see the catalog; its key is what stops it)."""
+
+    code = "model_not_allowed"
+
+
+class KeyNotFound(ForgeError):
+    status = 404
+    type = "invalid_request_error"
+    code = "key_not_found"
+
+
+class ProjectNotFound(ForgeError):
+    status = 404
+    type = "invalid_request_error"
+    code = "project_not_found"
+
+
+class ProjectExists(ForgeError):
+    status = 409
+    type = "invalid_request_error"
+    code = "project_exists"
+
+
+class KeyRevoked(ForgeError):
+    """Revoking is final: a revoked key cannot be changed, resumed or rotated."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "key_revoked"
+
+
+class KeyChangeConflict(ForgeError):
+    """Another change to the same key or project landed between read and write, every try."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "concurrent_change"
+
+
 class ModelNotFound(ForgeError):
     status = 404
     type = "invalid_request_error"

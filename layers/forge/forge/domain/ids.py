@@ -26,3 +26,11 @@ def hash_api_key(plaintext: str) -> str:
 def display_prefix(plaintext: str) -> str:
     """What operators and receipts show of a key: enough to recognise it, useless to use it."""
     return plaintext[: len(KEY_PREFIX) + 6]
+
+
+_KEY_LENGTH = len(new_api_key())
+
+
+def is_well_formed_key(plaintext: str) -> bool:
+    """Whether a bearer token could be one of ours at all (checked before any lookup)."""
+    return len(plaintext) == _KEY_LENGTH and plaintext.startswith(KEY_PREFIX)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
@@ -25,6 +25,15 @@ class KeyStatus(enum.StrEnum):
     ACTIVE = "active"
     PAUSED = "paused"
     REVOKED = "revoked"
+    EXPIRED = "expired"  # never stored: what an active key is once its expires_at has passed
+
+
+class KeyKind(enum.StrEnum):
+    """Inference keys call models; management keys manage the account (keys, projects, audit)
+    and call models only when given `can_call_models`."""
+
+    INFERENCE = "inference"
+    MANAGEMENT = "management"
 
 
 class KeyCaps(BaseModel):
@@ -49,7 +58,9 @@ class ProjectCaps(BaseModel):
 
 
 class ApiKey(BaseModel):
-    """What the gateway knows about a key: never the key itself, only its hash and prefix."""
+    """What the gateway knows about a key: never the key itself, only its hash and prefix.
+    Items stored before keys had a kind, a name or a model scope read as inference keys
+    allowed every model."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -57,15 +68,83 @@ class ApiKey(BaseModel):
     account_id: str
     project_id: str
     prefix: str
+    name: str = ""
+    kind: KeyKind = KeyKind.INFERENCE
     status: KeyStatus = KeyStatus.ACTIVE
+    models: frozenset[str] | None = None  # the catalog model ids it may call; None: every one
     route_types: frozenset[RouteType] = frozenset(RouteType)
+    can_call_models: bool = False  # a management key's model scope (inference keys always may)
     caps: dict[Bucket, KeyCaps] = Field(default_factory=dict)
     # Upstream calls one request may make, retries and fallbacks included (None: the default).
     max_upstream_attempts: int | None = Field(default=None, ge=1)
+    expires_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    # After a rotate, until when the previous secret still works.
+    previous_secret_expires_at: datetime | None = None
+    # Set only on a rotated-out secret's own item: this secret stops working then.
+    secret_expires_at: datetime | None = None
+    revision: NonNegativeInt = 0  # bumped by every change; a change names the one it read
 
     def caps_for(self, bucket: Bucket) -> KeyCaps:
         return self.caps.get(bucket) or KeyCaps()
+
+    @property
+    def calls_models(self) -> bool:
+        return self.kind is KeyKind.INFERENCE or self.can_call_models
+
+    def status_at(self, now: datetime) -> KeyStatus:
+        if self.status is KeyStatus.ACTIVE and self.expires_at and now >= self.expires_at:
+            return KeyStatus.EXPIRED
+        return self.status
+
+    def works_at(self, now: datetime) -> bool:
+        """Whether this secret authenticates at `now`: an active key, unexpired, and (a
+        rotated-out secret) within its grace period."""
+        in_grace = self.secret_expires_at is None or now < self.secret_expires_at
+        return self.status_at(now) is KeyStatus.ACTIVE and in_grace
+
+    def allows_model(self, model_id: str) -> bool:
+        return self.models is None or model_id in self.models
+
+    def snapshot(self) -> dict[str, Any]:
+        """What an audit entry keeps of a key: its settings, none of the bookkeeping."""
+        return self.model_dump(
+            mode="json", exclude={"secret_expires_at", "revision", "last_used_at", "account_id"}
+        )
+
+
+class Project(BaseModel):
+    """A grouping of keys inside an account, with its own caps. `default` always exists."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account_id: str
+    project_id: str
+    name: str = ""
+    caps: dict[Bucket, ProjectCaps] = Field(default_factory=dict)
+    created_at: datetime | None = None  # None: the implicit default project, never written
+    revision: NonNegativeInt = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"revision", "account_id"})
+
+
+class AuditEntry(BaseModel):
+    """One change an account's owner (or an operator) made: who, what, when, before, after.
+    Written in the same transaction as the change itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    audit_id: str
+    account_id: str
+    at: datetime
+    actor_key_id: str  # the management key that made the change, or "operator"
+    action: str  # e.g. "key.create", "key.revoke", "project.update"
+    target_type: Literal["key", "project"]
+    target_id: str
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
 
 
 class Wallet(BaseModel):
@@ -171,6 +250,30 @@ class Attempt(BaseModel):
     wait_ms: int | None = None
 
 
+class Refusal(BaseModel):
+    """The envelope that refused a request, as its 402 named it: decimals of the bucket's
+    currency (limit, what was left, the smallest hold the call asked for)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    envelope: str
+    limit: str
+    remaining: str
+    requested: str
+
+    @classmethod
+    def of(cls, code: str, details: dict[str, object]) -> Refusal | None:
+        """The refusal an error's details describe, if it is an envelope's 402."""
+        if code != "budget_exceeded" or not {"envelope", "remaining"} <= details.keys():
+            return None
+        return cls(
+            envelope=str(details["envelope"]),
+            limit=str(details.get("limit", "")),
+            remaining=str(details["remaining"]),
+            requested=str(details.get("requested", "")),
+        )
+
+
 class Receipt(BaseModel):
     """One per request, failed ones too: everything needed to explain its charge."""
 
@@ -199,6 +302,7 @@ class Receipt(BaseModel):
     settlement: Literal["settled", "deferred"] = "settled"
     error_code: str | None = None
     note: str | None = None
+    refusal: Refusal | None = None  # a budget_exceeded refusal: which envelope, what was left
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -1,25 +1,47 @@
-"""API keys: found by the hash of the bearer token, cached per container with their project caps."""
+"""API keys: found by the hash of the bearer token, cached per container with their project caps.
+
+How fast a change reaches every container (a pause, revoke or expiry; see docs/architecture.md
+"Keys"): a key read at t is served from memory until t + KEY_FRESH_SECONDS; after that, up to
+t + KEY_MAX_AGE_SECONDS, it is still served while one read refreshes it in the background; only
+past that does a request read it before answering. A busy key so never waits for the store, and
+a change is seen by every container within KEY_MAX_AGE_SECONDS of its write plus one read (the
+reads are consistent). Unknown keys are remembered too, for UNKNOWN_KEY_SECONDS, and malformed
+ones are refused without a read. `last_used_at` is stamped in the background, at most once per
+TOUCH_SECONDS per key per container.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from typing import Generic, TypeVar, cast
 
-from forge.domain.errors import BudgetStoreUnavailable, InvalidApiKey
-from forge.domain.ids import hash_api_key
+from forge.domain.errors import BudgetStoreUnavailable, InsufficientScope, InvalidApiKey
+from forge.domain.ids import hash_api_key, is_well_formed_key
 from forge.domain.metrics import refusal_metrics
 from forge.domain.money import Bucket
-from forge.domain.records import ApiKey, KeyStatus, ProjectCaps
+from forge.domain.records import ApiKey, ProjectCaps, utcnow
 from forge.gateway.holds import Blocking
 from forge.ports import NO_METER, GatewayStore, Meter, emit_quietly
 
+logger = logging.getLogger(__name__)
+
 V = TypeVar("V")
-KEY_CACHE_SECONDS = 10.0  # a paused or revoked key stops working within this long
+KEY_FRESH_SECONDS = 0.5  # served without a read
+KEY_MAX_AGE_SECONDS = 1.5  # served while refreshed in the background; older: read first
+UNKNOWN_KEY_SECONDS = 5.0  # an unknown key is refused from memory this long
+UNKNOWN_KEYS_KEPT = 10_000  # at most this many remembered (the oldest go first)
+TOUCH_SECONDS = 60.0  # last_used_at written at most this often per key per container
+PROJECT_CACHE_SECONDS = 10.0  # a changed project cap applies within this long
+# Runs a job off the request, later (a thread pool's submit); None: no background work.
+RunLater = Callable[[Callable[[], None]], object]
 
 
 class TtlCache(Generic[V]):
-    """Values remembered per container for `seconds` (key and project lookups)."""
+    """Values remembered per container for `seconds` (project lookups)."""
 
     def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
         self._seconds = seconds
@@ -36,9 +58,19 @@ class TtlCache(Generic[V]):
         self._entries[key] = (self._clock(), value)
 
 
+def require_model_calls(key: ApiKey) -> None:
+    """Paid routes: a management key calls models only when given `can_call_models`."""
+    if not key.calls_models:
+        raise InsufficientScope(
+            "This management key may not call models (it was not given can_call_models)"
+        )
+
+
 class Keys:
-    """Authenticates API keys and reads their projects' caps, each from the store at most once
-    per KEY_CACHE_SECONDS per container."""
+    """Authenticates API keys and reads their projects' caps (see the module docstring for
+    how long each is remembered). `run_later` runs refreshes and last-used stamps off the
+    request; without it (a simulation) a key is read again past KEY_MAX_AGE_SECONDS, before
+    answering, and nothing is stamped."""
 
     def __init__(
         self,
@@ -46,13 +78,24 @@ class Keys:
         clock: Callable[[], float],
         blocking: Blocking,
         meter: Meter = NO_METER,
+        *,
+        now: Callable[[], datetime] = utcnow,
+        run_later: RunLater | None = None,
     ) -> None:
         self.store = store
         self.blocking = blocking
         self.meter = meter
-        # A paused or revoked key, or a changed project cap, applies within this long.
-        self._keys: TtlCache[ApiKey] = TtlCache(KEY_CACHE_SECONDS, clock)
-        self._project_caps: TtlCache[dict[Bucket, ProjectCaps]] = TtlCache(KEY_CACHE_SECONDS, clock)
+        self._clock = clock
+        self._now = now
+        self._run_later = run_later
+        self._known: dict[str, tuple[float, ApiKey]] = {}  # hash -> (read started, key)
+        self._unknown: dict[str, float] = {}  # hash -> read started
+        self._refreshing: set[str] = set()
+        self._writing = threading.Lock()
+        self._touched: dict[str, float] = {}  # key id -> when last stamped
+        self._project_caps: TtlCache[dict[Bucket, ProjectCaps]] = TtlCache(
+            PROJECT_CACHE_SECONDS, clock
+        )
 
     async def authenticate(self, authorization: str | None) -> ApiKey:
         if not authorization or not authorization.startswith("Bearer "):
@@ -60,23 +103,83 @@ class Keys:
         return await self.authenticate_key(authorization.removeprefix("Bearer ").strip())
 
     async def authenticate_key(self, plaintext: str) -> ApiKey:
-        key_hash = hash_api_key(plaintext)
-        key = self._keys.get(key_hash)
-        if key is None:
-            try:
-                key = cast(
-                    ApiKey | None, await self.blocking(partial(self.store.get_api_key, key_hash))
-                )
-            except BudgetStoreUnavailable as exc:
-                # In a store outage most calls fail here first (a key not cached yet): count
-                # them with the refusals, where the fail-closed alarm looks.
-                emit_quietly(self.meter, partial(refusal_metrics, exc))
-                raise
-            if key is not None:
-                self._keys.put(key_hash, key)
-        if key is None or key.status is not KeyStatus.ACTIVE:
-            raise InvalidApiKey("Incorrect, paused or revoked API key")
+        key = await self._lookup(hash_api_key(plaintext)) if is_well_formed_key(plaintext) else None
+        if key is None or not key.works_at(self._now()):
+            raise InvalidApiKey("Incorrect, paused, revoked or expired API key")
+        self._stamp(key)
         return key
+
+    async def _lookup(self, key_hash: str) -> ApiKey | None:
+        now = self._clock()
+        unknown_since = self._unknown.get(key_hash)
+        if unknown_since is not None and now - unknown_since < UNKNOWN_KEY_SECONDS:
+            return None
+        known = self._known.get(key_hash)
+        if known is not None:
+            age = now - known[0]
+            if age < KEY_MAX_AGE_SECONDS:
+                if age >= KEY_FRESH_SECONDS:
+                    self._refresh_later(key_hash)
+                return known[1]
+        try:
+            return cast(ApiKey | None, await self.blocking(partial(self._read, key_hash)))
+        except BudgetStoreUnavailable as exc:
+            # In a store outage most calls fail here first (a key not cached yet): count
+            # them with the refusals, where the fail-closed alarm looks.
+            emit_quietly(self.meter, partial(refusal_metrics, exc))
+            raise
+
+    def _read(self, key_hash: str) -> ApiKey | None:
+        """Read a key and remember what was read, stamped with when the read started (so a
+        change written during the read is not taken as seen)."""
+        started = self._clock()
+        key = self.store.get_api_key(key_hash)
+        with self._writing:  # request threads and background refreshes write concurrently
+            if key is None:
+                self._known.pop(key_hash, None)
+                self._unknown.pop(key_hash, None)  # re-inserted last: the oldest go first
+                self._unknown[key_hash] = started
+                while len(self._unknown) > UNKNOWN_KEYS_KEPT:
+                    del self._unknown[next(iter(self._unknown))]
+            else:
+                known = self._known.get(key_hash)
+                if known is None or known[0] <= started:
+                    self._known[key_hash] = (started, key)
+        return key
+
+    def _refresh_later(self, key_hash: str) -> None:
+        if key_hash in self._refreshing or self._run_later is None:
+            return
+        self._refreshing.add(key_hash)
+
+        def refresh() -> None:
+            try:
+                self._read(key_hash)
+            except Exception as exc:  # the next request past the max age reads it itself
+                logger.warning("key_refresh_failed", extra={"error": type(exc).__name__})
+            finally:
+                self._refreshing.discard(key_hash)
+
+        self._run_later(refresh)
+
+    def _stamp(self, key: ApiKey) -> None:
+        """Record the key's use, off the request and at most once per TOUCH_SECONDS."""
+        if self._run_later is None:
+            return
+        now = self._clock()
+        last = self._touched.get(key.key_id)
+        if last is not None and now - last < TOUCH_SECONDS:
+            return
+        self._touched[key.key_id] = now
+        at = self._now()
+
+        def touch() -> None:
+            try:
+                self.store.touch_key(key.account_id, key.key_id, at)
+            except Exception as exc:  # a lost stamp never fails a call
+                logger.warning("key_touch_failed", extra={"error": type(exc).__name__})
+
+        self._run_later(touch)
 
     async def project_caps(self, key: ApiKey, bucket: Bucket) -> ProjectCaps:
         """The caps of the key's project in `bucket` (none set: no caps)."""

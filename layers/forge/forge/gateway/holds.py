@@ -12,7 +12,7 @@ import anyio
 from forge.domain.errors import BudgetStoreUnavailable, ForgeError, HoldAlreadyResolved
 from forge.domain.metrics import Metric, call_metrics
 from forge.domain.money import Bucket, Usage, charge_for
-from forge.domain.records import EnvelopeRef, Hold, HoldOutcome, Receipt
+from forge.domain.records import EnvelopeRef, Hold, HoldOutcome, Receipt, Refusal
 from forge.gateway.plan import CallPlan, Rooms, join_notes
 from forge.ports import NO_METER, GatewayStore, Meter, emit_quietly
 
@@ -129,7 +129,13 @@ class Holds:
 
     async def record_refusal(self, plan: CallPlan, error: ForgeError) -> None:
         """A receipt for a request refused before any money was held."""
-        receipt = plan.receipt("failed", error_code=error.code, hold=0, note=error.message)
+        receipt = plan.receipt(
+            "failed",
+            error_code=error.code,
+            hold=0,
+            note=error.message,
+            refusal=Refusal.of(error.code, error.details),
+        )
         await self.put_receipt(receipt)
         plan.closed = True
 

@@ -14,6 +14,7 @@ from forge.domain.errors import (
     BudgetExceeded,
     InvalidParameterCombination,
     InvalidRequest,
+    ModelNotAllowed,
     ScopeDenied,
 )
 from forge.domain.money import Prices, format_micros, token_cost
@@ -200,6 +201,8 @@ def choose_routes(
         endpoint = "embeddings" if model.mode == "embeddings" else "chat/completions"
         kind = "an embeddings" if model.mode == "embeddings" else "a chat"
         raise InvalidRequest(f"'{model.id}' is {kind} model; call /v1/{endpoint}", param="model")
+    if not key.allows_model(model.id):
+        raise ModelNotAllowed(f"This key may not use the model '{model.id}'", param="model")
     allowed = [r for r in model.routes if r.route_type in key.route_types]
     if not allowed:
         raise ScopeDenied(

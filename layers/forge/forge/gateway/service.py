@@ -31,7 +31,7 @@ from forge.domain.errors import (
 from forge.domain.metrics import refusal_metrics
 from forge.domain.money import Usage
 from forge.domain.offer import ProviderOffer
-from forge.domain.records import ApiKey, Receipt, utcnow
+from forge.domain.records import ApiKey, Receipt, Refusal, utcnow
 from forge.domain.requests import ChatCompletionRequest, EmbeddingsRequest
 from forge.domain.routing import RetryPolicy, RouteHealth, jitter
 from forge.domain.upstream import (
@@ -251,6 +251,7 @@ class Gateway:
             status="failed",
             error_code=error.code,
             note=error.message,
+            refusal=Refusal.of(error.code, error.details),
         )
         await self._holds.put_receipt(receipt)
 

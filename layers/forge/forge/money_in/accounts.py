@@ -5,7 +5,7 @@ from __future__ import annotations
 from forge.domain.errors import InvalidRequest, NotFound
 from forge.domain.ids import display_prefix, hash_api_key, new_api_key, new_id
 from forge.domain.money import Bucket, RouteType, decimal_to_micros
-from forge.domain.records import ApiKey, KeyCaps, LedgerEntry, LedgerKind
+from forge.domain.records import ApiKey, AuditEntry, KeyCaps, KeyKind, LedgerEntry, LedgerKind
 from forge.ports import AccountStore
 
 
@@ -21,8 +21,12 @@ def issue_key(
     project_id: str = "default",
     route_types: frozenset[RouteType] = frozenset(RouteType),
     caps: dict[Bucket, KeyCaps] | None = None,
+    *,
+    kind: KeyKind = KeyKind.INFERENCE,
+    name: str = "",
 ) -> tuple[str, ApiKey]:
-    """A new key: the plaintext is returned once and never stored."""
+    """A new key (an operator's: audited as `operator`); the plaintext is returned once and
+    never stored."""
     if not store.account_exists(account_id):
         raise NotFound(f"No account '{account_id}'")
     plaintext = new_api_key()
@@ -31,11 +35,31 @@ def issue_key(
         account_id=account_id,
         project_id=project_id,
         prefix=display_prefix(plaintext),
+        name=name,
+        kind=kind,
         route_types=route_types,
         caps=caps or {},
     )
-    store.put_api_key(hash_api_key(plaintext), key)
+    audit = AuditEntry(
+        audit_id=new_id("aud"),
+        account_id=account_id,
+        at=key.created_at,
+        actor_key_id="operator",
+        action="key.create",
+        target_type="key",
+        target_id=key.key_id,
+        after=key.snapshot(),
+    )
+    store.put_api_key(hash_api_key(plaintext), key, audit)
     return plaintext, key
+
+
+def create_account_with_owner_key(store: AccountStore, name: str) -> tuple[str, str]:
+    """A new account and its first management key: (account id, the key's plaintext, which
+    is shown once)."""
+    account_id = create_account(store, name)
+    plaintext, _ = issue_key(store, account_id, kind=KeyKind.MANAGEMENT, name="owner")
+    return account_id, plaintext
 
 
 def credit_wallet(

@@ -50,6 +50,7 @@ MONTH_PATTERN = r"^([1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(0[1-9]|
 FromQuery = Annotated[datetime | None, Query(alias="from")]
 ToQuery = Annotated[datetime | None, Query(alias="to")]
 CursorQuery = Annotated[str | None, Query(max_length=2048)]
+ProjectQuery = Annotated[str | None, Query(max_length=64)]
 _FORMATS: list[Literal["csv", "html"]] = ["csv", "html"]
 
 
@@ -168,16 +169,20 @@ async def get_usage(
     group_by: UsageGroupBy = UsageGroupBy.MODEL,
     start: FromQuery = None,
     end: ToQuery = None,
+    project_id: ProjectQuery = None,
 ) -> UsageView:
     """Requests, tokens and charges from the caller's receipts in [from, to) (default: this
     month so far), and refunds written in it, grouped by key, project, model, route or UTC
-    day, per bucket."""
+    day, per bucket; only one project's with `project_id` (its cells are read all the same:
+    each names its project)."""
     window = TimeRange.of(start, end).bounded(utcnow(), MAX_USAGE_RANGE)
     assert window.start is not None and window.end is not None  # bounded() closes both
     # Without `to`, the current hour counts whole (all written until now) rather than cut
     # at this instant, which would mean reading the hour's receipts one by one.
     counted = window if end is not None else TimeRange(window.start, hour_ceiling(window.end))
     cells = await asyncio.to_thread(views.usage, key.account_id, counted)
+    if project_id is not None:
+        cells = [c for c in cells if c.project_id == project_id]
     lines, totals = summarize_usage(cells, group_by)
     return UsageView(
         start=window.start,
@@ -195,9 +200,12 @@ async def get_run(
     run_id: Annotated[str, Path(max_length=128)],
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
     cursor: CursorQuery = None,
+    project_id: ProjectQuery = None,
 ) -> RunView:
     """A run's calls (oldest first, paged) with every attempt, and the whole run's totals
-    (kept as they are written, so this reads one page of calls whatever the run's size)."""
+    (kept as they are written, so this reads one page of calls whatever the run's size).
+    With `project_id`, a page lists only that project's calls (it may then hold fewer than
+    `limit`; follow `next_cursor`); the totals stay the whole run's."""
     page = await asyncio.to_thread(
         lambda: views.run_calls(key.account_id, run_id, limit=limit, cursor=cursor)
     )
@@ -207,7 +215,9 @@ async def get_run(
     return RunView(
         run_id=run_id,
         totals=[_usage_view(line) for line in totals],
-        calls=[_call_view(r) for r in page.items],
+        calls=[
+            _call_view(r) for r in page.items if project_id is None or r.project_id == project_id
+        ],
         has_more=page.next_cursor is not None,
         next_cursor=page.next_cursor,
     )

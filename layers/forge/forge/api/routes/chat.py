@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from forge.api.calls import PaidCallsDep
-from forge.api.deps import KeyDep
+from forge.api.deps import InferenceKeyDep
 from forge.api.schemas import PAID_SUCCESS
 from forge.api.sse import OPENAI_SSE
 from forge.api.strict import StrictJsonRoute
@@ -20,7 +20,7 @@ router = APIRouter(route_class=StrictJsonRoute)
 
 @router.post("/v1/chat/completions", response_model=None, responses=PAID_SUCCESS)
 async def chat_completions(
-    body: ChatCompletionRequest, key: KeyDep, calls: PaidCallsDep
+    body: ChatCompletionRequest, key: InferenceKeyDep, calls: PaidCallsDep
 ) -> Response:
     if body.stream_options is not None and not body.stream:
         raise InvalidRequest(
@@ -30,7 +30,9 @@ async def chat_completions(
 
 
 @router.post("/v1/embeddings", response_model=None)
-async def embeddings(body: EmbeddingsRequest, key: KeyDep, calls: PaidCallsDep) -> Response:
+async def embeddings(
+    body: EmbeddingsRequest, key: InferenceKeyDep, calls: PaidCallsDep
+) -> Response:
     return await calls.serve(key, body, body.model_dump(exclude_none=True), _json, OPENAI_SSE)
 
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from forge.api.calls import PaidCallsDep
-from forge.api.deps import KeyDep
+from forge.api.deps import InferenceKeyDep
 from forge.api.schemas import PAID_SUCCESS
 from forge.api.sse import SseFormat, completions_sse, openai_error
 from forge.api.strict import StrictJsonRoute
@@ -29,7 +29,9 @@ router = APIRouter(route_class=StrictJsonRoute)
 
 
 @router.post("/v1/completions", response_model=None, responses=PAID_SUCCESS)
-async def create_completion(body: CompletionsRequest, key: KeyDep, calls: PaidCallsDep) -> Response:
+async def create_completion(
+    body: CompletionsRequest, key: InferenceKeyDep, calls: PaidCallsDep
+) -> Response:
     sent = body.model_dump(exclude_none=True)
     chat = chat_request_from(chat_body_from_completions(sent), "prompt")
     completion_id = f"cmpl-{calls.request_id}"

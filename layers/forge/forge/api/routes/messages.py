@@ -33,6 +33,7 @@ from forge.domain.requests import (
 )
 from forge.domain.upstream import Completion
 from forge.gateway import Gateway, StreamResult
+from forge.gateway.auth import require_model_calls
 from forge.providers.anthropic_format.inbound import (
     chat_body_from_messages,
     message_from_completion,
@@ -88,10 +89,14 @@ async def count_message_tokens(
 async def _authenticate(
     gateway: Gateway, x_api_key: str | None, authorization: str | None
 ) -> ApiKey:
-    """Anthropic's x-api-key, or a bearer key as every other route takes it."""
+    """Anthropic's x-api-key, or a bearer key as every other route takes it; one that may
+    call models."""
     if x_api_key:
-        return await gateway.authenticate_key(x_api_key)
-    return await gateway.authenticate(authorization)
+        key = await gateway.authenticate_key(x_api_key)
+    else:
+        key = await gateway.authenticate(authorization)
+    require_model_calls(key)
+    return key
 
 
 async def _parse(request: Request, model: type[Body]) -> Body:

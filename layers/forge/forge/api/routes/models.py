@@ -31,7 +31,7 @@ def _card(model: CatalogModel, key: ApiKey) -> ModelCard | None:
     """The model as `key` sees it, priced at its first route (the one that serves unless it
     fails); None when the key may use none of its routes."""
     routes = [r for r in model.routes if r.route_type in key.route_types]
-    if not routes:
+    if not routes or not key.allows_model(model.id):
         return None
     first = routes[0]
     return ModelCard(
@@ -69,7 +69,8 @@ async def retrieve_model(
     gateway: GatewayDep,
 ) -> ModelCard:
     """One model as /v1/models lists it; 404 `model_not_found` when the catalog has no such
-    model, no provider of its routes is offered here, or the key may use none of them."""
+    model, no provider of its routes is offered here, or the key may not use it (its model scope
+    or route types)."""
     catalog = await gateway.catalog()
     card = _card(catalog.resolve(model_id, await gateway.offered_providers()), key)
     if card is None:

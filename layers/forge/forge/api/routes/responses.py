@@ -15,7 +15,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from forge.api.calls import PaidCallsDep
-from forge.api.deps import KeyDep
+from forge.api.deps import InferenceKeyDep
 from forge.api.schemas import PAID_SUCCESS
 from forge.api.sse import SseFormat, responses_error, responses_sse
 from forge.api.strict import StrictJsonRoute
@@ -34,7 +34,9 @@ router = APIRouter(route_class=StrictJsonRoute)
 
 
 @router.post("/v1/responses", response_model=None, responses=PAID_SUCCESS)
-async def create_response(body: ResponsesRequest, key: KeyDep, calls: PaidCallsDep) -> Response:
+async def create_response(
+    body: ResponsesRequest, key: InferenceKeyDep, calls: PaidCallsDep
+) -> Response:
     sent = body.model_dump(exclude_none=True)
     chat = chat_request_from(chat_body_from_responses(sent), "input")
     echo = response_echo(sent)

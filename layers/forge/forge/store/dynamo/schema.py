@@ -9,7 +9,8 @@ Budget table (pk, sk):
 | wallet (bucket)       | `ACCT#{account}`           | `BUCKET#{bucket}`                  |
 | API key, by hash      | `KEY#{key_hash}`           | `KEY`                              |
 | API key, by id        | `ACCT#{account}`           | `KEYID#{key_id}`                   |
-| project caps          | `ACCT#{account}`           | `PROJECT#{project}`                |
+| project               | `ACCT#{account}`           | `PROJECT#{project}`                |
+| audit entry           | `AUDIT#{account}`          | `{time}#{audit_id}`                |
 | hold                  | `HOLD#{request_id}`        | `HOLD`                             |
 | key envelope          | `ENV#KEY#{key_id}`         | `{bucket}#day#{yyyy-mm-dd}`        |
 |                       |                            | `{bucket}#month#{yyyy-mm}`         |
@@ -85,11 +86,24 @@ def api_key_key(key_hash: str) -> Key:
 
 def key_id_key(account_id: str, key_id: str) -> Key:
     """The account-side index of a key: finds its hash from its id."""
-    return _key(account_pk(account_id), f"KEYID#{key_id}")
+    return _key(account_pk(account_id), f"{KEY_ID_PREFIX}{key_id}")
+
+
+KEY_ID_PREFIX = "KEYID#"
+PROJECT_PREFIX = "PROJECT#"
 
 
 def project_key(account_id: str, project_id: str) -> Key:
-    return _key(account_pk(account_id), f"PROJECT#{project_id}")
+    return _key(account_pk(account_id), f"{PROJECT_PREFIX}{project_id}")
+
+
+def audit_pk(account_id: str) -> str:
+    return f"AUDIT#{account_id}"
+
+
+def audit_key(account_id: str, at: datetime, audit_id: str) -> Key:
+    """Newest last in key order: the audit listing reads the partition backwards."""
+    return _key(audit_pk(account_id), f"{time_key(at)}#{audit_id}")
 
 
 def hold_key(request_id: str) -> Key:
@@ -209,6 +223,21 @@ def run_partition(account_id: str, run_id: str) -> tuple[str, str]:
     return BY_SCOPE_INDEX, f"RUN#{account_id}#{run_id}"
 
 
+def runs_partition(account_id: str) -> tuple[str, str]:
+    """(index, partition) of an account's runs: one run total per run and bucket."""
+    return BY_TIME_INDEX, f"RUNS#{account_id}"
+
+
+def run_index_attributes(
+    account_id: str, run_id: str, bucket: Bucket | None, first_call_at: datetime
+) -> dict[str, str]:
+    """What a run total carries so the runs listing finds it, by its first call's time."""
+    return {
+        "time_pk": runs_partition(account_id)[1],
+        "time_sk": f"{time_key(first_call_at)}#{run_id}#{bucket.value if bucket else '-'}",
+    }
+
+
 def entry_index_attributes(entry: LedgerEntry) -> dict[str, str]:
     """What a ledger entry item carries so the views can find it."""
     at = time_key(entry.created_at)
@@ -270,3 +299,4 @@ PAYMENT_EVENT_RECORD = "payment_event"
 REFUND_RECORD = "refund"
 REDEEM_CODE_RECORD = "redeem_code"
 CODE_CLAIM_RECORD = "code_claim"
+AUDIT_RECORD = "audit_entry"

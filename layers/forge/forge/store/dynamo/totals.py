@@ -42,9 +42,14 @@ def usage_cell_key(account_id: str, cell: UsageCell) -> schema.Key:
 
 
 def _add(
-    table: str, key: Mapping[str, str], attributes: Mapping[str, Any], totals: UsageTotals
+    table: str,
+    key: Mapping[str, str],
+    attributes: Mapping[str, Any],
+    totals: UsageTotals,
+    first: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One transaction item: create the aggregate if needed, ADD `totals` to its counters.
+    """One transaction item: create the aggregate if needed, ADD `totals` to its counters;
+    `first` attributes keep the value of the first write (if_not_exists).
     Every name goes through a placeholder (several counters are DynamoDB reserved words)."""
     names: dict[str, str] = {}
     values: dict[str, Any] = {}
@@ -52,6 +57,9 @@ def _add(
     for n, (name, value) in enumerate((k, v) for k, v in attributes.items() if v is not None):
         names[f"#s{n}"], values[f":s{n}"] = name, value
         sets.append(f"#s{n} = :s{n}")
+    for n, (name, value) in enumerate((first or {}).items()):
+        names[f"#f{n}"], values[f":f{n}"] = name, value
+        sets.append(f"#f{n} = if_not_exists(#f{n}, :f{n})")
     counters = {name: value for name, value in totals.model_dump().items() if value}
     for n, (name, value) in enumerate(counters.items()):
         names[f"#a{n}"], values[f":a{n}"] = name, value
@@ -78,7 +86,12 @@ def _cell_update(table: str, account_id: str, cell: UsageCell) -> dict[str, Any]
 
 
 def _run_update(
-    table: str, account_id: str, run_id: str, bucket: Bucket | None, totals: UsageTotals
+    table: str,
+    account_id: str,
+    run_id: str,
+    bucket: Bucket | None,
+    totals: UsageTotals,
+    at: datetime,
 ) -> dict[str, Any]:
     attributes = {
         "record_type": schema.RUN_TOTAL_RECORD,
@@ -86,7 +99,10 @@ def _run_update(
         "run_id": run_id,
         "bucket": bucket.value if bucket else None,
     }
-    return _add(table, schema.run_total_key(account_id, run_id, bucket), attributes, totals)
+    # The run joins the account's runs listing (ledger-by-time) when its first call is written.
+    first = schema.run_index_attributes(account_id, run_id, bucket, at)
+    key = schema.run_total_key(account_id, run_id, bucket)
+    return _add(table, key, attributes, totals, first)
 
 
 def receipt_updates(table: str, receipt: Receipt) -> list[dict[str, Any]]:
@@ -95,7 +111,14 @@ def receipt_updates(table: str, receipt: Receipt) -> list[dict[str, Any]]:
     updates = [_cell_update(table, receipt.account_id, cell)]
     if receipt.run_id:
         updates.append(
-            _run_update(table, receipt.account_id, receipt.run_id, receipt.bucket, cell.totals)
+            _run_update(
+                table,
+                receipt.account_id,
+                receipt.run_id,
+                receipt.bucket,
+                cell.totals,
+                receipt.created_at,
+            )
         )
     return updates
 
@@ -106,7 +129,11 @@ def refund_updates(table: str, entry: LedgerEntry, run_id: str | None) -> list[d
     cell = UsageCell.of_refund(entry)
     updates = [_cell_update(table, entry.account_id, cell)]
     if run_id:
-        updates.append(_run_update(table, entry.account_id, run_id, entry.bucket, cell.totals))
+        updates.append(
+            _run_update(
+                table, entry.account_id, run_id, entry.bucket, cell.totals, entry.created_at
+            )
+        )
     return updates
 
 

@@ -99,6 +99,10 @@ class _Query:
             request["Limit"] = limit
         return request
 
+    def owns(self, pk: str) -> bool:
+        """Whether an item of this partition key belongs to the caller's account."""
+        return pk == schema.account_pk(self.account_id)
+
     def cursor_of(self, item: Mapping[str, Any]) -> str:
         """The LastEvaluatedKey a page ending on `item` would return, encoded."""
         names = ("pk", "sk", *self.key_names)
@@ -130,7 +134,7 @@ class _Query:
             or not all(isinstance(v, str) for v in key.values())
         ):
             raise InvalidCursor("The cursor is not valid for this listing", param="cursor")
-        if key["pk"] != schema.account_pk(self.account_id):
+        if not self.owns(key["pk"]):
             raise NotFound("No such page for this account", param="cursor")
         low, high = self.bounds
         if (
