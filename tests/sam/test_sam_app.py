@@ -129,6 +129,7 @@ def test_account_function_serves_the_console_from_the_built_artefact(
     path: str,
     media_type: str,
     sam_build: Path,
+    lambda_build: Path,
     python312: str,
     backend: Resources,
     tmp_path: Path,
@@ -140,7 +141,12 @@ def test_account_function_serves_the_console_from_the_built_artefact(
     event["multiValueHeaders"].pop("Authorization", None)
 
     run = invoke_built(
-        sam_build, "AccountFunction", event, python312=python312, backend=backend, tmp_path=tmp_path
+        lambda_build,
+        "AccountFunction",
+        event,
+        python312=python312,
+        backend=backend,
+        tmp_path=tmp_path,
     )
 
     assert run.returncode == 0, run.output
