@@ -56,8 +56,11 @@ sim: $(STAMP)
 	$(BIN)/python -m tests.sim --seed $(SEED) --steps $(STEPS) --seeds $(SEEDS) $(SIM_FLAGS)
 
 ## Measure overhead, round trips, cold starts and a busy wallet (not part of `make test`).
+## The cold starts' bytecode lever reads the built layer (`make build` first); BENCH_ARGS
+## passes options, e.g. BENCH_ARGS="--cold-start-before main" (python -m bench --help).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## Forge beside LiteLLM's proxy, same fake upstream and load, interleaved (not part of
 ## `make test`): the `peers` part of bench/results.json and docs/performance.md. LiteLLM goes

@@ -50,7 +50,10 @@ from bench.__main__ import (
     seed,
 )
 
-PEERS_PYTHON = Path(os.environ.get("PEERS_PYTHON", ROOT / ".venv-peers" / "bin" / "python"))
+# Absolute, not resolved: the venv's python is a symlink to the interpreter it was made from.
+PEERS_PYTHON = Path(
+    os.path.abspath(os.environ.get("PEERS_PYTHON", ROOT / ".venv-peers/bin/python"))
+)
 COMPROMISED = ("1.82.7", "1.82.8")  # LiteLLM releases that shipped malware: never run them
 BODY = {"messages": MESSAGES, "max_tokens": 64}
 TICK = os.sysconf("SC_CLK_TCK")
