@@ -267,7 +267,6 @@ async def _load(target: Target, concurrency: int, seconds: float) -> int:
 
 
 def measure(targets: list[Target], requests: int, load_seconds: float) -> dict[str, Any]:
-    by_name = {t.name: t for t in targets}
     with httpx.Client(timeout=60) as client:
         for _ in range(20):  # connections, caches, key lookups, lazy imports
             for target in targets:
@@ -297,18 +296,17 @@ def measure(targets: list[Target], requests: int, load_seconds: float) -> dict[s
             loaded_seconds[target.name] += window.seconds
             loaded_cpu[target.name] += window.used[target.name]
 
-    direct = by_name["direct"]
     out: dict[str, Any] = {}
     for target in targets:
-        per_chunk = statistics.median(target.chunks)
+        chunks_per_stream = statistics.median(target.chunks)
         per_stream = streamed.used[target.name] / len(target.ttfbs)
         figures: dict[str, Any] = {
             "latency": _p50_p99(target.latencies),
             "stream_ttfb": _p50_p99(target.ttfbs),
             "cpu_ms_per_request": _ms(plain.used[target.name] / requests),
             "cpu_ms_per_stream": _ms(per_stream),
-            "chunks_per_stream": per_chunk,
-            "cpu_ms_per_chunk": _ms(per_stream / per_chunk),
+            "chunks_per_stream": chunks_per_stream,
+            "cpu_ms_per_chunk": _ms(per_stream / chunks_per_stream),
             "throughput_c16_rps": round(served[target.name] / loaded_seconds[target.name], 1),
             "cpu_ms_per_request_c16": _ms(loaded_cpu[target.name] / max(1, served[target.name])),
             "idle_cpu_ms_per_second": _ms(target.idle_cpu_per_second),
@@ -317,14 +315,9 @@ def measure(targets: list[Target], requests: int, load_seconds: float) -> dict[s
             figures["excluded_store_cpu_ms_per_request"] = _ms(
                 plain.excluded[target.name] / requests
             )
-        if target is not direct:
-            figures["added_latency"] = {
-                q: round(figures["latency"][q] - out["direct"]["latency"][q], 3)
-                for q in ("p50_ms", "p99_ms")
-            }
-            figures["added_stream_ttfb"] = {
-                q: round(figures["stream_ttfb"][q] - out["direct"]["stream_ttfb"][q], 3)
-                for q in ("p50_ms", "p99_ms")
+        for kind in ("latency", "stream_ttfb") if target.name != "direct" else ():
+            figures[f"added_{kind}"] = {
+                q: round(figures[kind][q] - out["direct"][kind][q], 3) for q in ("p50_ms", "p99_ms")
             }
         out[target.name] = figures
     return out
