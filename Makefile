@@ -9,7 +9,7 @@ PORT ?= 8080
 COMPAT_JS := tests/compat/js
 COMPAT_STAMP := $(COMPAT_JS)/node_modules/.installed-$(shell cat $(COMPAT_JS)/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: dev test test-fast test-compat test-console compat-deps compat-table browser sim lint format typecheck bench cost build validate deploy deploy-guided deploy-prod clean
+.PHONY: dev test test-fast test-compat test-console compat-deps compat-table browser sim lint format typecheck bench bench-peers cost build validate deploy deploy-guided deploy-prod clean
 
 $(STAMP): pyproject.toml layers/forge/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,8 +69,31 @@ sim: $(STAMP)
 	$(BIN)/python -m tests.sim --seed $(SEED) --steps $(STEPS) --seeds $(SEEDS) $(SIM_FLAGS)
 
 ## Measure overhead, round trips, cold starts and a busy wallet (not part of `make test`).
+## The cold starts' bytecode lever reads the built layer (`make build` first); BENCH_ARGS
+## passes options, e.g. BENCH_ARGS="--cold-start-before main" (python -m bench --help).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## Forge beside LiteLLM's proxy, same fake upstream and load, interleaved (not part of
+## `make test`): the `peers` part of bench/results.json and docs/performance.md. LiteLLM goes
+## into its own virtualenv on first use, pinned to a version checked here (never 1.82.7 or
+## 1.82.8: compromised releases); if it cannot be installed the target says so and skips.
+## PEERS_ARGS passes options (python -m bench.peers --help).
+PEERS_VENV ?= .venv-peers
+LITELLM_PIN ?= litellm[proxy]==1.106.12
+PEERS_STAMP = $(PEERS_VENV)/.installed-$(shell echo '$(LITELLM_PIN)' | sha1sum | cut -c1-12)
+PEERS_ARGS ?=
+bench-peers: $(STAMP)
+	@set -o pipefail; if [[ ! -f "$(PEERS_STAMP)" ]]; then \
+	    echo "make bench-peers: installing $(LITELLM_PIN) into $(PEERS_VENV)"; \
+	    { rm -rf "$(PEERS_VENV)" && $(PYTHON) -m venv "$(PEERS_VENV)" \
+	      && "$(PEERS_VENV)/bin/python" -m pip install --quiet '$(LITELLM_PIN)' 2>&1 \
+	         | { grep -v -F "is ignored: it is neither a file nor a directory" || true; } \
+	      && touch "$(PEERS_STAMP)"; } \
+	    || { echo "make bench-peers: skipped: $(LITELLM_PIN) could not be installed"; exit 0; }; \
+	fi; \
+	PEERS_PYTHON="$(PEERS_VENV)/bin/python" $(BIN)/python -m bench.peers $(PEERS_ARGS)
 
 ## Dollars per 1M paid requests by part, from a measured run and a dated price file; writes
 ## bench/cost.json, docs/performance.md's cost section and README's table (not part of

@@ -443,6 +443,21 @@ handler = Mangum(create_paid_app(), lifespan="off")
 print(time.perf_counter() - started)
 """
 
+# What the proxy builds before its first paid answer, as the baseline builds its clients:
+# `python -m uvicorn`'s module, the paid app, the store's client, the gateway (providers,
+# catalog) and one upstream HTTP client.
+_PROXY_READY = """
+import time
+started = time.perf_counter()
+import uvicorn.main
+from forge.api import create_paid_app
+app = create_paid_app()
+import httpx
+from forge import wiring
+store, gateway, upstream = wiring.get_store(), wiring.get_gateway(), httpx.AsyncClient()
+print(time.perf_counter() - started)
+"""
+
 _BASELINE = """
 import time
 started = time.perf_counter()
@@ -457,9 +472,8 @@ print(time.perf_counter() - started)
 """
 
 
-def cold_starts(runs: int = 10) -> dict[str, Any]:
-    """Import + init of each handler in a fresh interpreter (median of `runs`)."""
-    env = {
+def _cold_env() -> dict[str, str]:
+    return {
         **os.environ,
         "BUDGET_TABLE": "b",
         "LEDGER_TABLE": "l",
@@ -468,33 +482,140 @@ def cold_starts(runs: int = 10) -> dict[str, Any]:
         "POWERTOOLS_SERVICE_NAME": "bench",
     }
 
-    def median_of(code: str) -> float:
-        samples = [
-            float(
-                subprocess.run(
-                    [sys.executable, "-c", code],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            for _ in range(runs)
-        ]
-        return round(statistics.median(samples) * 1000, 1)
 
-    out = {
-        handler.parent.name: median_of(_IMPORT_HANDLER.format(path=str(handler)))
+def _timed_run(command: list[str], env: dict[str, str]) -> float:
+    """Seconds the command prints as its last line (it times itself)."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _interleaved_ms(
+    variants: dict[str, tuple[list[str], dict[str, str]]], runs: int
+) -> dict[str, float]:
+    """Median of `runs` fresh interpreters per variant, the variants taking turns, so a burst of
+    other work on the machine falls on all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(runs):
+        for name, (command, env) in variants.items():
+            samples[name].append(_timed_run(command, env))
+    return {name: round(statistics.median(s) * 1000, 1) for name, s in samples.items()}
+
+
+PROXY_READY = "proxy: uvicorn module, paid app, store client, gateway, one upstream client"
+
+
+def cold_starts(runs: int = 10) -> dict[str, Any]:
+    """Import + init of each handler in a fresh interpreter (median of `runs`), timed from
+    the first line of its code (the interpreter's own start is in no row but run.sh's)."""
+    env = _cold_env()
+    python = [sys.executable, "-c"]
+    variants = {
+        handler.parent.name: ([*python, _IMPORT_HANDLER.format(path=str(handler))], env)
         for handler in sorted((ROOT / "functions").glob("*/app.py"))
     }
-    out["proxy: Mangum handler over create_paid_app (the old shape)"] = median_of(_PAID_MANGUM)
+    variants["proxy: Mangum handler over create_paid_app (the old shape)"] = (
+        [*python, _PAID_MANGUM],
+        env,
+    )
+    variants[PROXY_READY] = ([*python, _PROXY_READY], env)
+    variants["baseline_naive"] = ([*python, _BASELINE], env)
+    out = _interleaved_ms(variants, runs)
     out["proxy: run.sh (uvicorn up, first answer)"] = round(
         statistics.median(_uvicorn_cold_start(env) for _ in range(runs)) * 1000, 1
     )
-    out["baseline_naive"] = median_of(_BASELINE)
-    return {"runs": runs, "median_ms": out}
+    baseline = out["baseline_naive"]
+    return {
+        "runs": runs,
+        "median_ms": out,
+        "ratio_to_baseline": {
+            name: round(ms / baseline, 2) for name, ms in out.items() if name.startswith("proxy")
+        },
+    }
+
+
+def cold_start_levers(runs: int, before_ref: str | None) -> dict[str, Any]:
+    """Before and after of each cold-start lever, the proxy's figure (PROXY_READY) each time.
+
+    - bytecode: the layer as `make build` makes it (.aws-sam/build), run as Lambda runs it
+      (python3.12 -S -B: the layer only, nothing written), with its .pyc files and a copy
+      without them (what a build without the compile step ships);
+    - imports (with `before_ref`): this checkout's forge package against `before_ref`'s, in
+      this venv."""
+    import shutil
+    import tempfile
+
+    from forge_tools.native import runnable_copy
+
+    out: dict[str, Any] = {"runs": runs}
+    env = _cold_env()
+    built = ROOT / ".aws-sam" / "build" / "ForgeLayer"
+    python312 = subprocess.run(
+        ["bash", str(ROOT / "tools" / "sam.sh"), "--python312"], capture_output=True, text=True
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory() as scratch:
+        if built.is_dir() and python312:
+            # Built for arm64: its native extensions swapped for this machine's (same versions).
+            cache = ROOT / ".aws-sam" / "host-wheels"
+            layer = runnable_copy(built, "python", Path(scratch) / "layer", python312, cache)
+            layer = layer / "python"
+            bare = Path(scratch) / "layer-without-pyc"
+            shutil.copytree(layer, bare, ignore=shutil.ignore_patterns("__pycache__"))
+            # The baseline's Tracer needs the X-Ray SDK, which the layer does not ship: beside
+            # it, as source only, and compiled like the layer.
+            xray, xray_pyc = Path(scratch) / "xray", Path(scratch) / "xray-pyc"
+            pip = [python312, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile"]
+            subprocess.run([*pip, "--target", str(xray), "aws-xray-sdk", "wrapt"], check=True)
+            shutil.copytree(xray, xray_pyc)
+            compile_all = [python312, "-m", "compileall", "-q", "--invalidation-mode"]
+            subprocess.run([*compile_all, "unchecked-hash", str(xray_pyc)], check=True)
+
+            def on(path: str, code: str) -> tuple[list[str], dict[str, str]]:
+                return [python312, "-S", "-B", "-c", code], {**env, "PYTHONPATH": path}
+
+            measured = _interleaved_ms(
+                {
+                    "proxy, source only": on(str(bare), _PROXY_READY),
+                    "proxy, with .pyc": on(str(layer), _PROXY_READY),
+                    "baseline_naive, source only": on(f"{bare}:{xray}", _BASELINE),
+                    "baseline_naive, with .pyc": on(f"{layer}:{xray_pyc}", _BASELINE),
+                },
+                runs,
+            )
+            out["bytecode in the layer (python3.12, the built layer only)"] = {
+                "before": measured["proxy, source only"],
+                "after": measured["proxy, with .pyc"],
+            }
+            out["on the built layer"] = {
+                **measured,
+                "proxy with .pyc / baseline_naive source only": round(
+                    measured["proxy, with .pyc"] / measured["baseline_naive, source only"], 2
+                ),
+                "proxy with .pyc / baseline_naive with .pyc": round(
+                    measured["proxy, with .pyc"] / measured["baseline_naive, with .pyc"], 2
+                ),
+            }
+        else:
+            out["bytecode in the layer"] = "not measured: run `make build` first"
+        if before_ref:
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", before_ref, "layers/forge/forge"],
+                capture_output=True,
+                check=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", scratch], input=archive, check=True)
+            before = str(Path(scratch) / "layers" / "forge")
+            proxy = [sys.executable, "-c", _PROXY_READY]
+            measured = _interleaved_ms(
+                {
+                    "before": (proxy, {**env, "PYTHONPATH": before}),
+                    "after": (proxy, {**env, "PYTHONPATH": str(ROOT / "layers" / "forge")}),
+                },
+                runs,
+            )
+            out[f"imports only what the path uses (forge of {before_ref} vs this checkout)"] = (
+                measured
+            )
+    return out
 
 
 def _uvicorn_cold_start(env: dict[str, str]) -> float:
@@ -569,9 +690,29 @@ def write_report(results: dict[str, Any]) -> None:
         _row("---", "---"),
         *(_row(name, _calls(case)) for name, case in rt.items()),
         "",
-        _row("cold start: import + init, fresh interpreter", "median"),
+        _row("cold start: import + init, fresh interpreter", "median", "÷ baseline_naive"),
+        _row("---", "---", "---"),
+        *(
+            _row(name, f"{ms} ms", cs["ratio_to_baseline"].get(name, ""))
+            for name, ms in cs["median_ms"].items()
+        ),
+        "",
+        _row(f"cold-start lever (`{PROXY_READY}`)", "before", "after"),
+        _row("---", "---", "---"),
+        *(
+            _row(name, f"{m['before']} ms", f"{m['after']} ms")
+            if isinstance(m, dict)
+            else _row(name, m, "")
+            for name, m in cs["levers"].items()
+            if name not in ("runs", "on the built layer")
+        ),
+        "",
+        _row("on the built layer (python3.12 -S -B, as Lambda runs it)", "median or ratio"),
         _row("---", "---"),
-        *(_row(name, f"{ms} ms") for name, ms in cs["median_ms"].items()),
+        *(
+            _row(name, f"{v} ms" if "/" not in name else f"**{v}**")
+            for name, v in cs["levers"].get("on the built layer", {}).items()
+        ),
         "",
         f"Busy wallet: {bw['clients']} clients, {bw['requests']} requests in {bw['seconds']} s"
         f" = {bw['requests_per_second']} req/s ({bw['served_per_second']} served/s);"
@@ -613,6 +754,16 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10_000, help="calls in the views' run")
     parser.add_argument("--view-samples", type=int, default=100)
     parser.add_argument(
+        "--cold-start-before",
+        metavar="REF",
+        help="also measure the import lever: this checkout's forge against REF's (e.g. main)",
+    )
+    parser.add_argument(
+        "--cold-start-only",
+        action="store_true",
+        help="only the cold starts and their levers; print the figures, write nothing",
+    )
+    parser.add_argument(
         "--views-only",
         action="store_true",
         help="only the views at scale; print the figures, write nothing (before/after runs)",
@@ -620,6 +771,12 @@ def main() -> None:
     args = parser.parse_args()
     requests = 40 if args.quick else args.requests
     calls, samples = (500, 20) if args.quick else (args.calls, args.view_samples)
+    cold_runs = 3 if args.quick else 10
+    if args.cold_start_only:
+        cold = cold_starts(cold_runs)
+        cold["levers"] = cold_start_levers(cold_runs, args.cold_start_before)
+        print(json.dumps(cold, indent=2))
+        return
     if args.views_only:
         with running_stack() as stack:
             print(json.dumps(views_at_scale(stack, calls, samples), indent=2))
@@ -636,7 +793,13 @@ def main() -> None:
         results["round_trips"] = round_trips(stack)
         results["busy_wallet"] = busy_wallet(stack, per_client=5 if args.quick else 20)
         results["views_at_scale"] = views_at_scale(stack, calls, samples)
-    results["cold_start"] = cold_starts(3 if args.quick else 10)
+    results["cold_start"] = cold_starts(cold_runs)
+    results["cold_start"]["levers"] = cold_start_levers(cold_runs, args.cold_start_before)
+    if RESULTS.is_file():  # `make bench-peers` writes its own part
+        results = {
+            **{k: v for k, v in json.loads(RESULTS.read_text()).items() if k == "peers"},
+            **results,
+        }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     write_report(results)
     print(json.dumps(results, indent=2))

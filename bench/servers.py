@@ -4,6 +4,9 @@
     python -m bench.servers demo PORT              the demo provider (the upstream)
     python -m bench.servers gateway PORT           the gateway, with its DynamoDB client
                                                    counted and timed (GET /bench/stats)
+    python -m bench.servers gateway-twin PORT MS   the gateway on the in-memory twin, each
+                                                   DynamoDB call answered after MS ms; it
+                                                   prints one funded API key
 
 The gateway here is the real app; only its DynamoDB client is wrapped, to count round trips
 and the time spent waiting on them at the adapter boundary.
@@ -16,6 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +59,69 @@ class CountingClient:
             return {"calls": dict(self.calls), "wait_seconds": self.wait_seconds}
 
 
+class TwinEndpoint:
+    """DynamoDB answered in this process by the in-memory twin, behind a real botocore client:
+    the client validates, serialises, signs and parses as it would against AWS; only the socket
+    is replaced (botocore's `before-send` hook). Each call waits `latency` seconds (the twin's
+    latency fault, a sleep, so no CPU). The twin's own CPU (decoding the request, executing it,
+    encoding the answer; what DynamoDB's servers would do) is timed per thread, so it can be
+    taken out of the process's CPU."""
+
+    def __init__(self, latency: float) -> None:
+        from forge.store.memory import Faults
+        from forge_tools.template import memory_stack
+
+        self.stack = memory_stack(ROOT / "template.yaml", faults=Faults(latency=latency))
+        self._lock = threading.Lock()
+        self.cpu_seconds = 0.0
+
+    def client(self) -> Any:
+        from botocore.session import get_session
+
+        client = get_session().create_client(
+            "dynamodb",
+            region_name="us-east-1",
+            endpoint_url="http://dynamodb.twin.invalid",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",  # noqa: S106 - signs requests nobody checks
+        )
+        client.meta.events.register("before-send.dynamodb", self._answer)
+        return client
+
+    def _answer(self, request: Any, **_: Any) -> Any:
+        import json
+
+        from botocore import xform_name
+        from botocore.awsrequest import AWSResponse
+        from botocore.exceptions import ClientError
+
+        target = request.headers["X-Amz-Target"]
+        operation = (target.decode() if isinstance(target, bytes) else target).split(".")[-1]
+        started = time.thread_time()
+        params = json.loads(request.body)
+        try:
+            status, answer = 200, getattr(self.stack.client, xform_name(operation))(**params)
+        except ClientError as error:
+            response = dict(error.response)
+            status = response.pop("ResponseMetadata")["HTTPStatusCode"]
+            code, message = response.pop("Error")["Code"], error.response["Error"]["Message"]
+            answer = {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", **response}
+            answer.setdefault("message", message)
+        body = json.dumps(answer).encode()
+        with self._lock:
+            self.cpu_seconds += time.thread_time() - started
+        headers = {"content-type": "application/x-amz-json-1.0", "x-amzn-requestid": "twin"}
+        return AWSResponse(request.url, status, headers, _Body(body))
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.data
+
+
 def run_emulator(port: int) -> None:
     import logging
 
@@ -92,6 +159,42 @@ def run_gateway(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
+def run_gateway_twin(port: int, latency_ms: float) -> None:
+    from forge import wiring as stores
+    from forge.api import create_app
+    from forge.domain.money import Bucket
+    from forge.money_in.accounts import create_account, credit_wallet, issue_key
+    from forge.store.dynamo.store import DynamoStore
+
+    twin = TwinEndpoint(latency_ms / 1000)
+    counting = CountingClient(twin.client())
+    stack = twin.stack
+    os.environ.update(
+        BUDGET_TABLE=stack.budget_table, LEDGER_TABLE=stack.ledger_table, ARCHIVE_BUCKET="none"
+    )
+    stores.clear()
+    setattr(stores, "dynamodb_client", lambda: counting)  # noqa: B010 - a module patch
+    store = DynamoStore(counting, stack.budget_table, stack.ledger_table)
+    account_id = create_account(store, "bench twin")
+    credit_wallet(store, account_id, Bucket.CREDIT, "100000", source="bench", memo="bench")
+    print(f"KEY={issue_key(store, account_id)[0]}", flush=True)
+    app = create_app("paid")
+
+    @app.get("/bench/stats")
+    async def stats() -> dict[str, Any]:
+        cpu = os.times()
+        return {
+            **counting.snapshot(),
+            "cpu_seconds": cpu.user + cpu.system,
+            "store_cpu_seconds": twin.cpu_seconds,
+        }
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
 if __name__ == "__main__":
     role, port = sys.argv[1], int(sys.argv[2])
-    {"emulator": run_emulator, "demo": run_demo, "gateway": run_gateway}[role](port)
+    if role == "gateway-twin":
+        run_gateway_twin(port, float(sys.argv[3]))
+    else:
+        {"emulator": run_emulator, "demo": run_demo, "gateway": run_gateway}[role](port)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from forge_tools.emulator import Emulator, Resources, load_template
+from forge_tools.native import runnable_copy
 from tests.sam.built import BUILD_DIR, LAYER_ID, ROOT, SAM, TEMPLATE, assert_ok, run
-from tests.sam.native import runnable_copy
 
 
 @pytest.fixture(scope="session")

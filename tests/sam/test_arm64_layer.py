@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from forge_tools.emulator import load_template
+from forge_tools.native import ELF_MACHINES, distributions, elf_machine
 from tests.sam.built import LAYER_ID
-from tests.sam.native import ELF_MACHINES, distributions, elf_machine
 
 pytestmark = pytest.mark.sam
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from forge.domain.archive import StatementFormat, StatementState
-from forge.domain.archive_replay import QueuedMessage
 from forge.domain.calendar import Month
 from forge.domain.idempotency import IdempotencyRecord, StoredResponse
 from forge.domain.metrics import Metric
@@ -34,7 +33,10 @@ from forge.domain.records import (
     Receipt,
     Wallet,
 )
-from forge.domain.views import TimeRange
+
+if TYPE_CHECKING:  # in annotations only: the proxy's paid path never loads the views
+    from forge.domain.archive_replay import QueuedMessage
+    from forge.domain.views import TimeRange
 
 logger = logging.getLogger(__name__)
 

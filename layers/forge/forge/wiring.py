@@ -16,18 +16,19 @@ from forge.store.aws import (
     make_secretsmanager_client,
     make_sqs_client,
 )
-from forge.store.dynamo.catalog import DynamoCatalogStore
 from forge.store.dynamo.store import DynamoStore
-from forge.store.dynamo.views import LedgerViews
-from forge.store.failure_queue import SqsFailureQueue
-from forge.store.s3archive import S3Archive
-from forge.telemetry import EmfMeter
 
-if TYPE_CHECKING:  # the gateway and its providers load only where a request is served
+# Each adapter below loads in the factory that builds it, so a function imports only those
+# its path uses (the proxy: the store, the catalog, the gateway and its providers).
+if TYPE_CHECKING:
     from forge.gateway import Gateway
     from forge.gateway.auth import Keys
     from forge.providers.secret import ProviderSecret
+    from forge.store.dynamo.catalog import DynamoCatalogStore
     from forge.store.dynamo.listings import ConsoleListings
+    from forge.store.dynamo.views import LedgerViews
+    from forge.store.failure_queue import SqsFailureQueue
+    from forge.store.s3archive import S3Archive
 
 
 @cache
@@ -58,11 +59,15 @@ def get_store() -> DynamoStore:
 
 @cache
 def get_archive() -> S3Archive:
+    from forge.store.s3archive import S3Archive
+
     return S3Archive(s3_client(), get_settings().archive_bucket)
 
 
 def get_ledger_views() -> LedgerViews:
     """This process's views over its ledger table; cheap to build, the client is cached."""
+    from forge.store.dynamo.views import LedgerViews
+
     return LedgerViews(dynamodb_client(), get_settings().ledger_table)
 
 
@@ -102,10 +107,14 @@ def background_jobs() -> ThreadPoolExecutor:
 
 def get_failure_queue(queue_url: str) -> SqsFailureQueue:
     """The archiver's on-failure queue (the stack's ArchiveFailureQueueUrl), for replay."""
+    from forge.store.failure_queue import SqsFailureQueue
+
     return SqsFailureQueue(sqs_client(), queue_url)
 
 
 def get_catalog_store() -> DynamoCatalogStore:
+    from forge.store.dynamo.catalog import DynamoCatalogStore
+
     return DynamoCatalogStore(dynamodb_client(), get_settings().budget_table)
 
 
@@ -124,6 +133,8 @@ def get_meter() -> Meter:
     settings = get_settings()
     if not settings.metrics_namespace:
         return NO_METER
+    from forge.telemetry import EmfMeter
+
     return EmfMeter(settings.metrics_namespace, settings.service_name)
 
 
@@ -142,6 +153,7 @@ def build_gateway(settings: Settings, store: DynamoStore, keys: Keys | None = No
     from forge.domain.routing import RetryPolicy, RouteHealth
     from forge.gateway import Gateway
     from forge.providers.registry import configured_providers
+    from forge.store.dynamo.catalog import DynamoCatalogStore
 
     secret = get_provider_secret(settings)
 

@@ -1,4 +1,5 @@
-"""The built layer is for Lambda's arm64; this machine may be another. Every file of the build
+"""The built layer is for Lambda's arm64; this machine may be another (tests/sam and the
+cold-start bench run it here). Every file of the build
 runs here as built, except the native extensions: each distribution that ships one for a
 foreign machine is swapped for the same version's wheel for this one (from PyPI, cached), in a
 copy of the build. What stays unproven here is only that those extensions load on arm64; a
@@ -19,7 +20,8 @@ ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "arm64": 183}
 
 def elf_machine(path: Path) -> int:
     header = path.read_bytes()[:20]
-    assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    if header[:4] != b"\x7fELF":
+        raise ValueError(f"{path} is not an ELF file")
     return int.from_bytes(header[18:20], "little")
 
 
@@ -59,10 +61,11 @@ def foreign_native(site: Path) -> list[Distribution]:
     ]
 
 
-def runnable_copy(build_dir: Path, layer_site: str, into: Path, python: str, cache: Path) -> Path:
-    """A copy of `build_dir` whose layer (`layer_site`, relative) this machine can run."""
-    shutil.copytree(build_dir, into, symlinks=True)
-    site = into / layer_site
+def runnable_copy(source: Path, site_path: str, into: Path, python: str, cache: Path) -> Path:
+    """A copy of `source` (a build, or a layer) whose site directory (`site_path`, relative
+    to it: the layer's `python/`) this machine can run."""
+    shutil.copytree(source, into, symlinks=True)
+    site = into / site_path
     for dist in foreign_native(site):
         wheel = host_wheel(dist, python, cache)
         for name in dist.files:
@@ -78,14 +81,15 @@ def host_wheel(dist: Distribution, python: str, cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     requirement = f"{dist.name}=={dist.version}"
     download = ["download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(cache)]
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: S603 - our interpreter, a pinned requirement
         [python, "-m", "pip", *download, requirement],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    assert proc.returncode == 0, f"pip download {requirement} failed:\n{proc.stderr[-3000:]}"
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip download {requirement} failed:\n{proc.stderr[-3000:]}")
     stem = dist.name.replace("-", "_").lower()
     machine = platform.machine()
     wheels = [
@@ -93,5 +97,6 @@ def host_wheel(dist: Distribution, python: str, cache: Path) -> Path:
         for w in cache.glob("*.whl")
         if w.name.lower().startswith(f"{stem}-{dist.version}-") and machine in w.name
     ]
-    assert wheels, f"no {machine} wheel of {requirement} in {cache}"
+    if not wheels:
+        raise RuntimeError(f"no {machine} wheel of {requirement} in {cache}")
     return max(wheels)
