@@ -96,8 +96,18 @@ def _error(code: str, message: str, **members: Any) -> dict[str, Any]:
     return {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message, **members}
 
 
+_opened: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def _wire(url: str, sleeps: list[float], **kwargs: Any) -> WireDynamoDB:
-    return WireDynamoDB(
+    client = WireDynamoDB(
         url,
         "us-east-1",
         lambda: ("AKIDEXAMPLE", "secret", None),
@@ -105,10 +115,12 @@ def _wire(url: str, sleeps: list[float], **kwargs: Any) -> WireDynamoDB:
         jitter=lambda: 0.5,
         **kwargs,
     )
+    _opened.append(client)
+    return client
 
 
 def _botocore(url: str) -> Any:
-    return get_session().create_client(
+    client = get_session().create_client(
         "dynamodb",
         endpoint_url=url,
         region_name="us-east-1",
@@ -116,6 +128,8 @@ def _botocore(url: str) -> Any:
         aws_secret_access_key="secret",
         config=Config(retries={"mode": "standard", "max_attempts": 3}),
     )
+    _opened.append(client)
+    return client
 
 
 # SigV4 ---------------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 machinery. Same methods, same DynamoDB JSON in and out, same errors; no parameter
 validation, no event hooks, no endpoint resolution per call.
 
-It speaks DynamoDB's JSON protocol (POST /, `X-Amz-Target: DynamoDB_20120810.<Op>`) over one
-urllib3 connection pool (the HTTP layer botocore itself uses, without its wrappers), signed by
-a small SigV4 signer whose key is derived once a day. What it keeps of botocore, because the
+It speaks DynamoDB's JSON protocol (POST /, `X-Amz-Target: DynamoDB_20120810.<Op>`) over a
+small pool of keep-alive `http.client` connections (urllib3, botocore's HTTP layer, doubled the
+CPU of a call in bench/store_client.py), signed by a small SigV4 signer whose key is derived
+once a day. Like urllib3, the pool drops an idle connection the server has closed before
+reusing it. What it keeps of botocore, because the
 adapters rely on it:
 
 - Errors: botocore's own `ClientError` (a subclass named after the code, as
@@ -39,7 +41,8 @@ import http.client
 import json
 import os
 import random
-import socket
+import select
+import ssl
 import threading
 import time
 import uuid
@@ -49,7 +52,6 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
-import urllib3
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -62,10 +64,6 @@ from botocore.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
-from urllib3.exceptions import ConnectTimeoutError as Urllib3ConnectTimeout
-from urllib3.exceptions import NewConnectionError, ProtocolError
-from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeout
-from urllib3.exceptions import SSLError as Urllib3SSLError
 
 Credentials = tuple[str, str, str | None]  # access key, secret key, session token
 
@@ -252,6 +250,93 @@ class SigV4:
         return headers
 
 
+class _Pool:
+    """Keep-alive connections to one endpoint, each used by one thread at a time; transport
+    failures raised as botocore.httpsession raises them (the mapping of urllib3's errors)."""
+
+    def __init__(
+        self,
+        url: str,
+        host: str,
+        port: int,
+        *,
+        https: bool,
+        connect_timeout: float,
+        read_timeout: float,
+        size: int,
+    ) -> None:
+        self._url = url
+        self._host = host
+        self._port = port
+        self._context = ssl.create_default_context(cafile=_ca_bundle()) if https else None
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._size = size
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                # An idle connection the server closed reads as ready (EOF): drop it.
+                if conn.sock is not None and not select.select([conn.sock], [], [], 0)[0]:
+                    return conn
+                conn.close()
+        if self._context is not None:
+            conn = http.client.HTTPSConnection(
+                self._host, self._port, timeout=self._connect_timeout, context=self._context
+            )
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=self._connect_timeout)
+        try:
+            conn.connect()
+        except ssl.SSLError as exc:
+            raise SSLError(endpoint_url=self._url, error=exc) from exc
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(endpoint_url=self._url, error=exc) from exc
+        except OSError as exc:  # refused, unreachable, no such host
+            raise EndpointConnectionError(endpoint_url=self._url, error=exc) from exc
+        conn.sock.settimeout(self._read_timeout)
+        return conn
+
+    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """Status, lower-cased headers and body of one POST /."""
+        conn = self._connection()
+        try:
+            conn.request("POST", "/", body, headers)
+            response = conn.getresponse()
+            data = response.read()
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, TimeoutError):
+                raise ReadTimeoutError(endpoint_url=self._url, error=exc) from exc
+            if isinstance(exc, ssl.SSLError):
+                raise SSLError(endpoint_url=self._url, error=exc) from exc
+            if isinstance(exc, http.client.HTTPException | ConnectionError):
+                raise ConnectionClosedError(
+                    error=exc, request=None, endpoint_url=self._url
+                ) from exc
+            if isinstance(exc, OSError):
+                raise HTTPClientError(error=exc) from exc
+            raise
+        keep = not response.will_close
+        if keep:
+            with self._lock:
+                keep = len(self._idle) < self._size
+                if keep:
+                    self._idle.append(conn)
+        if not keep:
+            conn.close()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._idle:
+                conn.close()
+            self._idle.clear()
+
+
 def _amz_date() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
@@ -287,12 +372,14 @@ class WireDynamoDB:
         self._jitter = jitter
         self._clock = clock
         self._quota = _RetryQuota()
-        self._pool = urllib3.connection_from_url(
+        self._pool = _Pool(
             endpoint_url,
-            maxsize=max_pool_connections,
-            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-            retries=False,
-            **({"ca_certs": _ca_bundle()} if parts.scheme == "https" else {}),
+            parts.hostname or "",
+            parts.port or default_port,
+            https=parts.scheme == "https",
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            size=max_pool_connections,
         )
 
     def close(self) -> None:
@@ -344,22 +431,19 @@ class WireDynamoDB:
             retry_after: float | None = None
             throttled = False
             try:
-                response = self._pool.urlopen(
-                    "POST", "/", body=body, headers=headers, retries=False, redirect=False
-                )
-            except Exception as exc:
-                error = self._transport_error(exc)
+                status, answer_headers, data = self._pool.post(body, headers)
+            except (BotoCoreError, ssl.SSLError) as exc:
+                error = exc
                 retryable = True  # every transport error: ConnectionError or HTTPClientError
             else:
-                data, status = response.data, response.status
-                checksum = response.headers.get("x-amz-crc32")
+                checksum = answer_headers.get("x-amz-crc32")
                 corrupt = checksum is not None and zlib.crc32(data) != int(checksum)
-                parsed = self._parse(status, data, response.headers, attempt - 1)
+                parsed = self._parse(status, data, answer_headers, attempt - 1)
                 code = parsed["Error"]["Code"] if status >= 300 else None
                 throttled = code in _THROTTLING_CODES
                 retryable = corrupt or throttled or code in _TRANSIENT_CODES
                 retryable = retryable or status in _TRANSIENT_STATUS
-                retry_after = _retry_after(response.headers)
+                retry_after = _retry_after(answer_headers)
             if attempt >= self._max_attempts:
                 retryable = False
                 if parsed is not None:
@@ -378,24 +462,8 @@ class WireDynamoDB:
                 self._quota.release(acquired or 1)
             return parsed
 
-    def _transport_error(self, exc: Exception) -> Any:
-        """botocore.httpsession's mapping of urllib3's exceptions (NewConnectionError is a
-        urllib3 ConnectTimeoutError, so it goes first)."""
-        url = self.endpoint_url
-        if isinstance(exc, Urllib3SSLError):
-            return SSLError(endpoint_url=url, error=exc)
-        if isinstance(exc, NewConnectionError | socket.gaierror):
-            return EndpointConnectionError(endpoint_url=url, error=exc)
-        if isinstance(exc, Urllib3ConnectTimeout):
-            return ConnectTimeoutError(endpoint_url=url, error=exc)
-        if isinstance(exc, Urllib3ReadTimeout):
-            return ReadTimeoutError(endpoint_url=url, error=exc)
-        if isinstance(exc, ProtocolError):
-            return ConnectionClosedError(error=exc, request=None, endpoint_url=url)
-        return HTTPClientError(error=exc)
-
     @staticmethod
-    def _parse(status: int, data: bytes, headers: Any, retries: int) -> dict[str, Any]:
+    def _parse(status: int, data: bytes, headers: dict[str, str], retries: int) -> dict[str, Any]:
         """The response dict botocore's JSON parser builds, blobs decoded."""
         if status < 300:
             try:
@@ -408,11 +476,10 @@ class WireDynamoDB:
             parsed = _error_body(status, data)
         if b'"B' in data and (b'"B":' in data or b'"BS":' in data):
             parsed = _decode_blobs(parsed)
-        lowered = {k.lower(): v for k, v in headers.items()}
         metadata = parsed.setdefault("ResponseMetadata", {})
-        if "x-amzn-requestid" in lowered:
-            metadata["RequestId"] = lowered["x-amzn-requestid"]
-        metadata.update(HTTPStatusCode=status, HTTPHeaders=lowered, RetryAttempts=retries)
+        if "x-amzn-requestid" in headers:
+            metadata["RequestId"] = headers["x-amzn-requestid"]
+        metadata.update(HTTPStatusCode=status, HTTPHeaders=headers, RetryAttempts=retries)
         return parsed
 
 
@@ -442,7 +509,7 @@ def _error_class(code: str) -> Any:
     return type(code, (ClientError,), {})
 
 
-def _retry_after(headers: Any) -> float | None:
+def _retry_after(headers: dict[str, str]) -> float | None:
     value = headers.get("x-amz-retry-after")
     if value is None:
         return None
