@@ -6,8 +6,7 @@ It speaks DynamoDB's JSON protocol (POST /, `X-Amz-Target: DynamoDB_20120810.<Op
 small pool of keep-alive `http.client` connections (urllib3, botocore's HTTP layer, doubled the
 CPU of a call in bench/store_client.py), signed by a small SigV4 signer whose key is derived
 once a day. Like urllib3, the pool drops an idle connection the server has closed before
-reusing it. What it keeps of botocore, because the
-adapters rely on it:
+reusing it. What it keeps of botocore, because the adapters rely on it:
 
 - Errors: botocore's own `ClientError` (a subclass named after the code, as
   `client.exceptions.<Code>` is) with the response dict botocore parses: Error.Code/Message,
