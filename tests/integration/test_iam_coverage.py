@@ -4,7 +4,8 @@ moto enforces no IAM, so a missing permission would only show up in production. 
 AWS call the code makes is recorded (a botocore `provide-client-params` hook on every client
 built while a function "runs": forge.wiring's S3 client, and the Secrets Manager client
 Powertools' parameters utility builds through boto3; and every call of a wire DynamoDB client,
-forge.wiring's default), attributed to the function whose code built the client, and mapped to the IAM actions and resources it needs.
+forge.wiring's default), attributed to the function whose code built the client, and mapped
+to the IAM actions and resources it needs.
 Each function's real code paths are then driven against the emulator: the paid app under
 uvicorn (as functions/proxy/run.sh serves it), the account function's Lambda handler
 (Mangum) with API Gateway events, and the scheduled and stream handlers with their events.
