@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from unittest import mock
@@ -24,12 +24,14 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     EndpointConnectionError,
+    NoCredentialsError,
     ReadTimeoutError,
 )
 from botocore.session import get_session
 
+from forge import wiring
 from forge.store.dynamo.base import cancellation_codes, is_condition_failure
-from forge.store.dynamo.wire import _MEMBERS, SigV4, WireDynamoDB
+from forge.store.dynamo.wire import _MEMBERS, SigV4, WireDynamoDB, default_credentials
 
 KEY = {"pk": {"S": "ACCOUNT#acc_1"}, "sk": {"S": "KEY"}}
 TOKEN = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQ"
@@ -390,3 +392,57 @@ def test_blobs_travel_as_base64_and_come_back_as_bytes(server: tuple[str, Script
 def test_the_modeled_errors_are_botocores() -> None:
     model = get_session().get_service_model("dynamodb")
     assert {shape.name: tuple(shape.members) for shape in model.error_shapes} == _MEMBERS
+
+
+# Building it ---------------------------------------------------------------------------------
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[pytest.MonkeyPatch]:
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CREDENTIAL_EXPIRATION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    for name, value in {"BUDGET_TABLE": "b", "LEDGER_TABLE": "l", "ARCHIVE_BUCKET": "a"}.items():
+        monkeypatch.setenv(name, value)
+    wiring.clear()
+    yield monkeypatch
+    wiring.clear()
+
+
+def test_the_stores_use_the_wire_client_unless_told_otherwise(
+    aws_env: pytest.MonkeyPatch,
+) -> None:
+    client = wiring.dynamodb_client()
+    assert isinstance(client, WireDynamoDB)
+    assert client.endpoint_url == "https://dynamodb.eu-west-1.amazonaws.com"
+    assert client.signer.host == "dynamodb.eu-west-1.amazonaws.com"
+
+    aws_env.setenv("FORGE_DYNAMO_CLIENT", "botocore")
+    wiring.clear()
+    assert type(wiring.dynamodb_client()).__name__ == "DynamoDB"  # botocore's client class
+
+
+def test_credentials_come_from_the_environment_then_botocores_chain(
+    aws_env: pytest.MonkeyPatch,
+) -> None:
+    aws_env.setenv("AWS_SESSION_TOKEN", "env-token")
+    assert default_credentials()() == ("AKIDENV", "env-secret", "env-token")
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        aws_env.delenv(name)
+    with pytest.raises(NoCredentialsError):
+        default_credentials()
+
+
+def test_expiring_credentials_are_refreshed_by_botocore(aws_env: pytest.MonkeyPatch) -> None:
+    soon = datetime.now(UTC) + timedelta(minutes=5)  # inside botocore's refresh window
+    aws_env.setenv("AWS_CREDENTIAL_EXPIRATION", soon.isoformat())
+    credentials = default_credentials()
+    assert credentials() == ("AKIDENV", "env-secret", None)
+
+    aws_env.setenv("AWS_ACCESS_KEY_ID", "AKIDROTATED")
+    aws_env.setenv("AWS_CREDENTIAL_EXPIRATION", (soon + timedelta(hours=1)).isoformat())
+    assert credentials() == ("AKIDROTATED", "env-secret", None)
