@@ -49,6 +49,7 @@ class Script:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_POST(self) -> None:
@@ -87,7 +88,7 @@ class _Server(ThreadingHTTPServer):
 def server() -> Iterator[tuple[str, Script]]:
     httpd = _Server(("127.0.0.1", 0), _Handler)
     httpd.script = Script()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.script
     httpd.shutdown()

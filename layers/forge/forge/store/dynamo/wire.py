@@ -41,6 +41,7 @@ import json
 import os
 import random
 import select
+import socket
 import ssl
 import threading
 import time
@@ -297,6 +298,9 @@ class _Pool:
         except OSError as exc:  # refused, unreachable, no such host
             raise EndpointConnectionError(endpoint_url=self._url, error=exc) from exc
         conn.sock.settimeout(self._read_timeout)
+        # As urllib3 does: http.client sends the headers and the body in two writes, and Nagle's
+        # algorithm would hold the body back until the server's delayed ACK (~40 ms).
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
     def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
