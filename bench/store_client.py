@@ -222,7 +222,7 @@ def measure(paid_calls: int) -> dict[str, Any]:
         f"Python {platform.python_version()}",
         "load_average_at_start": round(os.getloadavg()[0], 2),
         "what": "CPU (time.process_time) of the store adapter and its DynamoDB client per paid "
-        "call's store operations; the emulator (moto) runs in another process",
+        "call's store operations; the emulator (moto) runs in another process, served keep-alive",
         "paid_calls_per_client": per_round * ROUNDS,
         "client_calls_per_operation": calls,
         "rounds": ROUNDS,
