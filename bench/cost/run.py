@@ -277,6 +277,9 @@ def measure(requests: int) -> dict[str, Any]:
                 **proxy_environment(template),
                 **resources.environment(),
                 "FORGE_DEMO_BASE_URL": f"{demo_url}/v1",
+                # The recorder hooks botocore's events; the wire client sends the very same
+                # calls (tests/contract runs the adapters through both).
+                "FORGE_DYNAMO_CLIENT": "botocore",
             }
             with environment(env):
                 return _measure(requests, emulator, resources, template, demo_url)

@@ -65,6 +65,7 @@ def test_one_plain_call_costs_what_the_store_adapter_sends(
         # Given the proxy's app, its DynamoDB client recorded, and beside the recorder a plain
         # log of the parameters the store adapter hands botocore
         monkeypatch.setenv("FORGE_DEMO_BASE_URL", f"{demo}/v1")
+        monkeypatch.setenv("FORGE_DYNAMO_CLIENT", "botocore")  # the recorder hooks its events
         wiring.clear()
         client = wiring.dynamodb_client()
         sent: list[tuple[str, dict[str, Any]]] = []

@@ -2,9 +2,10 @@
 
 moto enforces no IAM, so a missing permission would only show up in production. Here every
 AWS call the code makes is recorded (a botocore `provide-client-params` hook on every client
-built while a function "runs": forge.wiring's DynamoDB and S3 clients, and the Secrets
-Manager client Powertools' parameters utility builds through boto3), attributed to the
-function whose code built the client, and mapped to the IAM actions and resources it needs.
+built while a function "runs": forge.wiring's S3 client, and the Secrets Manager client
+Powertools' parameters utility builds through boto3; and every call of a wire DynamoDB client,
+forge.wiring's default), attributed to the function whose code built the client, and mapped
+to the IAM actions and resources it needs.
 Each function's real code paths are then driven against the emulator: the paid app under
 uvicorn (as functions/proxy/run.sh serves it), the account function's Lambda handler
 (Mangum) with API Gateway events, and the scheduled and stream handlers with their events.
@@ -57,6 +58,7 @@ from forge.providers import http as upstream_http
 from forge.store.aws import make_dynamodb_client
 from forge.store.dynamo.catalog import DynamoCatalogStore
 from forge.store.dynamo.store import DynamoStore
+from forge.store.dynamo.wire import WireDynamoDB
 from forge_tools.emulator import REGION, Emulator, Resources
 from forge_tools.lambda_local import LambdaContext, load_handler_module
 from forge_tools.template import load_template
@@ -207,6 +209,23 @@ class Recorder:
             return client
 
         monkeypatch.setattr(botocore.session.Session, "create_client", create_client)
+
+        original_init = WireDynamoDB.__init__
+
+        def wire_init(client: WireDynamoDB, *args: Any, **kwargs: Any) -> None:
+            original_init(client, *args, **kwargs)
+            if self._function is None:
+                return
+            function, send = self._function, client.call
+
+            def call(operation: str, params: dict[str, Any]) -> dict[str, Any]:
+                with self._lock:
+                    self.calls[function] += iam_calls(self.names, "dynamodb", operation, params)
+                return send(operation, params)
+
+            client.call = call  # type: ignore[method-assign]
+
+        monkeypatch.setattr(WireDynamoDB, "__init__", wire_init)
 
     def _record(
         self, function: str, params: Mapping[str, Any], model: Any, context: Any, **_: Any

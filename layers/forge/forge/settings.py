@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import cache
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Json
 
@@ -18,6 +19,9 @@ class Settings(BaseModel):
     archive_failure_queue_url: str | None = Field(default=None, alias="ARCHIVE_FAILURE_QUEUE_URL")
     # The local stack points every AWS client at its emulator; on AWS this stays unset.
     aws_endpoint_url: str | None = Field(default=None, alias="AWS_ENDPOINT_URL")
+    # The DynamoDB client of every store: the lean one (forge.store.dynamo.wire), or botocore's
+    # own low-level client, kept as the fallback.
+    dynamo_client: Literal["wire", "botocore"] = Field(default="wire", alias="FORGE_DYNAMO_CLIENT")
     demo_base_url: str | None = Field(default=None, alias="FORGE_DEMO_BASE_URL")
     openai_api_key: str | None = Field(default=None, alias="OPENAI_UPSTREAM_API_KEY", repr=False)
     openai_base_url: str = Field(

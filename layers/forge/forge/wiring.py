@@ -33,7 +33,13 @@ if TYPE_CHECKING:
 
 @cache
 def dynamodb_client() -> Any:
-    return make_dynamodb_client(get_settings().aws_endpoint_url)
+    """The stores' DynamoDB client: the lean wire client unless FORGE_DYNAMO_CLIENT=botocore."""
+    settings = get_settings()
+    if settings.dynamo_client == "wire":
+        from forge.store.dynamo.wire import make_wire_client
+
+        return make_wire_client(settings.aws_endpoint_url)
+    return make_dynamodb_client(settings.aws_endpoint_url)
 
 
 @cache
