@@ -324,3 +324,21 @@ def test_the_monthly_schedule_compacts_last_month_then_builds_its_statements(
     close = archive.month_close("acct_h", MARCH)
     assert close is not None and close.part(Bucket.CREDIT).entries == 4
     assert archive.month_close("acct_h", FEB) is None  # only the month the run is for
+
+
+def test_a_compacted_month_needs_no_per_entry_object_once_they_expire(
+    s3: Any, aws_stack: Resources, archive: S3Archive, history: History
+) -> None:
+    # Given February and March compacted, and their per-entry objects expired (lifecycle)
+    months_of_activity(history, "acct_exp", [FEB, MARCH])
+    for month in (FEB, MARCH):
+        compact_month(archive, history.views, "acct_exp", month, now=AFTER)
+    bucket = aws_stack.buckets["ArchiveBucket"]
+    for key in stored(s3, bucket, ("ledger/acct_exp/",)):
+        s3.delete_object(Bucket=bucket, Key=key)
+
+    # Then March still has activity, and its statement is built from the compacted month
+    assert archive.accounts_with_activity(MARCH) == ["acct_exp"]
+    ensure_statement(archive, history.views, "acct_exp", MARCH, now=AFTER)
+    statement = archive.final_statement("acct_exp", MARCH)
+    assert statement is not None and statement.count(b"\r\nentry,") == 4

@@ -33,6 +33,7 @@ from forge.domain.archive import (
     ledger_account_prefix,
     ledger_month_prefix,
     monthly_key,
+    monthly_month_prefix,
     parse_archive_lines,
     statement_filename,
     statement_key,
@@ -126,7 +127,8 @@ class S3Archive:
         return sorted(found, key=lambda e: (e.bucket.value, e.seq))
 
     def accounts_with_activity(self, month: Month | str) -> list[str]:
-        """Accounts with at least one archived entry in `month`, sorted."""
+        """Accounts with at least one archived entry in `month` (per entry or compacted),
+        sorted."""
         month = _as_month(month)
         accounts: list[str] = []
         with _archive_errors("list accounts"):
@@ -143,7 +145,17 @@ class S3Archive:
                     )
                     if listed.get("KeyCount", 0) > 0:
                         accounts.append(account_id)
-        return sorted(accounts)
+        # A compacted month outlives its per-entry objects (they expire): its partition
+        # names its accounts too.
+        partition = monthly_month_prefix(month)
+        for key in self._keys(partition):
+            name = key[len(partition) :]
+            accounts += [
+                name.removesuffix(f".{b.value}.jsonl.gz")
+                for b in Bucket
+                if name.endswith(f".{b.value}.jsonl.gz")
+            ]
+        return sorted(set(accounts))
 
     # Compacted months ----------------------------------------------------------------------
     def closed_months(self, account_id: str) -> list[Month]:
