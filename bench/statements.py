@@ -121,6 +121,7 @@ def timed(action: Callable[[], T], requests: S3Requests) -> tuple[T, dict[str, A
     seconds = time.perf_counter() - started
     return result, {
         "seconds": round(seconds, 3),
+        "s3_seconds": round(requests.seconds, 3),
         "s3_requests": requests.total,
         "s3_gets": requests.gets,
         "by_operation": dict(sorted(requests.by_operation.items())),
@@ -182,19 +183,21 @@ def report_lines(results: dict[str, Any]) -> list[str]:
     comps = results["compaction_per_month"]
     compact_s = sorted(c["seconds"] for c in comps)[len(comps) // 2]
     compact_gets = sorted(c["s3_gets"] for c in comps)[len(comps) // 2]
+    compact_s3 = sorted(c["s3_seconds"] for c in comps)[len(comps) // 2]
     return [
         "<!-- statements:start (written by `make bench-statements`; edit outside the markers) -->",
         f"Run of {results['when']} on {results['machine']}: one account, "
         f"{results['months']} months x {results['entries_per_month']:,} entries "
         f"({results['entries']:,} per-entry objects), the statement of its last month.",
         "",
-        "| Statement of the last month | build time | S3 requests | of which GETs |",
-        "|---|---:|---:|---:|",
+        "| Statement of the last month | build time | of which in S3 | S3 requests | GETs |",
+        "|---|---:|---:|---:|---:|",
         f"| before: per-entry objects of all history | {before['seconds']:.2f} s "
-        f"| {before['s3_requests']:,} | {before['s3_gets']:,} |",
-        f"| after: the compacted month + its closing record | {after['seconds']:.3f} s "
-        f"| {after['s3_requests']:,} | {after['s3_gets']:,} |",
+        f"| {before['s3_seconds']:.2f} s | {before['s3_requests']:,} | {before['s3_gets']:,} |",
+        f"| after: the compacted month + its closing record | {after['seconds']:.2f} s "
+        f"| {after['s3_seconds']:.3f} s | {after['s3_requests']:,} | {after['s3_gets']:,} |",
         f"| compacting one month (median of {len(comps)}) | {compact_s:.2f} s "
+        f"| {compact_s3:.2f} s "
         f"| {sorted(c['s3_requests'] for c in comps)[len(comps) // 2]:,} | {compact_gets:,} |",
         "",
         f"After: {json.dumps(after['by_operation'])}; before: "
