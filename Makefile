@@ -9,7 +9,7 @@ PORT ?= 8080
 COMPAT_JS := tests/compat/js
 COMPAT_STAMP := $(COMPAT_JS)/node_modules/.installed-$(shell cat $(COMPAT_JS)/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: dev test test-fast test-compat test-console compat-deps compat-table browser sim lint format typecheck bench bench-peers cost build validate deploy deploy-guided deploy-prod clean
+.PHONY: dev test test-fast test-compat test-console compat-deps compat-table browser sim lint format typecheck bench bench-peers bench-statements cost build validate deploy deploy-guided deploy-prod clean
 
 $(STAMP): pyproject.toml layers/forge/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -94,6 +94,12 @@ bench-peers: $(STAMP)
 	    || { echo "make bench-peers: skipped: $(LITELLM_PIN) could not be installed"; exit 0; }; \
 	fi; \
 	PEERS_PYTHON="$(PEERS_VENV)/bin/python" $(BIN)/python -m bench.peers $(PEERS_ARGS)
+
+## One statement of an account with 12 months x 5,000 ledger entries, from all history and
+## from its compacted month: build time and S3 requests; writes bench/statements.json and its
+## table in docs/performance.md (about half an hour on the emulator; not part of `make test`).
+bench-statements: $(STAMP)
+	$(BIN)/python -m bench.statements
 
 ## Dollars per 1M paid requests by part, from a measured run and a dated price file; writes
 ## bench/cost.json, docs/performance.md's cost section and README's table (not part of

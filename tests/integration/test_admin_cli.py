@@ -179,3 +179,29 @@ def test_statement_list_shows_what_build_stored(
     assert listed["2025-03"] == ("final", "final")
     assert listed[this_month] == ("provisional", "provisional")
     assert listed["2025-04"] == ("final", None)
+
+
+def test_archive_compact_compacts_a_closed_month_once_and_reports_failures(
+    history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given two accounts active in March 2025, one of whose archive lost an entry
+    history.move("acct_cli_c1", datetime(2025, 3, 5, tzinfo=UTC), LedgerKind.TOPUP, 5_000_000)
+    history.move("acct_cli_c2", datetime(2025, 3, 6, tzinfo=UTC), LedgerKind.TOPUP, 7)
+    history.move(
+        "acct_cli_c2", datetime(2025, 3, 7, tzinfo=UTC), LedgerKind.CHARGE, -1, archive=False
+    )
+
+    # When March is compacted, twice
+    for _ in range(2):
+        with pytest.raises(SystemExit) as exited:
+            admin.main(["archive", "compact", "--month", "2025-03"])
+        assert exited.value.code == 1
+
+        # Then the healthy account is compacted, the other is reported and left as it was
+        assert json.loads(capsys.readouterr().out) == {
+            "month": "2025-03",
+            "compacted": ["acct_cli_c1"],
+            "failed": {"acct_cli_c2": "statement_not_ready"},
+        }
+    assert get_archive().month_close("acct_cli_c1", Month(2025, 3)) is not None
+    assert get_archive().month_close("acct_cli_c2", Month(2025, 3)) is None

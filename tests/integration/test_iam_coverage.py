@@ -456,6 +456,7 @@ class Setup:
     poor_key: str
     code: str
     owner_key: str  # a management key of the account
+    closed: tuple[str, str, str]  # an account active only in a closed month: id, key, month
     run_id: str = "iam-run"
     request_ids: list[str] = field(default_factory=list)
 
@@ -775,9 +776,16 @@ def arrange(
     poor_key, _ = issue_key(store, create_account(store, "iam coverage, no money"))
     code = create_code(store, Bucket.CREDIT, "1.00").code
     owner_key, _ = issue_key(store, account_id, kind=KeyKind.MANAGEMENT)
+    # Its month is compacted by the monthly run, and its statement read back from it.
+    last_year = Month.of(utcnow()).previous().previous().start + timedelta(days=3)
+    closed_id = create_account(store, "iam coverage, last year")
+    closed_key, _ = issue_key(store, closed_id)
+    then = DynamoStore(client, budget, ledger, clock=lambda: last_year)
+    credit_wallet(then, closed_id, Bucket.CREDIT, "2.00", source="test", memo="top-up")
+    closed = (closed_id, closed_key, str(Month.of(last_year)))
     recorder = Recorder(names)
     recorder.install(mp)
-    setup = Setup(store, account_id, key, api_key, poor_key, code, owner_key)
+    setup = Setup(store, account_id, key, api_key, poor_key, code, owner_key, closed)
     return setup, recorder, secret_arns
 
 
@@ -832,11 +840,22 @@ def calls(emulator: Emulator) -> Iterator[dict[str, list[Call]]]:
                 {"account_id": setup.account_id, "month": closed},  # final: built, stored
                 {"account_id": setup.account_id, "month": closed},  # final: found stored
                 {"account_id": setup.account_id, "month": closed, "rebuild": True},  # compared
+                {"month": setup.closed[2]},  # a closed month's run: compacted, then built
             ):
                 statements(request, LambdaContext())
 
         with recorder.running("AccountFunction"):  # after the archive caught up
             drive_account_statement(setup)
+        # A compacted month whose statement is not stored (its build failed, say): the
+        # account function builds it from the compacted month.
+        closed_id, closed_key, closed_month = setup.closed
+        s3 = emulator.client("s3")
+        for ext in ("csv", "html"):
+            key = f"statements/{closed_id}/{closed_month}.{ext}"
+            s3.delete_object(Bucket=resources.buckets["ArchiveBucket"], Key=key)
+        with recorder.running("AccountFunction"):
+            statement = api_event("GET", f"/v1/statements/{closed_month}", key=closed_key)
+            assert invoke_account(statement)["url"].startswith("http")
 
         with recorder.running("ReconcileFunction"):
             reconciled = handler_of("reconcile")(event("reconcile.json"), LambdaContext())

@@ -10,6 +10,18 @@ from typing import Any
 
 import pytest
 
+from forge.domain.archive import (
+    CLOSING_PREFIX,
+    LEDGER_PREFIX,
+    MONTHLY_PREFIX,
+    STATEMENT_PREFIX,
+    archive_key,
+    closing_key,
+    monthly_key,
+)
+from forge.domain.calendar import Month
+from forge.domain.money import Bucket
+from forge.domain.records import LedgerEntry, LedgerKind
 from tests.sam.built import ROOT, SAM, TEMPLATE
 
 pytestmark = pytest.mark.sam
@@ -231,10 +243,109 @@ def test_storage_is_protected_and_tidy(transformed: dict[str, Any]) -> None:
         assert resources[table]["Properties"]["DeletionProtectionEnabled"] is True, table
     rules = resources["ArchiveBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
     assert any("AbortIncompleteMultipartUpload" in r for r in rules), rules
-    (expiring,) = [r for r in rules if "NoncurrentVersionExpiration" in r]
-    assert expiring["Prefix"] == "statements/", expiring  # never the ledger archive
-    assert not any("ExpirationInDays" in r or "Expiration" in r for r in rules), rules
+    (expiring,) = [r for r in rules if r.get("Prefix") == "statements/"]
+    assert "NoncurrentVersionExpiration" in expiring, expiring
+    # Only per-entry ledger objects ever expire (see the test below)
+    expiring_rules = [r for r in rules if "ExpirationInDays" in r or "Expiration" in r]
+    assert all(r["Prefix"] == LEDGER_PREFIX for r in expiring_rules), rules
     secret = resources["ProviderSecret"]["Properties"]
     assert secret["SecretString"] == "{}"
     url = transformed["Outputs"]["ApiUrl"]["Value"]["Fn::Sub"]
     assert "${AWS::URLSuffix}" in url and "amazonaws.com" not in url
+
+
+def _expiring_prefixes(rules: list[dict[str, Any]]) -> list[str]:
+    """The prefixes whose current objects a lifecycle rule deletes."""
+    return [r.get("Prefix", "") for r in rules if "ExpirationInDays" in r]
+
+
+def test_per_entry_objects_expire_once_their_month_is_compacted_and_nothing_else_does(
+    transformed: dict[str, Any],
+) -> None:
+    rules = transformed["Resources"]["ArchiveBucket"]["Properties"]["LifecycleConfiguration"][
+        "Rules"
+    ]
+    # The per-entry objects expire (the bucket is versioned: the old versions and the delete
+    # markers go too) ...
+    (entries,) = [r for r in rules if "ExpirationInDays" in r]
+    assert entries["Prefix"] == LEDGER_PREFIX and entries["Status"] == "Enabled"
+    assert entries["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 1
+    assert any(
+        r.get("Prefix") == LEDGER_PREFIX and r.get("ExpiredObjectDeleteMarker") is True
+        for r in rules
+    )
+    # ... long after their month is compacted: a month's first entry is at most 31 days old
+    # when the schedule of the 1st compacts it, and a failed compaction gets two more months.
+    assert entries["ExpirationInDays"] >= 31 + 59
+    # No rule reaches the compacted months, the closing records or the statements.
+    entry = LedgerEntry(
+        entry_id="le_1",
+        account_id="acct_x",
+        bucket=Bucket.CREDIT,
+        seq=1,
+        kind=LedgerKind.TOPUP,
+        amount=1,
+        balance_after=1,
+    )
+    month = Month.of(entry.created_at)
+    assert archive_key(entry).startswith(LEDGER_PREFIX)
+    kept = [
+        monthly_key("acct_x", month, Bucket.CREDIT),
+        closing_key("acct_x", month),
+        f"{STATEMENT_PREFIX}acct_x/{month}.csv",
+    ]
+    assert kept[0].startswith(MONTHLY_PREFIX) and kept[1].startswith(CLOSING_PREFIX)
+    for key in kept:
+        assert not any(key.startswith(p) for p in _expiring_prefixes(rules)), key
+
+
+# Glue's types for the JSON the archive writes: pydantic dumps ints, strings, enums (their
+# value) and datetimes (ISO 8601, read with from_iso8601_timestamp).
+GLUE_TYPES = {"int": {"int", "bigint"}, "str": {"string"}, "datetime": {"string"}}
+ENUMS_AS_STRING = {"Bucket", "LedgerKind"}
+
+
+def _glue_type_of(annotation: Any) -> set[str]:
+    names = {getattr(a, "__name__", str(a)) for a in getattr(annotation, "__args__", [annotation])}
+    names.discard("NoneType")
+    (name,) = names
+    return {"string"} if name in ENUMS_AS_STRING else GLUE_TYPES[name]
+
+
+def test_the_glue_table_has_the_archived_records_fields(transformed: dict[str, Any]) -> None:
+    table = transformed["Resources"]["LedgerMonthlyTable"]["Properties"]
+    assert table["DatabaseName"] == {"Ref": "ArchiveDatabase"}
+    described = table["TableInput"]["StorageDescriptor"]
+    columns = [(c["Name"], c["Type"]) for c in described["Columns"]]
+    # Every field of the archived record, in its order, with a type Athena reads it as
+    fields = LedgerEntry.model_fields
+    assert [name for name, _ in columns] == list(fields)
+    for name, glue_type in columns:
+        assert glue_type in _glue_type_of(fields[name].annotation), (name, glue_type)
+    assert "bigint" in dict(columns)["amount"]  # micro-units overflow an int
+    assert described["SerdeInfo"]["SerializationLibrary"] == "org.openx.data.jsonserde.JsonSerDe"
+
+
+def test_the_glue_table_projects_the_compacted_months(transformed: dict[str, Any]) -> None:
+    table = transformed["Resources"]["LedgerMonthlyTable"]["Properties"]["TableInput"]
+    params = table["Parameters"]
+    assert [k["Name"] for k in table["PartitionKeys"]] == ["month"]
+    assert params["projection.enabled"] == "true"
+    assert (params["projection.month.type"], params["projection.month.format"]) == (
+        "date",
+        "yyyy-MM",
+    )
+    assert params["projection.month.interval.unit"] == "MONTHS"
+    assert params["projection.month.range"].endswith(",NOW")
+    assert params["compressionType"] == "gzip"
+    # The projected location of a month is exactly where compaction writes it, flat
+    template = params["storage.location.template"]["Fn::Sub"]
+    prefix = "s3://${ArchiveBucket}/"
+    assert template.startswith(prefix)
+    month = Month(2026, 11)
+    key = monthly_key("acct_x", month, Bucket.RMB)
+    located = template[len(prefix) :].replace("${!month}", str(month))
+    assert key.startswith(located) and "/" not in key[len(located) :]
+    assert key.endswith(".jsonl.gz")
+    location = table["StorageDescriptor"]["Location"]["Fn::Sub"]
+    assert location == f"{prefix}{MONTHLY_PREFIX}"

@@ -41,7 +41,7 @@ def test_the_proxy_loads_only_what_a_paid_call_uses() -> None:
         "wiring.get_store(); wiring.get_gateway()"
     )
 
-    assert {"forge.api.routes.chat", "forge.gateway.service", "botocore.client"} <= modules
+    assert {"forge.api.routes.chat", "forge.gateway.service", "forge.store.dynamo.wire"} <= modules
     assert not under(
         modules,
         "forge.api.routes.account",
@@ -54,6 +54,7 @@ def test_the_proxy_loads_only_what_a_paid_call_uses() -> None:
         "forge.telemetry",
         "aws_lambda_powertools",
         "boto3",
+        "botocore.client",  # the store speaks DynamoDB through forge.store.dynamo.wire
         "mangum",
     )
 

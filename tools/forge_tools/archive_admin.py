@@ -1,6 +1,8 @@
 """`forge-admin archive replay`: write the ledger archive objects the archiver missed, rebuilt
 from the ledger table (the source of truth), either for a time window or for each on-failure
-record in the archiver's failure queue. Prints a one-line JSON summary."""
+record in the archiver's failure queue. `forge-admin archive compact`: compact a closed month
+(what the monthly statement run does first), e.g. months archived before compaction existed.
+Each prints a one-line JSON summary."""
 
 from __future__ import annotations
 
@@ -32,9 +34,18 @@ def add_parser(groups: Any) -> None:
     replay.add_argument(
         "--dry-run", action="store_true", help="only report; write and delete nothing"
     )
+    compact = archive.add_parser(
+        "compact",
+        help="compact a closed month into one object per account and bucket (oldest first)",
+    )
+    compact.add_argument("--month", required=True, help="YYYY-MM, closed and settled")
+    compact.add_argument("--account", help="one account (default: every account active then)")
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.action == "compact":
+        _compact(args)
+        return
     from forge.domain.views import TimeRange
     from forge.ledger.archive_replay import replay_archive, replay_failure_queue
     from forge.settings import get_settings
@@ -85,6 +96,26 @@ def run(args: argparse.Namespace) -> None:
             " DynamoDB stream; left in the queue",
             file=sys.stderr,
         )
+        raise SystemExit(1)
+
+
+def _compact(args: argparse.Namespace) -> None:
+    from forge.domain.calendar import Month
+    from forge.domain.errors import ForgeError
+    from forge.ledger.statements import compact_month
+    from forge.wiring import get_archive, get_ledger_views
+
+    month, archive, ledger = Month.parse(args.month), get_archive(), get_ledger_views()
+    accounts = [args.account] if args.account else archive.accounts_with_activity(month)
+    compacted, failed = [], {}
+    for account_id in accounts:
+        try:
+            compact_month(archive, ledger, account_id, month)
+            compacted.append(account_id)
+        except ForgeError as exc:
+            failed[account_id] = exc.code
+    _print_line({"month": str(month), "compacted": compacted, "failed": failed})
+    if failed:
         raise SystemExit(1)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from forge.domain.archive import StatementFormat, StatementState
+from forge.domain.archive import MonthClose, StatementFormat, StatementState
 from forge.domain.calendar import Month
 from forge.domain.idempotency import IdempotencyRecord, StoredResponse
 from forge.domain.metrics import Metric
@@ -215,9 +215,33 @@ class LedgerArchive(Protocol):
         """The archive keys of those of `entries` that are archived."""
         ...
 
-    def entries(self, account_id: str, *, through: Month | None = None) -> list[LedgerEntry]: ...
+    def entries(
+        self, account_id: str, *, through: Month | None = None, since: Month | None = None
+    ) -> list[LedgerEntry]:
+        """The per-entry objects of an account (months `since`..`through`), by (bucket, seq)."""
+        ...
 
     def accounts_with_activity(self, month: Month | str) -> list[str]: ...
+
+    def closed_months(self, account_id: str) -> list[Month]:
+        """The account's compacted months (those with a closing record), oldest first."""
+        ...
+
+    def month_close(self, account_id: str, month: Month) -> MonthClose | None:
+        """A compacted month's closing record; None if the month is not compacted."""
+        ...
+
+    def compacted_lines(self, account_id: str, month: Month, bucket: Bucket) -> bytes:
+        """A compacted object's JSON Lines, uncompressed."""
+        ...
+
+    def put_compacted(self, account_id: str, month: Month, bucket: Bucket, body: bytes) -> bool:
+        """Write a compacted object once; False when the key already holds one."""
+        ...
+
+    def put_month_close(self, close: MonthClose) -> bool:
+        """Write a closing record once; False when one is already there."""
+        ...
 
     def put_statement(
         self,

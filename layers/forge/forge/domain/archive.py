@@ -1,22 +1,36 @@
-"""The ledger archive: one deterministic JSON Lines object per ledger entry.
+"""The ledger archive: one deterministic JSON Lines object per ledger entry, and once a month
+has closed, one gzipped JSON Lines object per account and bucket with a closing record.
 
 Keys are derived from the entry alone (account, month of `created_at` in UTC, bucket, seq), so
-a redelivered stream record maps to the same object and archiving is idempotent. This module
-is pure: the S3 side lives in forge.store.s3archive behind the `LedgerArchive` port, and the
-DynamoDB stream records the archiver reads are decoded in forge.store.dynamo.stream.
+a redelivered stream record maps to the same object and archiving is idempotent. A closed
+month is compacted to `ledger-monthly/month={yyyy-mm}/{account}.{bucket}.jsonl.gz` (the same
+lines, in seq order, deterministically gzipped) and `ledger-closing/{account}/{yyyy-mm}.json`
+(where each bucket's chain stood before and after the month), which is written last. This
+module is pure: the S3 side lives in forge.store.s3archive behind the `LedgerArchive` port, and
+the DynamoDB stream records the archiver reads are decoded in forge.store.dynamo.stream.
 """
 
 from __future__ import annotations
 
 import enum
+import struct
+import zlib
+from dataclasses import dataclass
 from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from forge.domain.calendar import Month
 from forge.domain.errors import InvalidRequest
+from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry
 
 LEDGER_PREFIX = "ledger/"
 STATEMENT_PREFIX = "statements/"
+# Outside `ledger/`, so the per-entry objects' lifecycle rule never touches them.
+MONTHLY_PREFIX = "ledger-monthly/"  # the Glue table's location: month=YYYY-MM partitions
+CLOSING_PREFIX = "ledger-closing/"  # by account first, so one LIST finds its closed months
+CLOSING_SCHEMA_VERSION = 1
 
 
 def check_account_id(account_id: str) -> str:
@@ -48,6 +62,86 @@ def ledger_account_prefix(account_id: str) -> str:
 
 def ledger_month_prefix(account_id: str, month: Month) -> str:
     return f"{ledger_account_prefix(account_id)}{month.year:04d}/{month.month:02d}/"
+
+
+def monthly_key(account_id: str, month: Month, bucket: Bucket) -> str:
+    """`ledger-monthly/month={yyyy-mm}/{account_id}.{bucket}.jsonl.gz`: flat in its month
+    partition (account and bucket are columns of every line), so the Glue table's partition
+    location holds the month's objects and nothing else."""
+    return f"{monthly_month_prefix(month)}{check_account_id(account_id)}.{bucket.value}.jsonl.gz"
+
+
+def monthly_month_prefix(month: Month) -> str:
+    return f"{MONTHLY_PREFIX}month={month}/"
+
+
+def closing_account_prefix(account_id: str) -> str:
+    return f"{CLOSING_PREFIX}{check_account_id(account_id)}/"
+
+
+def closing_key(account_id: str, month: Month) -> str:
+    """`ledger-closing/{account_id}/{yyyy-mm}.json`."""
+    return f"{closing_account_prefix(account_id)}{month}.json"
+
+
+@dataclass(frozen=True)
+class ChainPoint:
+    """Where one bucket's chain stands: its last seq and the balance after it (0 and 0
+    before the first entry)."""
+
+    seq: int = 0
+    balance: int = 0
+
+
+class BucketClose(BaseModel):
+    """One bucket of a compacted month: its chain before and after the month, and a digest
+    of the compacted object's (uncompressed) lines; no object when the month has no entry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: Bucket
+    opening_seq: int = Field(ge=0)
+    opening_balance: int
+    closing_seq: int = Field(ge=0)
+    closing_balance: int
+    sha256: str
+
+    @property
+    def entries(self) -> int:
+        return self.closing_seq - self.opening_seq
+
+    @property
+    def opening(self) -> ChainPoint:
+        return ChainPoint(self.opening_seq, self.opening_balance)
+
+    @property
+    def closing(self) -> ChainPoint:
+        return ChainPoint(self.closing_seq, self.closing_balance)
+
+
+class MonthClose(BaseModel):
+    """An account's compacted month, both buckets; written after the month's objects, so its
+    presence means the compaction is complete."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = CLOSING_SCHEMA_VERSION
+    account_id: str
+    month: str  # YYYY-MM
+    buckets: list[BucketClose]
+
+    def part(self, bucket: Bucket) -> BucketClose:
+        return next(b for b in self.buckets if b.bucket is bucket)
+
+
+def deterministic_gzip(data: bytes) -> bytes:
+    """gzip with nothing that varies between runs: mtime 0, no file name, OS byte 255
+    (unknown), deflate level 9. The same lines give the same bytes (for one zlib build;
+    compaction compares uncompressed lines when it finds an object already written)."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = deflate.compress(data) + deflate.flush()
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # magic, deflate, no flags, mtime 0
+    return header + body + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
 
 
 # How a statement is kept: "provisional" (its month is not settled; replaced by each build)

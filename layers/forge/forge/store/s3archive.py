@@ -1,13 +1,17 @@
-"""S3 adapter of the ledger archive: one object per ledger entry, a CSV and an HTML page per
+"""S3 adapter of the ledger archive: one object per ledger entry, one gzipped object per
+account, bucket and compacted month with its closing record, a CSV and an HTML page per
 statement.
 
-Entry objects are written with `If-None-Match: *`, so a redelivered stream record can never
-overwrite (or duplicate) what is archived. botocore errors become ArchiveUnavailable here;
+Entry objects, compacted objects and closing records are written with `If-None-Match: *`, so
+a redelivered stream record or a resumed compaction can never overwrite (or duplicate) what
+is archived. botocore errors become ArchiveUnavailable here;
 nothing above this module sees boto3.
 """
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -17,26 +21,34 @@ from pydantic import ValidationError
 
 from forge.domain.archive import (
     LEDGER_PREFIX,
+    MonthClose,
     StatementFormat,
     StatementState,
     archive_key,
     archive_line,
+    closing_account_prefix,
+    closing_key,
     entry_object_key,
     entry_series_prefix,
     ledger_account_prefix,
     ledger_month_prefix,
+    monthly_key,
+    monthly_month_prefix,
     parse_archive_lines,
     statement_filename,
     statement_key,
 )
 from forge.domain.calendar import Month
 from forge.domain.errors import ArchiveUnavailable
+from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry
 
 MAX_URL_TTL_SECONDS = 900
 _ALREADY_WRITTEN = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 _JSONL = "application/x-ndjson"
+_JSON = "application/json"
+_GZIP = "application/gzip"  # not Content-Encoding: a download must stay the .gz it is named
 _FINAL = "forge-final"  # object metadata: "false" marks a provisional statement
 
 
@@ -71,23 +83,7 @@ class S3Archive:
     # Ledger entries ------------------------------------------------------------------------
     def put_entry(self, entry: LedgerEntry) -> bool:
         """Archive one entry; False when it was already archived (a redelivery)."""
-        try:
-            self._s3.put_object(
-                Bucket=self._bucket,
-                Key=archive_key(entry),
-                Body=archive_line(entry),
-                ContentType=_JSONL,
-                IfNoneMatch="*",
-            )
-        except ClientError as exc:
-            # 409 means a concurrent conditional write of the same key is in flight: the key is
-            # deterministic, so that writer carries this very entry (and is retried if it fails).
-            if _already_written(exc):
-                return False
-            raise ArchiveUnavailable("The ledger archive is unavailable (put entry)") from exc
-        except BotoCoreError as exc:
-            raise ArchiveUnavailable("The ledger archive is unavailable (put entry)") from exc
-        return True
+        return self._put_once(archive_key(entry), archive_line(entry), _JSONL, "put entry")
 
     def archived_keys(self, entries: Sequence[LedgerEntry]) -> set[str]:
         """The keys of those of `entries` that are archived: listed, never fetched, one key
@@ -113,12 +109,17 @@ class S3Archive:
                         break
         return found
 
-    def entries(self, account_id: str, *, through: Month | None = None) -> list[LedgerEntry]:
-        """Every archived entry of an account (up to the end of `through`), by (bucket, seq)."""
-        # Keys sort chronologically (yyyy/mm), so listing can stop past `through`.
+    def entries(
+        self, account_id: str, *, through: Month | None = None, since: Month | None = None
+    ) -> list[LedgerEntry]:
+        """The per-entry objects of an account (months `since`..`through`, all by default),
+        by (bucket, seq)."""
+        # Keys sort chronologically (yyyy/mm): listing starts at `since` and stops past
+        # `through`.
         stop = ledger_month_prefix(account_id, through.next()) if through else None
+        start = ledger_month_prefix(account_id, since) if since else None
         found: list[LedgerEntry] = []
-        for key in self._keys(ledger_account_prefix(account_id)):
+        for key in self._keys(ledger_account_prefix(account_id), start_after=start):
             if stop is not None and key >= stop:
                 break
             if key.endswith(".jsonl"):
@@ -126,7 +127,8 @@ class S3Archive:
         return sorted(found, key=lambda e: (e.bucket.value, e.seq))
 
     def accounts_with_activity(self, month: Month | str) -> list[str]:
-        """Accounts with at least one archived entry in `month`, sorted."""
+        """Accounts with at least one archived entry in `month` (per entry or compacted),
+        sorted."""
         month = _as_month(month)
         accounts: list[str] = []
         with _archive_errors("list accounts"):
@@ -143,7 +145,54 @@ class S3Archive:
                     )
                     if listed.get("KeyCount", 0) > 0:
                         accounts.append(account_id)
-        return sorted(accounts)
+        # A compacted month outlives its per-entry objects (they expire): its partition
+        # names its accounts too.
+        partition = monthly_month_prefix(month)
+        for key in self._keys(partition):
+            name = key[len(partition) :]
+            accounts += [
+                name.removesuffix(f".{b.value}.jsonl.gz")
+                for b in Bucket
+                if name.endswith(f".{b.value}.jsonl.gz")
+            ]
+        return sorted(set(accounts))
+
+    # Compacted months ----------------------------------------------------------------------
+    def closed_months(self, account_id: str) -> list[Month]:
+        """The account's compacted months, oldest first: one LIST (a page holds 83 years)."""
+        prefix = closing_account_prefix(account_id)
+        return [
+            Month.parse(key[len(prefix) :].removesuffix(".json"))
+            for key in self._keys(prefix)
+            if key.endswith(".json")
+        ]
+
+    def month_close(self, account_id: str, month: Month) -> MonthClose | None:
+        body = self._get_if_present(closing_key(account_id, month), "get closing record")
+        if body is None:
+            return None
+        try:
+            return MonthClose.model_validate_json(body)
+        except ValidationError as exc:
+            raise ArchiveUnavailable(f"The closing record of {month} is unreadable") from exc
+
+    def compacted_lines(self, account_id: str, month: Month, bucket: Bucket) -> bytes:
+        key = monthly_key(account_id, month, bucket)
+        with _archive_errors("get compacted month"):
+            body = bytes(self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read())
+        try:
+            return gzip.decompress(body)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ArchiveUnavailable(f"Compacted ledger object {key} is unreadable") from exc
+
+    def put_compacted(self, account_id: str, month: Month, bucket: Bucket, body: bytes) -> bool:
+        key = monthly_key(account_id, month, bucket)
+        return self._put_once(key, body, _GZIP, "put compacted month")
+
+    def put_month_close(self, close: MonthClose) -> bool:
+        key = closing_key(close.account_id, Month.parse(close.month))
+        body = (close.model_dump_json() + "\n").encode("utf-8")
+        return self._put_once(key, body, _JSON, "put closing record")
 
     # Statements ----------------------------------------------------------------------------
     def put_statement(
@@ -240,10 +289,41 @@ class S3Archive:
             )
 
     # Building blocks -----------------------------------------------------------------------
-    def _keys(self, prefix: str) -> Iterator[str]:
+    def _put_once(self, key: str, body: bytes, content_type: str, action: str) -> bool:
+        """Write `key` unless it exists; False when it did."""
+        try:
+            self._s3.put_object(
+                Bucket=self._bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            # 409 means a concurrent conditional write of the same key is in flight: the key is
+            # deterministic, so that writer carries these very bytes (and is retried if it fails).
+            if _already_written(exc):
+                return False
+            raise ArchiveUnavailable(f"The ledger archive is unavailable ({action})") from exc
+        except BotoCoreError as exc:
+            raise ArchiveUnavailable(f"The ledger archive is unavailable ({action})") from exc
+        return True
+
+    def _get_if_present(self, key: str, action: str) -> bytes | None:
+        try:
+            return bytes(self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING:
+                return None
+            raise ArchiveUnavailable(f"The ledger archive is unavailable ({action})") from exc
+        except BotoCoreError as exc:
+            raise ArchiveUnavailable(f"The ledger archive is unavailable ({action})") from exc
+
+    def _keys(self, prefix: str, *, start_after: str | None = None) -> Iterator[str]:
+        extra = {"StartAfter": start_after} if start_after else {}
         with _archive_errors("list entries"):
             pages = self._s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self._bucket, Prefix=prefix
+                Bucket=self._bucket, Prefix=prefix, **extra
             )
             for page in pages:
                 for item in page.get("Contents", []):

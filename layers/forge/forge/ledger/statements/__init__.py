@@ -15,6 +15,10 @@ written once, and a rebuild that would differ is refused instead of replacing it
 
 A month still open (or closed less than ARCHIVE_SETTLE_TIME ago) gets a *provisional*
 statement, rebuilt on every request; only a final statement is stored for reuse.
+
+A closed month is compacted (compaction.py) into one object per account and bucket and a
+closing record; a statement reads its month (months.py): the compacted objects, or the
+month's per-entry objects, after the previous compacted month's closing point.
 """
 
 from forge.ledger.statements.build import (
@@ -25,14 +29,20 @@ from forge.ledger.statements.build import (
     parse_month,
     verify_chain,
 )
+from forge.ledger.statements.compaction import compact_month
 from forge.ledger.statements.model import (
     BucketStatement,
     ChargeGroup,
     ChargeGrouping,
     Statement,
 )
-from forge.ledger.statements.publish import (
+from forge.ledger.statements.months import (
     ARCHIVE_SETTLE_TIME,
+    MonthOfLedger,
+    is_final,
+    read_month,
+)
+from forge.ledger.statements.publish import (
     MonthlyRun,
     StatementBuilt,
     StatementMonth,
@@ -40,7 +50,6 @@ from forge.ledger.statements.publish import (
     available_months,
     build_month_for_all,
     ensure_statement,
-    is_final,
     render,
     run_statements,
     statement_month,
@@ -55,6 +64,7 @@ __all__ = [
     "ChargeGroup",
     "ChargeGrouping",
     "LedgerSource",
+    "MonthOfLedger",
     "MonthlyRun",
     "Statement",
     "StatementBuilt",
@@ -65,9 +75,11 @@ __all__ = [
     "build_month_for_all",
     "build_statement",
     "check_against_ledger",
+    "compact_month",
     "ensure_statement",
     "is_final",
     "parse_month",
+    "read_month",
     "render",
     "render_csv",
     "render_html",

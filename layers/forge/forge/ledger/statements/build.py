@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-from forge.domain.archive import check_account_id
+from forge.domain.archive import ChainPoint, check_account_id
 from forge.domain.calendar import Month, as_utc
 from forge.domain.errors import LedgerChainBroken, StatementNotReady
 from forge.domain.money import Bucket, format_micros
@@ -31,10 +31,14 @@ def parse_month(month: Month | str) -> Month:
     return month if isinstance(month, Month) else Month.parse(month)
 
 
-def verify_chain(entries: Sequence[LedgerEntry]) -> None:
-    """Check one bucket's entries (in seq order, from seq 1): gap-free, balances add up."""
-    balance = 0
-    for expected_seq, entry in enumerate(entries, start=1):
+_FIRST = ChainPoint()  # before a bucket's first entry
+
+
+def verify_chain(entries: Sequence[LedgerEntry], start: ChainPoint = _FIRST) -> None:
+    """Check one bucket's entries (in seq order, from the one after `start`, seq 1 by
+    default): gap-free, balances add up."""
+    balance = start.balance
+    for expected_seq, entry in enumerate(entries, start=start.seq + 1):
         if entry.seq != expected_seq:
             raise LedgerChainBroken(
                 f"ledger {entry.bucket.value} sequence expected {expected_seq}, found {entry.seq}",
@@ -64,9 +68,10 @@ def _groups(named_amounts: Iterable[tuple[str, int]]) -> list[ChargeGroup]:
 
 
 def build_bucket_statement(
-    bucket: Bucket, month: Month, entries: Sequence[LedgerEntry]
+    bucket: Bucket, month: Month, entries: Sequence[LedgerEntry], start: ChainPoint = _FIRST
 ) -> BucketStatement:
-    """One bucket's statement from all of its entries (any order, any months)."""
+    """One bucket's statement from its entries after `start` (any order, any months): all of
+    them by default, or those after a compacted month's closing point."""
     chain = sorted(entries, key=lambda e: e.seq)
     months = [Month.of(e.created_at) for e in chain]
     cut = next((i for i, m in enumerate(months) if m > month), len(chain))
@@ -78,11 +83,11 @@ def build_bucket_statement(
             bucket=bucket.value,
         )
     through = chain[:cut]
-    verify_chain(through)
+    verify_chain(through, start)
     before = [e for e in through if Month.of(e.created_at) < month]
     rows = [e for e in through if Month.of(e.created_at) == month]
-    opening = before[-1].balance_after if before else 0
-    closing = through[-1].balance_after if through else 0
+    opening = before[-1].balance_after if before else start.balance
+    closing = through[-1].balance_after if through else start.balance
     if opening + sum(r.amount for r in rows) != closing:  # guaranteed by the checks above
         raise LedgerChainBroken(f"{bucket.value} statement for {month} does not reconcile")
     charges = [r for r in rows if r.kind is LedgerKind.CHARGE]
@@ -102,10 +107,16 @@ def build_bucket_statement(
 
 
 def build_statement(
-    account_id: str, month: Month | str, entries: Iterable[LedgerEntry], *, final: bool = True
+    account_id: str,
+    month: Month | str,
+    entries: Iterable[LedgerEntry],
+    *,
+    final: bool = True,
+    starts: Mapping[Bucket, ChainPoint] | None = None,
 ) -> Statement:
-    """An account's statement for `month` from its ledger entries; LedgerChainBroken if the
-    entries do not reconcile."""
+    """An account's statement for `month` from its ledger entries (after `starts`, per
+    bucket, or from the first); LedgerChainBroken if the entries do not reconcile."""
+    starts = starts or {}
     month = parse_month(month)
     check_account_id(account_id)
     by_bucket: dict[Bucket, list[LedgerEntry]] = {bucket: [] for bucket in Bucket}
@@ -117,26 +128,34 @@ def build_statement(
         account_id=account_id,
         month=str(month),
         final=final,
-        buckets=[build_bucket_statement(b, month, es) for b, es in by_bucket.items()],
+        buckets=[
+            build_bucket_statement(b, month, es, starts.get(b, _FIRST))
+            for b, es in by_bucket.items()
+        ],
     )
 
 
 def check_against_ledger(
-    statement: Statement, entries: Iterable[LedgerEntry], ledger: LedgerSource
+    statement: Statement,
+    entries: Iterable[LedgerEntry],
+    ledger: LedgerSource,
+    starts: Mapping[Bucket, ChainPoint] | None = None,
 ) -> None:
     """Refuse a statement whose closing balances are not the ledger's at the month's end.
 
     Per bucket, the last archived entry in or before the month must be the ledger table's
     entry of that seq (same id, amount, balance, time), and the ledger's next entry, if any,
-    must fall after the month; if it falls inside, the archive is behind (StatementNotReady)."""
+    must fall after the month; if it falls inside, the archive is behind (StatementNotReady).
+    With no entry after its start, a bucket closes on its start, which must be the ledger's."""
     month = Month.parse(statement.month)
+    entries = list(entries)
     for part in statement.buckets:
         archived = sorted(
             (e for e in entries if e.bucket is part.bucket and Month.of(e.created_at) <= month),
             key=lambda e: e.seq,
         )
         last = archived[-1] if archived else None
-        last_seq = last.seq if last else 0
+        last_seq = last.seq if last else (starts or {}).get(part.bucket, _FIRST).seq
         found = {
             e.seq: e
             for e in ledger.entries_by_seq(
@@ -144,7 +163,9 @@ def check_against_ledger(
             )
         }
         where = {"account_id": statement.account_id, "bucket": part.bucket.value}
-        if last is not None and found.get(last_seq) != last:
+        if (last is not None and found.get(last_seq) != last) or (
+            last_seq and last_seq not in found
+        ):
             raise LedgerChainBroken(
                 f"archived {part.bucket.value} entry seq {last_seq} is not the ledger's",
                 seq=last_seq,

@@ -1,10 +1,11 @@
 """Publishing statements: which months an account has, when a month's statement is final,
-and putting both renderings in the archive, written once and never replaced."""
+and putting both renderings in the archive, written once and never replaced. The monthly run
+compacts each active account's closed month before building its statement."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,15 +20,12 @@ from forge.ledger.statements.build import (
     check_against_ledger,
     parse_month,
 )
+from forge.ledger.statements.compaction import compact_month
 from forge.ledger.statements.model import Statement
+from forge.ledger.statements.months import is_final, read_month
 from forge.ledger.statements.render_csv import render_csv
 from forge.ledger.statements.render_html import render_html
 from forge.ports import LedgerArchive
-
-# The archive trails the ledger by the stream's delay (seconds, minutes when it retries): a
-# statement built the instant a month closes could miss its last entries, so it stays
-# provisional until then.
-ARCHIVE_SETTLE_TIME = timedelta(hours=1)
 
 
 class StatementMonth(BaseModel):
@@ -70,11 +68,6 @@ class StatementBuilt(BaseModel):
     account_id: str
     month: str
     key: str
-
-
-def is_final(month: Month, now: datetime) -> bool:
-    """A month's statement is final once the month is over and the archive has settled."""
-    return month.end + ARCHIVE_SETTLE_TIME <= as_utc(now)
 
 
 def available_months(first_activity: datetime | None, now: datetime) -> list[StatementMonth]:
@@ -140,9 +133,9 @@ def ensure_statement(
         and all(archive.statement_exists(account_id, month, fmt) for fmt in formats)
     ):
         return statement_key(account_id, month)
-    entries = archive.entries(account_id, through=month)
-    statement = build_statement(account_id, month, entries, final=final)
-    check_against_ledger(statement, entries, ledger)
+    part = read_month(archive, account_id, month)
+    statement = build_statement(account_id, month, part.entries, final=final, starts=part.starts)
+    check_against_ledger(statement, part.entries, ledger, part.starts)
     for fmt in formats:
         body = render(statement, fmt)
         if final and (stored := archive.final_statement(account_id, month, fmt)) is not None:
@@ -167,12 +160,15 @@ def build_month_for_all(
     rebuild: bool = False,
     now: datetime | None = None,
 ) -> MonthlyRun:
-    """Ensure the statement of every account with activity in `month`; one account's failure
-    is recorded and does not stop the others."""
+    """Ensure the statement of every account with activity in `month`, compacting the month
+    first once it has settled; one account's failure is recorded and does not stop the others."""
     month = parse_month(month)
+    now = as_utc(now or utcnow())
     run = MonthlyRun(month=str(month))
     for account_id in archive.accounts_with_activity(month):
         try:
+            if is_final(month, now):
+                compact_month(archive, ledger, account_id, month, now=now)
             run.statements.append(
                 ensure_statement(archive, ledger, account_id, month, rebuild=rebuild, now=now)
             )

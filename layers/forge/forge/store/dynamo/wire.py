@@ -562,9 +562,22 @@ def _ca_bundle() -> str | None:
 
 
 def default_credentials() -> Callable[[], Credentials]:
-    """This container's credentials, resolved once: the environment's (what Lambda gives, the
+    """This container's credentials, found on the first request (as botocore does: building a
+    client never fails for want of them) and kept: the environment's (what Lambda gives, the
     first step of botocore's chain) as they are, else botocore's credential chain, whose
-    refreshable credentials renew themselves before they expire."""
+    refreshable credentials renew themselves before they expire. None found: the request fails
+    with NoCredentialsError (a BotoCoreError, so the store fails closed)."""
+    resolved: list[Callable[[], Credentials]] = []
+
+    def current() -> Credentials:
+        if not resolved:
+            resolved.append(_resolve_credentials())
+        return resolved[0]()
+
+    return current
+
+
+def _resolve_credentials() -> Callable[[], Credentials]:
     access = os.environ.get("AWS_ACCESS_KEY_ID")
     secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
     if access and secret and "AWS_CREDENTIAL_EXPIRATION" not in os.environ:
@@ -576,11 +589,11 @@ def default_credentials() -> Callable[[], Credentials]:
     if found is None:
         raise NoCredentialsError()
 
-    def current() -> Credentials:
-        frozen = found.get_frozen_credentials()
-        return (frozen.access_key, frozen.secret_key, frozen.token or None)
+    def frozen() -> Credentials:
+        now = found.get_frozen_credentials()
+        return (now.access_key, now.secret_key, now.token or None)
 
-    return current
+    return frozen
 
 
 def default_region() -> str:
