@@ -141,7 +141,6 @@ def test_a_busy_key_is_refreshed_in_the_background_never_before_the_answer(
     clock, later = Clock(), Later()
     keys = _keys(store, clock, later)
     _authenticate(keys, plaintext)
-    later.run()  # its first last-used stamp
     assert store.reads == 1
     # Requests every 100 ms for a minute: none reads before answering.
     for _ in range(600):
@@ -187,25 +186,30 @@ def test_expiry_and_a_rotated_secrets_grace_need_no_read(store: CountingStore) -
     assert store.reads == reads  # the cached key says when it expires
 
 
+def _use(keys: Keys, plaintext: str) -> None:
+    """One call as the API makes it: authenticate, answer, then record the use."""
+    keys.record_use(_authenticate(keys, plaintext))
+
+
 def test_last_used_is_stamped_off_the_request_once_a_minute(store: CountingStore) -> None:
     plaintext, key = _issue(store)
     clock, later = Clock(), Later()
     keys = _keys(store, clock, later)
     for _ in range(100):
-        _authenticate(keys, plaintext)
+        _use(keys, plaintext)
         clock.now += 0.1  # 10 s in all
-    assert store.touches == 0  # nothing written before any answer: only queued
-    later.run()
+    assert store.touches == 0  # nothing written on a request's path: only queued
+    later.run()  # the stamp, and a refresh of the key (it was used past its fresh window)
     assert store.touches == 1
     stamped = store.get_key(key.account_id, key.key_id)
     assert stamped is not None and stamped.last_used_at is not None
     clock.now += TOUCH_SECONDS
-    _authenticate(keys, plaintext)
+    _use(keys, plaintext)
     later.run()
     assert store.touches == 2
     # a second container stamps on its own
     other = _keys(store, clock, later)
-    _authenticate(other, plaintext)
+    _use(other, plaintext)
     later.run()
     assert store.touches == 3
 

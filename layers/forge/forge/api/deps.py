@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import BackgroundTasks, Depends, Header
 
 from forge.domain.errors import InsufficientScope
 from forge.domain.records import ApiKey, KeyKind
@@ -23,9 +23,14 @@ KeysDep = Annotated[Keys, Depends(get_keys)]
 
 
 async def current_key(
-    keys: KeysDep, authorization: Annotated[str | None, Header()] = None
+    keys: KeysDep,
+    background: BackgroundTasks,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> ApiKey:
-    return await keys.authenticate(authorization)
+    """The caller's key; its use is recorded once the answer has gone (last_used_at)."""
+    key = await keys.authenticate(authorization)
+    background.add_task(keys.record_use, key)
+    return key
 
 
 KeyDep = Annotated[ApiKey, Depends(current_key)]  # either kind: the account views

@@ -6,8 +6,8 @@ t + KEY_MAX_AGE_SECONDS, it is still served while one read refreshes it in the b
 past that does a request read it before answering. A busy key so never waits for the store, and
 a change is seen by every container within KEY_MAX_AGE_SECONDS of its write plus one read (the
 reads are consistent). Unknown keys are remembered too, for UNKNOWN_KEY_SECONDS, and malformed
-ones are refused without a read. `last_used_at` is stamped in the background, at most once per
-TOUCH_SECONDS per key per container.
+ones are refused without a read. `last_used_at` is stamped in the background after the answer,
+at most once per TOUCH_SECONDS per key per container.
 """
 
 from __future__ import annotations
@@ -106,7 +106,6 @@ class Keys:
         key = await self._lookup(hash_api_key(plaintext)) if is_well_formed_key(plaintext) else None
         if key is None or not key.works_at(self._now()):
             raise InvalidApiKey("Incorrect, paused, revoked or expired API key")
-        self._stamp(key)
         return key
 
     async def _lookup(self, key_hash: str) -> ApiKey | None:
@@ -162,8 +161,10 @@ class Keys:
 
         self._run_later(refresh)
 
-    def _stamp(self, key: ApiKey) -> None:
-        """Record the key's use, off the request and at most once per TOUCH_SECONDS."""
+    def record_use(self, key: ApiKey) -> None:
+        """Stamp the key's `last_used_at`, at most once per TOUCH_SECONDS, on a background
+        thread. The API calls it once the answer is sent (a response's background task): a
+        stamp queued with the request slowed its first upstream call under load."""
         if self._run_later is None:
             return
         now = self._clock()

@@ -160,6 +160,10 @@ class Gateway:
     async def authenticate_key(self, plaintext: str) -> ApiKey:
         return await self._keys.authenticate_key(plaintext)
 
+    def record_use(self, key: ApiKey) -> None:
+        """Stamp the key's last use, off the request (see Keys.record_use)."""
+        self._keys.record_use(key)
+
     async def count_tokens(self, key: ApiKey, request: ChatCompletionRequest) -> TokenCount:
         """The prompt's input tokens on the route a call would take now, for `key`. Free: no
         hold, no charge, no receipt. A provider count that fails falls back to the estimate."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, BackgroundTasks, Header, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
@@ -53,11 +53,12 @@ async def create_message(
     request: Request,
     gateway: GatewayDep,
     calls: PaidCallsDep,
+    background: BackgroundTasks,
     x_api_key: Annotated[str | None, Header(alias="x-api-key")] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Errors leave in Anthropic's shape (forge.api.errors maps this path so)."""
-    key = await _authenticate(gateway, x_api_key, authorization)
+    key = await _authenticate(gateway, background, x_api_key, authorization)
     body = await _parse(request, MessagesRequest)
     chat = _as_chat(body)
     return await calls.serve(key, chat, body.model_dump(exclude_none=True), _message, MESSAGES_SSE)
@@ -71,6 +72,7 @@ async def count_message_tokens(
     request: Request,
     response: Response,
     gateway: GatewayDep,
+    background: BackgroundTasks,
     x_api_key: Annotated[str | None, Header(alias="x-api-key")] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> MessageTokensCount:
@@ -78,7 +80,7 @@ async def count_message_tokens(
     provider's own count where it has a count endpoint (Anthropic, Gemini), else the
     gateway's documented estimate; `x-forge-token-count` says which. Free: nothing is held
     or charged."""
-    key = await _authenticate(gateway, x_api_key, authorization)
+    key = await _authenticate(gateway, background, x_api_key, authorization)
     body = await _parse(request, MessagesCountTokensRequest)
     count = await gateway.count_tokens(key, _as_chat(body))
     response.headers["x-forge-token-count"] = count.source
@@ -87,15 +89,16 @@ async def count_message_tokens(
 
 
 async def _authenticate(
-    gateway: Gateway, x_api_key: str | None, authorization: str | None
+    gateway: Gateway, background: BackgroundTasks, x_api_key: str | None, authorization: str | None
 ) -> ApiKey:
     """Anthropic's x-api-key, or a bearer key as every other route takes it; one that may
-    call models."""
+    call models (its use recorded once the answer has gone)."""
     if x_api_key:
         key = await gateway.authenticate_key(x_api_key)
     else:
         key = await gateway.authenticate(authorization)
     require_model_calls(key)
+    background.add_task(gateway.record_use, key)
     return key
 
 
