@@ -10,13 +10,14 @@ from typing import Any
 import anyio
 import pytest
 
-from forge.domain.errors import InvalidApiKey
+from forge.domain.errors import InvalidApiKey, KeyLookupsThrottled
 from forge.domain.ids import new_api_key
 from forge.domain.records import ApiKey, KeyStatus, utcnow
 from forge.gateway import auth
 from forge.gateway.auth import (
     KEY_FRESH_SECONDS,
     KEY_MAX_AGE_SECONDS,
+    NEW_KEY_READS_PER_SECOND,
     TOUCH_SECONDS,
     UNKNOWN_KEY_SECONDS,
     UNKNOWN_KEYS_KEPT,
@@ -110,6 +111,29 @@ def test_a_flood_of_one_wrong_key_reads_the_store_once_per_ttl(store: CountingSt
     assert store.reads == 2
 
 
+def test_a_flood_of_distinct_wrong_keys_reads_at_a_bounded_rate(store: CountingStore) -> None:
+    clock = Clock()
+    keys = _keys(store, clock)
+    plaintext, key = _issue(store)
+    assert _authenticate(keys, plaintext) == key
+    reads, throttled = store.reads, 0
+    for _ in range(1000):  # 1,000 different wrong keys in one second
+        try:
+            assert _refused(keys, new_api_key())
+        except KeyLookupsThrottled:
+            throttled += 1
+        assert _authenticate(keys, plaintext).key_id == key.key_id  # known keys go on
+        clock.now += 0.001
+    # A second's worth of reads, plus the burst saved before the flood: 38 of 1,000.
+    assert store.reads - reads == 1000 - throttled <= 2 * NEW_KEY_READS_PER_SECOND
+
+    fresh, other = _issue(store)  # a real key met mid-flood: 429, then in on the retry
+    with pytest.raises(KeyLookupsThrottled):
+        _authenticate(keys, fresh)
+    clock.now += 1.0
+    assert _authenticate(keys, fresh) == other
+
+
 def test_malformed_keys_are_refused_without_a_read(store: CountingStore) -> None:
     keys = _keys(store, Clock())
     for bad in ("", "sk-forge-", "sk-wrong", "x" * 52, new_api_key()[:-1], "Bearer x"):
@@ -127,6 +151,7 @@ def test_unknown_keys_kept_are_bounded(
     first = new_api_key()
     assert _refused(keys, first)
     for _ in range(50):
+        clock.now += 1 / NEW_KEY_READS_PER_SECOND  # within the new-key read rate
         assert _refused(keys, new_api_key())
     assert len(keys._unknown) == 50
     reads = store.reads

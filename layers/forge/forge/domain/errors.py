@@ -87,6 +87,16 @@ class ModelNotAllowed(ScopeDenied):
     code = "model_not_allowed"
 
 
+class KeyLookupsThrottled(ForgeError):
+    """Too many keys this container has never seen, too fast (a flood of wrong keys): the key
+    is not looked up now. A real key gets in on the client's retry."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "key_lookups_throttled"
+    retry_after = 1
+
+
 class KeyNotFound(ForgeError):
     status = 404
     type = "invalid_request_error"

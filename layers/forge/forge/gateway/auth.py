@@ -6,8 +6,11 @@ t + KEY_MAX_AGE_SECONDS, it is still served while one read refreshes it in the b
 past that does a request read it before answering. A busy key so never waits for the store, and
 a change is seen by every container within KEY_MAX_AGE_SECONDS of its write plus one read (the
 reads are consistent). Unknown keys are remembered too, for UNKNOWN_KEY_SECONDS, and malformed
-ones are refused without a read. `last_used_at` is stamped in the background after the answer,
-at most once per TOUCH_SECONDS per key per container.
+ones are refused without a read. Keys never seen are read at most NEW_KEY_READS_PER_SECOND a
+second per container (a flood of distinct wrong keys); past that, 429 with Retry-After, and a
+real key gets in on the client's retry while every known key goes on unaffected.
+`last_used_at` is stamped in the background after the answer, at most once per TOUCH_SECONDS
+per key per container.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ from datetime import datetime
 from functools import partial
 from typing import Generic, TypeVar, cast
 
-from forge.domain.errors import BudgetStoreUnavailable, InsufficientScope, InvalidApiKey
+from forge.domain.errors import (
+    BudgetStoreUnavailable,
+    InsufficientScope,
+    InvalidApiKey,
+    KeyLookupsThrottled,
+)
 from forge.domain.ids import hash_api_key, is_well_formed_key
 from forge.domain.metrics import refusal_metrics
 from forge.domain.money import Bucket
@@ -34,6 +42,7 @@ KEY_FRESH_SECONDS = 0.5  # served without a read
 KEY_MAX_AGE_SECONDS = 1.5  # served while refreshed in the background; older: read first
 UNKNOWN_KEY_SECONDS = 5.0  # an unknown key is refused from memory this long
 UNKNOWN_KEYS_KEPT = 10_000  # at most this many remembered (the oldest go first)
+NEW_KEY_READS_PER_SECOND = 20.0  # reads of keys never seen, per container (and the burst)
 TOUCH_SECONDS = 60.0  # last_used_at written at most this often per key per container
 PROJECT_CACHE_SECONDS = 10.0  # a changed project cap applies within this long
 # Runs a job off the request, later (a thread pool's submit); None: no background work.
@@ -66,6 +75,25 @@ def require_model_calls(key: ApiKey) -> None:
         )
 
 
+class TokenBucket:
+    """`rate` takes a second, up to `rate` saved: take() says whether one is left."""
+
+    def __init__(self, rate: float, clock: Callable[[], float]) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._tokens = rate
+        self._at = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._rate, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 class Keys:
     """Authenticates API keys and reads their projects' caps (see the module docstring for
     how long each is remembered). `run_later` runs refreshes and last-used stamps off the
@@ -93,6 +121,7 @@ class Keys:
         self._refreshing: set[str] = set()
         self._writing = threading.Lock()
         self._touched: dict[str, float] = {}  # key id -> when last stamped
+        self._new_key_reads = TokenBucket(NEW_KEY_READS_PER_SECOND, clock)
         self._project_caps: TtlCache[dict[Bucket, ProjectCaps]] = TtlCache(
             PROJECT_CACHE_SECONDS, clock
         )
@@ -120,6 +149,8 @@ class Keys:
                 if age >= KEY_FRESH_SECONDS:
                     self._refresh_later(key_hash)
                 return known[1]
+        elif not self._new_key_reads.take():
+            raise KeyLookupsThrottled("Too many unknown API keys; retry in a second")
         try:
             return cast(ApiKey | None, await self.blocking(partial(self._read, key_hash)))
         except BudgetStoreUnavailable as exc:
