@@ -20,13 +20,15 @@ def batch_get(
     table: str,
     keys: Sequence[dict[str, Any]],
     *,
+    consistent: bool = True,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[dict[str, Any]]:
-    """Every item of `keys` that exists (DynamoDB JSON, strongly consistent, in no particular
-    order); BudgetStoreUnavailable if some keys stay unprocessed after the retries."""
+    """Every item of `keys` that exists (DynamoDB JSON, in no particular order; strongly
+    consistent unless told); BudgetStoreUnavailable if some keys stay unprocessed after the
+    retries."""
     for start in range(0, len(keys), _BATCH):
         request: dict[str, Any] = {
-            table: {"Keys": list(keys[start : start + _BATCH]), "ConsistentRead": True}
+            table: {"Keys": list(keys[start : start + _BATCH]), "ConsistentRead": consistent}
         }
         for attempt in range(_ATTEMPTS):
             if attempt:

@@ -21,6 +21,7 @@ from forge.domain.records import Receipt
 from forge.domain.views import Page, TimeRange, UsageLine
 from forge.store.dynamo import schema
 from forge.store.dynamo import totals as ledger_totals
+from forge.store.dynamo.batch import batch_get
 from forge.store.dynamo.items import from_item, to_item
 from forge.store.dynamo.views import LedgerViews, _ledger_errors, _Query
 
@@ -125,16 +126,12 @@ class ConsoleListings(LedgerViews):
             for run_id, bucket in sorted(wanted)
         ]
         found: dict[tuple[str, str], int] = {}
-        request: dict[str, Any] = {self._budget: {"Keys": keys}}
         with _ledger_errors():
-            while request:
-                answer = self._db.batch_get_item(RequestItems=request)
-                for item in answer["Responses"].get(self._budget, []):
-                    plain = from_item(item)
-                    run_id = str(plain["pk"]).removeprefix(f"ENV#RUN#{account_id}#")
-                    if "limit" in plain:
-                        found[(run_id, str(plain["sk"]))] = int(plain["limit"])
-                request = answer.get("UnprocessedKeys") or {}
+            for item in batch_get(self._db, self._budget, keys, consistent=False):
+                plain = from_item(item)
+                run_id = str(plain["pk"]).removeprefix(f"ENV#RUN#{account_id}#")
+                if "limit" in plain:
+                    found[(run_id, str(plain["sk"]))] = int(plain["limit"])
         return found
 
     def _filtered_page(
