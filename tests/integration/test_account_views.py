@@ -300,6 +300,11 @@ def test_usage_ranges_are_bounded(story: MonthStory) -> None:
     backwards = get("/v1/usage", key, **{"from": "2025-03-02", "to": "2025-03-01"})
     assert backwards.status_code == 400
     assert get("/v1/usage", key, group_by="colour").status_code == 400
+    # A number is not a date-time (pydantic alone would read it as seconds since 1970)
+    for path in ("/v1/usage", "/v1/ledger", "/v1/requests"):
+        numeric = get(path, key, to="-6.871565834475655e-06")
+        assert numeric.status_code == 400, path
+        assert numeric.json()["error"]["type"] == "invalid_request_error"
     # No range: this month so far, which has nothing of 2025 in it
     assert get("/v1/usage", key).json()["data"] == []
 

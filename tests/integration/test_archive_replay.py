@@ -405,7 +405,8 @@ def test_with_a_stack_the_queue_is_its_failure_queue_output(
     emulator.client("cloudformation").create_stack(
         StackName=stack, TemplateBody=json.dumps(template)
     )
-    for name in ("BUDGET_TABLE", "LEDGER_TABLE", "ARCHIVE_BUCKET", "ARCHIVE_FAILURE_QUEUE_URL"):
+    stack_env = ("BUDGET_TABLE", "LEDGER_TABLE", "ARCHIVE_BUCKET", "ARCHIVE_FAILURE_QUEUE_URL")
+    for name in (*stack_env, "FORGE_PROVIDER_SECRET_ID"):
         monkeypatch.setenv(name, "-")  # recorded, so what --stack sets is undone after the test
         monkeypatch.delenv(name)
     # and an on-failure record in the queue for an entry the archiver missed

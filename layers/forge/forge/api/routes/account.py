@@ -4,10 +4,12 @@ the caller's own account id, so another tenant's ids simply do not exist from he
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BeforeValidator
 
 from forge.api.deps import ArchiveDep, KeyDep, SettingsDep, StoreDep
 from forge.api.schemas import (
@@ -47,8 +49,19 @@ ViewsDep = Annotated[LedgerViews, Depends(get_ledger_views)]
 # Query strings: `from`/`to` take a date (UTC midnight) or an ISO 8601 instant; `to` is exclusive.
 # yyyy-mm, years 0001-9999 (no look-ahead: pydantic's regex engine has none)
 MONTH_PATTERN = r"^([1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(0[1-9]|1[0-2])$"
-FromQuery = Annotated[datetime | None, Query(alias="from")]
-ToQuery = Annotated[datetime | None, Query(alias="to")]
+_DATE_FIRST = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _date_first(value: object) -> object:
+    """A date or an ISO 8601 instant, as documented: pydantic would also take a number of
+    seconds since 1970 ("-6.8e-06" is a 1969 instant), which the schema's date-time is not."""
+    if isinstance(value, str) and not _DATE_FIRST.match(value):
+        raise ValueError("expected a date (YYYY-MM-DD) or an ISO 8601 date-time")
+    return value
+
+
+FromQuery = Annotated[datetime | None, Query(alias="from"), BeforeValidator(_date_first)]
+ToQuery = Annotated[datetime | None, Query(alias="to"), BeforeValidator(_date_first)]
 CursorQuery = Annotated[str | None, Query(max_length=2048)]
 ProjectQuery = Annotated[str | None, Query(max_length=64)]
 _FORMATS: list[Literal["csv", "html"]] = ["csv", "html"]
