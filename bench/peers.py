@@ -6,8 +6,11 @@ The targets, each its own process on 127.0.0.1:
 - `forge`: the gateway on the embedded emulator (moto, in its own process: three store round
   trips per call, each a local HTTP call that moto answers in several ms of Python);
 - `forge_twin`: the same gateway on the in-memory twin, each DynamoDB call answered after a
-  fixed latency (`--store-latency-ms`, 4 by default) behind a real botocore client (only the
-  socket is replaced: bench/servers.py TwinEndpoint); the twin's own CPU is taken out;
+  fixed latency (`--store-latency-ms`, 4 by default) behind the store client the stack deploys
+  (forge.store.dynamo.wire; only its connection pool is replaced: bench/servers.py
+  TwinEndpoint); the twin's own CPU is taken out;
+- `forge_twin_botocore`: the same, behind botocore's client (only the socket replaced): the
+  store client lever's "before";
 - `litellm`: LiteLLM's proxy from .venv-peers, pinned by the Makefile, without a database (so
   no virtual keys, budgets or spend tracking: only its master key is checked).
 
@@ -198,11 +201,15 @@ def litellm_proxy(upstream: str, workdir: Path) -> Iterator[tuple[int, str, str]
 
 
 @contextmanager
-def forge_on_twin(upstream: str, latency_ms: float) -> Iterator[tuple[int, str, str]]:
-    """The gateway of bench.servers on the in-memory twin; yields its pid, URL and a key."""
+def forge_on_twin(
+    upstream: str, latency_ms: float, client: str = "wire"
+) -> Iterator[tuple[int, str, str]]:
+    """The gateway of bench.servers on the in-memory twin, its store behind `client` (wire or
+    botocore); yields its pid, URL and a key."""
     port = _free_port()
+    role = ["gateway-twin", str(port), str(latency_ms), client]
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.servers", "gateway-twin", str(port), str(latency_ms)],
+        [sys.executable, "-m", "bench.servers", *role],
         cwd=ROOT,
         env={**os.environ, "FORGE_DEMO_BASE_URL": upstream, "AWS_DEFAULT_REGION": "us-east-1"},
         stdout=subprocess.PIPE,
@@ -355,6 +362,7 @@ LABELS = {
     "direct": "direct to the upstream",
     "forge": "Forge, store: the emulator (moto, own process)",
     "forge_twin": "Forge, store: in-process twin, {latency} ms per call (its CPU taken out)",
+    "forge_twin_botocore": "the same, store client botocore (the lever's before)",
     "litellm": "LiteLLM {version} proxy, no database",
 }
 
@@ -415,7 +423,8 @@ def write_report(peers: dict[str, Any]) -> None:
         "The twin's own CPU (decoding each DynamoDB request, executing it, encoding the answer:"
         " DynamoDB's side) was"
         f" {figures['forge_twin']['excluded_store_cpu_ms_per_request']} ms per non-stream"
-        " request, taken out of `forge_twin`'s figures.",
+        " request, taken out of `forge_twin`'s figures (and likewise for"
+        " `forge_twin_botocore`).",
         "<!-- peers:end -->",
     ]
     head, _, rest = REPORT.read_text().partition("<!-- peers:start")
@@ -453,21 +462,26 @@ def main() -> None:
         twin_pid, twin_url, twin_key = stack.enter_context(
             forge_on_twin(forge.demo_url, args.store_latency_ms)
         )
+        boto_pid, boto_url, boto_key = stack.enter_context(
+            forge_on_twin(forge.demo_url, args.store_latency_ms, "botocore")
+        )
         litellm_pid, litellm_url, master_key = stack.enter_context(
             litellm_proxy(forge.demo_url, Path(workdir))
         )
         _, demo, gateway = forge.processes  # Stack starts the emulator, demo, gateway
 
-        def twin_cpu() -> float:
-            return float(_stats(twin_url)["store_cpu_seconds"])
+        def twin_cpu(url: str) -> Callable[[], float]:
+            return lambda: float(_stats(url)["store_cpu_seconds"])
 
         targets = [
             Target("direct", forge.demo_url, _bearer("demo"), "demo-official-1", demo.pid),
             Target("forge", forge.gateway_url, _bearer(key), "demo-official", gateway.pid),
             Target("forge_twin", twin_url, _bearer(twin_key), "demo-official", twin_pid),
+            Target("forge_twin_botocore", boto_url, _bearer(boto_key), "demo-official", boto_pid),
             Target("litellm", litellm_url, _bearer(master_key), "demo-official", litellm_pid),
         ]
-        targets[2].excluded_cpu = twin_cpu
+        targets[2].excluded_cpu = twin_cpu(twin_url)
+        targets[3].excluded_cpu = twin_cpu(boto_url)
         peers["figures"] = measure(targets, args.requests, args.load_seconds)
     peers["ratios"] = ratios(peers["figures"])
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}

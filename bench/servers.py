@@ -88,17 +88,36 @@ class TwinEndpoint:
         client.meta.events.register("before-send.dynamodb", self._answer)
         return client
 
+    def wire_client(self) -> Any:
+        """forge.store.dynamo.wire's client (the one the stack deploys), its connection pool
+        replaced by the twin: it still encodes, signs and parses every call."""
+        from forge.store.dynamo.wire import WireDynamoDB
+
+        client = WireDynamoDB(
+            "http://dynamodb.twin.invalid", "us-east-1", lambda: ("bench", "bench", None)
+        )
+        client._pool = _TwinPool(self)  # type: ignore[assignment]
+        return client
+
     def _answer(self, request: Any, **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        target = request.headers["X-Amz-Target"]
+        target = target.decode() if isinstance(target, bytes) else target
+        status, body = self.execute(target, request.body)
+        headers = {"content-type": "application/x-amz-json-1.0", "x-amzn-requestid": "twin"}
+        return AWSResponse(request.url, status, headers, _Body(body))
+
+    def execute(self, target: str, body: bytes) -> tuple[int, bytes]:
+        """One DynamoDB JSON call (`X-Amz-Target`, body) answered by the twin, its CPU timed."""
         import json
 
         from botocore import xform_name
-        from botocore.awsrequest import AWSResponse
         from botocore.exceptions import ClientError
 
-        target = request.headers["X-Amz-Target"]
-        operation = (target.decode() if isinstance(target, bytes) else target).split(".")[-1]
+        operation = target.split(".")[-1]
         started = time.thread_time()
-        params = json.loads(request.body)
+        params = json.loads(body)
         try:
             status, answer = 200, getattr(self.stack.client, xform_name(operation))(**params)
         except ClientError as error:
@@ -107,11 +126,25 @@ class TwinEndpoint:
             code, message = response.pop("Error")["Code"], error.response["Error"]["Message"]
             answer = {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", **response}
             answer.setdefault("message", message)
-        body = json.dumps(answer).encode()
+        data = json.dumps(answer).encode()
         with self._lock:
             self.cpu_seconds += time.thread_time() - started
-        headers = {"content-type": "application/x-amz-json-1.0", "x-amzn-requestid": "twin"}
-        return AWSResponse(request.url, status, headers, _Body(body))
+        return status, data
+
+
+class _TwinPool:
+    """The wire client's connection pool, answered by the twin."""
+
+    def __init__(self, twin: TwinEndpoint) -> None:
+        self._twin = twin
+
+    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        target = next(v for k, v in headers.items() if k.lower() == "x-amz-target")
+        status, data = self._twin.execute(target, body)
+        return status, {"content-type": "application/x-amz-json-1.0"}, data
+
+    def close(self) -> None:
+        pass
 
 
 class _Body:
@@ -159,7 +192,7 @@ def run_gateway(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def run_gateway_twin(port: int, latency_ms: float) -> None:
+def run_gateway_twin(port: int, latency_ms: float, client: str = "wire") -> None:
     from forge import wiring as stores
     from forge.api import create_app
     from forge.domain.money import Bucket
@@ -167,7 +200,7 @@ def run_gateway_twin(port: int, latency_ms: float) -> None:
     from forge.store.dynamo.store import DynamoStore
 
     twin = TwinEndpoint(latency_ms / 1000)
-    counting = CountingClient(twin.client())
+    counting = CountingClient(twin.wire_client() if client == "wire" else twin.client())
     stack = twin.stack
     os.environ.update(
         BUDGET_TABLE=stack.budget_table, LEDGER_TABLE=stack.ledger_table, ARCHIVE_BUCKET="none"
@@ -195,6 +228,6 @@ def run_gateway_twin(port: int, latency_ms: float) -> None:
 if __name__ == "__main__":
     role, port = sys.argv[1], int(sys.argv[2])
     if role == "gateway-twin":
-        run_gateway_twin(port, float(sys.argv[3]))
+        run_gateway_twin(port, float(sys.argv[3]), *sys.argv[4:5])
     else:
         {"emulator": run_emulator, "demo": run_demo, "gateway": run_gateway}[role](port)
