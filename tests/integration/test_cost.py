@@ -60,7 +60,7 @@ def test_one_plain_call_costs_what_the_store_adapter_sends(
     store = DynamoStore(emulator.client("dynamodb"), budget, ledger)  # not recorded
     account_id = create_account(store, "cost test")
     credit_wallet(store, account_id, Bucket.CREDIT, "10", source="test", memo="fund")
-    key, _ = issue_key(store, account_id)
+    key, issued = issue_key(store, account_id)
     with serving(create_demo_app(), "cost-test-demo") as demo:
         # Given the proxy's app, its DynamoDB client recorded, and beside the recorder a plain
         # log of the parameters the store adapter hands botocore
@@ -77,6 +77,13 @@ def test_one_plain_call_costs_what_the_store_adapter_sends(
         recorder = CapacityRecorder(client, emulator.client("dynamodb")).install()
         with serving(create_paid_app(), "cost-test-proxy") as proxy:
             paid_call(proxy, key, store, account_id)  # a warm container: key, catalog read
+            # and the key's last use stamped (after the answer, once a minute per container)
+            deadline = time.monotonic() + 10
+            while (stamped := store.get_key(account_id, issued.key_id)) is None or (
+                stamped.last_used_at is None
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
             recorder.wait_idle()
             recorder.take()
             sent.clear()

@@ -251,3 +251,33 @@ def test_no_background_work_without_a_pool(store: CountingStore) -> None:
     clock.now += 0.01
     _authenticate(keys, plaintext)
     assert (store.reads, store.touches) == (2, 0)
+
+
+def test_concurrent_requests_for_a_new_key_share_one_read(store: CountingStore) -> None:
+    """A burst on a key this container has not seen reads it once, and never meets the new-key
+    read limit however many requests arrive together."""
+    clock = Clock()
+    plaintext, key = _issue(store)
+    gate = anyio.Event()
+
+    async def slow(fn: Callable[[], Any]) -> Any:
+        await gate.wait()  # the read is in flight while the others arrive
+        return fn()
+
+    keys = Keys(store, clock, slow)
+    found: list[ApiKey] = []
+
+    async def burst() -> None:
+        async with anyio.create_task_group() as tasks:
+            for _ in range(int(NEW_KEY_READS_PER_SECOND) * 5):
+                tasks.start_soon(lambda: _append(found, keys.authenticate_key(plaintext)))
+            await anyio.sleep(0.01)
+            gate.set()
+
+    anyio.run(burst)
+    assert [k.key_id for k in found] == [key.key_id] * int(NEW_KEY_READS_PER_SECOND) * 5
+    assert store.reads == 1
+
+
+async def _append(found: list[ApiKey], lookup: Any) -> None:
+    found.append(await lookup)
