@@ -8,8 +8,8 @@ a change is seen by every container within KEY_MAX_AGE_SECONDS of its write plus
 reads are consistent). Unknown keys are remembered too, for UNKNOWN_KEY_SECONDS, and malformed
 ones are refused without a read. Keys never seen are read at most NEW_KEY_READS_PER_SECOND a
 second per container (a flood of distinct wrong keys); past that, 429 with Retry-After, and a
-real key gets in on the client's retry while every known key goes on unaffected. Concurrent
-requests for a key being read wait for that one read.
+real key gets in on the client's retry while every known key goes on unaffected. A key
+already being read for another request does not count again.
 `last_used_at` is stamped in the background after the answer, at most once per TOUCH_SECONDS
 per key per container.
 """
@@ -22,8 +22,6 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Generic, TypeVar, cast
-
-import anyio
 
 from forge.domain.errors import (
     BudgetStoreUnavailable,
@@ -78,16 +76,6 @@ def require_model_calls(key: ApiKey) -> None:
         )
 
 
-class _Flight:
-    """One read of a key that concurrent requests for it wait on, instead of reading too."""
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.finished = False
-        self.key: ApiKey | None = None
-        self.error: BudgetStoreUnavailable | None = None
-
-
 class TokenBucket:
     """`rate` takes a second, up to `rate` saved: take() says whether one is left."""
 
@@ -135,7 +123,7 @@ class Keys:
         self._writing = threading.Lock()
         self._touched: dict[str, float] = {}  # key id -> when last stamped
         self._new_key_reads = TokenBucket(NEW_KEY_READS_PER_SECOND, clock)
-        self._flights: dict[str, _Flight] = {}  # key hash -> the read under way
+        self._reading: dict[str, int] = {}  # key hash -> reads of it under way
         self._project_caps: TtlCache[dict[Bucket, ProjectCaps]] = TtlCache(
             PROJECT_CACHE_SECONDS, clock
         )
@@ -163,29 +151,23 @@ class Keys:
                 if age >= KEY_FRESH_SECONDS:
                     self._refresh_later(key_hash)
                 return known[1]
-        flight = self._flights.get(key_hash)
-        if flight is not None:  # a read of this key is under way: its answer is ours too
-            await flight.done.wait()
-            if flight.error is not None:
-                emit_quietly(self.meter, partial(refusal_metrics, flight.error))
-                raise flight.error
-            return flight.key if flight.finished else await self._lookup(key_hash)
-        if known is None and not self._new_key_reads.take():
+        # A key being read for another request is not new: it does not count again (a burst
+        # on one new key must not meet the limit). Each request reads for itself: waiting on
+        # another's read would tie the two together.
+        if known is None and key_hash not in self._reading and not self._new_key_reads.take():
             raise KeyLookupsThrottled("Too many unknown API keys; retry in a second")
-        flight = self._flights[key_hash] = _Flight()
+        self._reading[key_hash] = self._reading.get(key_hash, 0) + 1
         try:
-            flight.key = cast(ApiKey | None, await self.blocking(partial(self._read, key_hash)))
-            flight.finished = True
-            return flight.key
+            return cast(ApiKey | None, await self.blocking(partial(self._read, key_hash)))
         except BudgetStoreUnavailable as exc:
             # In a store outage most calls fail here first (a key not cached yet): count
             # them with the refusals, where the fail-closed alarm looks.
             emit_quietly(self.meter, partial(refusal_metrics, exc))
-            flight.error = exc
             raise
-        finally:  # a read cancelled with its request leaves the waiting ones to read again
-            del self._flights[key_hash]
-            flight.done.set()
+        finally:
+            left = self._reading.pop(key_hash) - 1
+            if left:
+                self._reading[key_hash] = left
 
     def _read(self, key_hash: str) -> ApiKey | None:
         """Read a key and remember what was read, stamped with when the read started (so a
