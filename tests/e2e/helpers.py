@@ -66,6 +66,12 @@ def forge_admin(stack: LocalStack, *args: str) -> str:
     return done.stdout.strip()
 
 
+def credit_account(stack: LocalStack, account_id: str, amount: str) -> str:
+    """Credit the account's credit bucket `amount` (a decimal) through the operator CLI."""
+    args = ["--account", account_id, "--bucket", "credit", "--amount", amount]
+    return forge_admin(stack, "wallet", "credit", *args)
+
+
 # Real providers, faked: what the stack under test is told about them ---------------------------
 E2E_MODELS: list[dict[str, Any]] = [
     {

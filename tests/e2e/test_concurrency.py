@@ -15,7 +15,12 @@ from forge.domain.records import LedgerKind
 from forge.domain.requests import ChatCompletionRequest
 from forge.gateway import worst_case_input_tokens
 from tests.e2e.conftest import LocalStack
-from tests.e2e.helpers import expected_reply_and_charge, forge_admin, new_customer
+from tests.e2e.helpers import (
+    credit_account,
+    expected_reply_and_charge,
+    forge_admin,
+    new_customer,
+)
 
 REQUESTS = 40
 MAX_TOKENS = 8
@@ -90,17 +95,7 @@ def test_a_hundred_concurrent_requests_never_exceed_key_project_or_run_budgets(
     _, charge = expected_reply_and_charge("demo-official", MESSAGES, MAX_TOKENS)
     balance = 1_000_000
     account_id = forge_admin(local_stack, "account", "create", "--name", "capped").splitlines()[0]
-    forge_admin(
-        local_stack,
-        "wallet",
-        "credit",
-        "--account",
-        account_id,
-        "--bucket",
-        "credit",
-        "--amount",
-        format_micros(balance),
-    )
+    credit_account(local_stack, account_id, format_micros(balance))
     key_cap, project_cap, run_budget = 35 * charge, 50 * charge, 30 * charge
     keys = [
         forge_admin(

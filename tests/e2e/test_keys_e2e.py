@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import LocalStack
-from tests.e2e.helpers import forge_admin, sdk
+from tests.e2e.helpers import credit_account, forge_admin, sdk
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
@@ -29,17 +29,7 @@ def test_an_owner_makes_rotates_and_revokes_a_key(local_stack: LocalStack) -> No
     account_id, owner_key = forge_admin(
         local_stack, "account", "create", "--name", "owner"
     ).splitlines()
-    forge_admin(
-        local_stack,
-        "wallet",
-        "credit",
-        "--account",
-        account_id,
-        "--bucket",
-        "credit",
-        "--amount",
-        "1",
-    )
+    credit_account(local_stack, account_id, "1")
     owner = httpx.Client(
         base_url=local_stack.base_url, headers={"Authorization": f"Bearer {owner_key}"}, timeout=10
     )

@@ -17,7 +17,7 @@ import httpx
 
 from forge.domain.money import Bucket, format_micros
 from tests.e2e.conftest import LocalStack
-from tests.e2e.helpers import forge_admin, new_customer, sdk
+from tests.e2e.helpers import credit_account, forge_admin, new_customer, sdk
 from tests.e2e.test_chat_completions import MESSAGES
 
 
@@ -98,17 +98,7 @@ def test_admin_cli_creates_an_account_key_and_credit_that_work(local_stack: Loca
     assert account_id.startswith("acct_")
     key = forge_admin(local_stack, "key", "create", "--account", account_id)
     assert key.startswith("sk-forge-")
-    forge_admin(
-        local_stack,
-        "wallet",
-        "credit",
-        "--account",
-        account_id,
-        "--bucket",
-        "credit",
-        "--amount",
-        "2.50",
-    )
+    credit_account(local_stack, account_id, "2.50")
     shown = json.loads(forge_admin(local_stack, "wallet", "show", "--account", account_id))
     assert (shown["credit"]["balance"], shown["credit"]["currency"]) == ("2.500000", "USD")
 
