@@ -37,8 +37,10 @@ def ledger_month(entries: list[LedgerEntry], month: Month) -> LedgerMonth:
 
     opening = sum(e.amount for e in entries if at(e) < month.start)
     inside = sorted((e for e in entries if month.start <= at(e) < month.end), key=lambda e: e.seq)
-    totals = {k.value: sum(e.amount for e in inside if e.kind is k) for k in LedgerKind}
-    counts = {k.value: sum(1 for e in inside if e.kind is k) for k in LedgerKind}
+    # Every kind is listed, but transfers (between a split bucket's shards) only where any are.
+    kinds = [k for k in LedgerKind if k is not LedgerKind.TRANSFER or k in {e.kind for e in inside}]
+    totals = {k.value: sum(e.amount for e in inside if e.kind is k) for k in kinds}
+    counts = {k.value: sum(1 for e in inside if e.kind is k) for k in kinds}
     charges = [e for e in inside if e.kind is LedgerKind.CHARGE]
     charges_by: dict[str, dict[str, tuple[int, int]]] = {}
     for grouping, attribute in GROUP_FIELDS.items():

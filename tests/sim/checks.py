@@ -27,12 +27,19 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
+from forge.domain.money import Bucket
+from forge.domain.records import series_label
 from forge.store.dynamo.items import TypeDeserializer
 from forge.store.memory import Faults, MemoryDynamoDB
 from tests.sim.link import ItemKey, Touched
 
 _deserializer = TypeDeserializer()
-Wallet = tuple[str, str]  # account id, bucket
+Wallet = tuple[str, str]  # account id, ledger series: the bucket, or `{bucket}.{shard:02d}`
+
+
+def series_of(item: Mapping[str, Any]) -> Wallet:
+    """The wallet (a bucket, or one shard of a split bucket) a wallet, hold or entry names."""
+    return str(item["account_id"]), series_label(Bucket(item["bucket"]), int(item.get("shard", 0)))
 
 
 class Violation(Exception):
@@ -97,11 +104,13 @@ class Observer:
         self.credits: dict[tuple[str, ...], dict[str, Any]] = {}
         self.receipts: dict[str, dict[str, Any]] = {}
         self.served: set[str] = set()  # shared with the upstreams (rule 7)
+        self.transfers: Counter[str] = Counter()  # what each transfer moved, over its legs
         # What the items re-read since the last check touch: what to check next.
         self._wallets_seen: set[Wallet] = set()
         self._envelopes_seen: set[tuple[str, str]] = set()
         self._holds_seen: set[str] = set()
         self._unchained: set[tuple[Wallet, int]] = set()  # new entries, chain not checked yet
+        self._transfers_seen: set[str] = set()
 
     # Reading ----------------------------------------------------------------------------
     def load_all(self) -> None:
@@ -156,7 +165,7 @@ class Observer:
                 self._hold(pk.removeprefix("HOLD#"), old, item)
             elif pk.startswith("ACCT#") and sk.startswith("BUCKET#"):
                 assert item is not None
-                wallet = (str(item["account_id"]), str(item["bucket"]))
+                wallet = series_of(item)
                 self.wallets[wallet] = item
                 self._wallets_seen.add(wallet)
             elif pk.startswith("ENV#"):
@@ -185,7 +194,7 @@ class Observer:
         for hold, sign in ((old, -1), (new, 1)):
             if hold is None or hold["status"] != "pending":
                 continue
-            wallet = (str(hold["account_id"]), str(hold["bucket"]))
+            wallet = series_of(hold)
             self.held_by_wallet[wallet] += sign * int(hold["amount"])
             self._wallets_seen.add(wallet)
             for envelope in hold.get("envelopes") or []:
@@ -198,7 +207,7 @@ class Observer:
     def _entry(self, old: dict[str, Any] | None, entry: dict[str, Any] | None) -> None:
         if old is not None or entry is None:
             raise Violation("6", f"ledger entry {old and old['entry_id']} changed: append-only")
-        wallet = (str(entry["account_id"]), str(entry["bucket"]))
+        wallet = series_of(entry)
         self.entries.setdefault(wallet, {})[int(entry["seq"])] = entry
         self._unchained.add((wallet, int(entry["seq"])))
         self.ledger_sum[wallet] += int(entry["amount"])
@@ -219,6 +228,9 @@ class Observer:
             if charge is None or int(entry["amount"]) > -int(charge["amount"]):
                 raise Violation("4", f"refund of {rid} exceeds its charge: {entry['amount']}")
             self.refunds[rid] = entry
+        elif entry["kind"] == "transfer":  # between two shards of one bucket
+            self.transfers[str(entry["source"])] += int(entry["amount"])
+            self._transfers_seen.add(str(entry["source"]))
         else:
             tag = credit_tag(entry)
             if tag in self.credits:
@@ -235,6 +247,10 @@ class Observer:
             self.check_envelope(envelope)
         for rid in sorted(holds):
             self.check_hold(rid)
+        transfers, self._transfers_seen = self._transfers_seen, set()
+        for transfer in sorted(transfers):  # its legs commit together: all are seen at once
+            if self.transfers[transfer] != 0:
+                raise Violation("6", f"{transfer} moved {self.transfers[transfer]} in or out")
 
     def check_all(self) -> None:
         for wallet in sorted(self.wallets):
@@ -315,3 +331,10 @@ class Observer:
 
     def wallet_keys(self) -> Iterable[Wallet]:
         return sorted(self.wallets)
+
+    def bucket_balances(self) -> Counter[tuple[str, str]]:
+        """Each (account, bucket)'s balance: the sum of its shards'."""
+        balances: Counter[tuple[str, str]] = Counter()
+        for (account, _), wallet in self.wallets.items():
+            balances[(account, str(wallet["bucket"]))] += int(wallet["balance"])
+        return balances

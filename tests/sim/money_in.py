@@ -196,8 +196,7 @@ class Books:
         for tag, action in self.actions.items():
             if action.applied and tag not in entries:
                 raise Violation("6", f"{tag} was applied but has no ledger entry")
-        for wallet in observer.wallet_keys():
-            balance = int(observer.wallets[wallet]["balance"])
+        for wallet, balance in sorted(observer.bucket_balances().items()):  # shards summed
             if balance != expected[wallet] - spent.get(wallet, 0):
                 books = expected[wallet] - spent.get(wallet, 0)
                 raise Violation(

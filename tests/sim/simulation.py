@@ -26,7 +26,7 @@ from functools import partial
 from forge.domain.errors import BudgetStoreUnavailable
 from forge.domain.money import Bucket
 from forge.ledger.reconcile import reconcile
-from forge.ledger.sweeper import sweep
+from forge.ledger.sweeper import SweepIncomplete, sweep
 from forge.store.memory import Faults
 from tests.sim.checks import Violation
 from tests.sim.link import Livelock
@@ -42,6 +42,7 @@ from tests.sim.world import (
 )
 
 MAX_IN_FLIGHT = 8
+MAX_SPLIT = 4  # shards per bucket the operator goes up to
 CONTAINERS = 3
 BOOKS_EVERY = 250  # steps between checks of the books (they read every request)
 WEIGHTS = {
@@ -50,6 +51,7 @@ WEIGHTS = {
     "payment": 1.5,
     "topup": 0.7,
     "adjust": 1.0,
+    "split": 0.2,  # an operator splits a wallet into one more shard (see world.SPLIT)
     "redeem": 1.5,
     "refund": 1.0,
     "sweep": 3.0,
@@ -125,10 +127,13 @@ class Simulation:
                     self._check_books()
             final_at = len(self.trace)
             await self._finish()
-        except (Violation, Livelock) as exc:
+        except (Violation, Livelock, Exception) as exc:
+            # Anything else escaping a step is a failure too, reported and shrunk like one
+            # (left to propagate, the parked requests would hang the loop's shutdown).
             if not self.trace or not self.trace[-1].startswith(f"{step} "):
                 self.trace.append(f"{self.doing}: broke a rule")
-            failure = Failure(self.seed, step, str(exc), in_final_phase=final_at > 0)
+            message = str(exc) if isinstance(exc, Violation | Livelock) else repr(exc)
+            failure = Failure(self.seed, step, message, in_final_phase=final_at > 0)
             await self._abandon()
         finally:
             logging.disable(logging.NOTSET)
@@ -266,6 +271,23 @@ class Simulation:
         status = self.books.adjust(self.world.operator, memo, account, bucket, amount)
         return f"{memo} {account}/{bucket} {amount}: {status}"
 
+    async def _split(self) -> str:
+        account, bucket = self._wallet()
+        shards = len(
+            [
+                w
+                for w in self.world.observer.wallets
+                if w[0] == account and w[1].split(".")[0] == bucket.value
+            ]
+        )
+        if shards >= MAX_SPLIT:
+            return f"split {account}/{bucket}: already {shards} shards"
+        try:
+            self.world.operator.shard_wallet(account, bucket, shards + 1)
+        except BudgetStoreUnavailable:
+            return f"split {account}/{bucket} into {shards + 1}: store unavailable"
+        return f"split {account}/{bucket} into {shards + 1}"
+
     async def _redeem(self) -> str:
         account, code = f"acct{self.rng.randrange(ACCOUNTS)}", self.rng.randrange(3)
         now = self.world.clock.now()
@@ -299,6 +321,8 @@ class Simulation:
             report = sweep(self.world.operator, now)
         except BudgetStoreUnavailable:
             return "sweep: store unavailable"
+        except SweepIncomplete as exc:  # faults hit some holds; the next sweep retries them
+            return f"sweep: {exc}"
         for rid in report.settled + report.voided:
             # The sweeper resolves only the holds of requests that are certainly dead.
             hold = self.world.observer.holds[rid]  # as it was before this step

@@ -37,6 +37,8 @@ HOLD_TTL_SECONDS = 300
 REQUEST_TIMEOUT_SECONDS = 280  # the function's timeout: shorter than a hold lives (900 < 960)
 ACCOUNTS = 3
 OPENING = {Bucket.CREDIT: 30_000, Bucket.RMB: 20_000}  # micro-units per account
+# Wallets split into shards from the start (more are split during a run): acct0 stays whole.
+SPLIT = {("acct1", Bucket.CREDIT): 3, ("acct2", Bucket.RMB): 2}
 
 
 class SimClock:
@@ -222,6 +224,8 @@ class World:
             store.put_project_caps(
                 account, "batch", {Bucket.CREDIT: ProjectCaps(daily=40_000, monthly=70_000)}
             )
+        for (account, bucket), shards in SPLIT.items():
+            store.shard_wallet(account, bucket, shards)
         now = self.clock.now()
         for bucket, amount, claims, expires in (
             (Bucket.CREDIT, "0.02", None, None),

@@ -98,13 +98,13 @@ class BudgetStore(Protocol):
 
     def get_wallet(self, account_id: str, bucket: Bucket) -> Wallet: ...
 
-    def reserve(self, hold: Hold) -> None: ...
+    def reserve(self, hold: Hold) -> Hold: ...
 
     def rooms(
         self, account_id: str, bucket: Bucket, envelopes: Sequence[EnvelopeRef]
     ) -> dict[str, tuple[int, int]]: ...
 
-    def rehold(self, current: Hold, moved: Hold) -> None: ...
+    def rehold(self, current: Hold, moved: Hold) -> Hold: ...
 
     def settle(self, hold: Hold, charge: int, receipt: Receipt) -> Receipt: ...
 
@@ -177,7 +177,9 @@ class LedgerReader(Protocol):
 
     def read_budget(self) -> BudgetSnapshot: ...
 
-    def list_entries(self, account_id: str, bucket: Bucket) -> list[LedgerEntry]: ...
+    def list_entries(
+        self, account_id: str, bucket: Bucket, shard: int = 0
+    ) -> list[LedgerEntry]: ...
 
 
 class LedgerScan(Protocol):
@@ -231,11 +233,15 @@ class LedgerArchive(Protocol):
         """A compacted month's closing record; None if the month is not compacted."""
         ...
 
-    def compacted_lines(self, account_id: str, month: Month, bucket: Bucket) -> bytes:
+    def compacted_lines(
+        self, account_id: str, month: Month, bucket: Bucket, shard: int = 0
+    ) -> bytes:
         """A compacted object's JSON Lines, uncompressed."""
         ...
 
-    def put_compacted(self, account_id: str, month: Month, bucket: Bucket, body: bytes) -> bool:
+    def put_compacted(
+        self, account_id: str, month: Month, bucket: Bucket, body: bytes, shard: int = 0
+    ) -> bool:
         """Write a compacted object once; False when the key already holds one."""
         ...
 

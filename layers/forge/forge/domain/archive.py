@@ -13,6 +13,7 @@ the DynamoDB stream records the archiver reads are decoded in forge.store.dynamo
 from __future__ import annotations
 
 import enum
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from forge.domain.calendar import Month
 from forge.domain.errors import InvalidRequest
 from forge.domain.money import Bucket
-from forge.domain.records import LedgerEntry
+from forge.domain.records import LedgerEntry, series_label, shard_field
 
 LEDGER_PREFIX = "ledger/"
 STATEMENT_PREFIX = "statements/"
@@ -41,15 +42,17 @@ def check_account_id(account_id: str) -> str:
 
 
 def archive_key(entry: LedgerEntry) -> str:
-    """`ledger/{account_id}/{yyyy}/{mm}/{bucket}-{seq:012d}.jsonl`; month of created_at, UTC."""
+    """`ledger/{account_id}/{yyyy}/{mm}/{series}-{seq:012d}.jsonl`; month of created_at, UTC;
+    the series is the bucket, or `{bucket}.{shard:02d}` for a shard of a split one."""
     return entry_object_key(entry_series_prefix(entry), entry.seq)
 
 
 def entry_series_prefix(entry: LedgerEntry) -> str:
-    """`ledger/{account_id}/{yyyy}/{mm}/{bucket}-`: the keys of one account, month and bucket,
+    """`ledger/{account_id}/{yyyy}/{mm}/{series}-`: the keys of one account, month and series,
     which sort by seq (fixed width)."""
     month = Month.of(entry.created_at)
-    return f"{ledger_month_prefix(entry.account_id, month)}{entry.bucket.value}-"
+    series = series_label(entry.bucket, entry.shard)
+    return f"{ledger_month_prefix(entry.account_id, month)}{series}-"
 
 
 def entry_object_key(series_prefix: str, seq: int) -> str:
@@ -64,11 +67,23 @@ def ledger_month_prefix(account_id: str, month: Month) -> str:
     return f"{ledger_account_prefix(account_id)}{month.year:04d}/{month.month:02d}/"
 
 
-def monthly_key(account_id: str, month: Month, bucket: Bucket) -> str:
-    """`ledger-monthly/month={yyyy-mm}/{account_id}.{bucket}.jsonl.gz`: flat in its month
-    partition (account and bucket are columns of every line), so the Glue table's partition
-    location holds the month's objects and nothing else."""
-    return f"{monthly_month_prefix(month)}{check_account_id(account_id)}.{bucket.value}.jsonl.gz"
+def monthly_key(account_id: str, month: Month, bucket: Bucket, shard: int = 0) -> str:
+    """`ledger-monthly/month={yyyy-mm}/{account_id}.{series}.jsonl.gz`: flat in its month
+    partition (account, bucket and shard are columns of every line), so the Glue table's
+    partition location holds the month's objects and nothing else."""
+    series = series_label(bucket, shard)
+    return f"{monthly_month_prefix(month)}{check_account_id(account_id)}.{series}.jsonl.gz"
+
+
+def monthly_account(name: str) -> str | None:
+    """The account a compacted object's name (`{account_id}.{series}.jsonl.gz`) is of."""
+    found = _MONTHLY_NAME.fullmatch(name)
+    return found.group(1) if found else None
+
+
+_MONTHLY_NAME = re.compile(
+    r"(.+)\.(?:" + "|".join(b.value for b in Bucket) + r")(?:\.\d{2})?\.jsonl\.gz"
+)
 
 
 def monthly_month_prefix(month: Month) -> str:
@@ -94,12 +109,14 @@ class ChainPoint:
 
 
 class BucketClose(BaseModel):
-    """One bucket of a compacted month: its chain before and after the month, and a digest
-    of the compacted object's (uncompressed) lines; no object when the month has no entry."""
+    """One series of a compacted month (a bucket, or one shard of a split bucket): its chain
+    before and after the month, and a digest of the compacted object's (uncompressed) lines;
+    no object when the month has no entry."""
 
     model_config = ConfigDict(frozen=True)
 
     bucket: Bucket
+    shard: int = shard_field()
     opening_seq: int = Field(ge=0)
     opening_balance: int
     closing_seq: int = Field(ge=0)
@@ -120,8 +137,8 @@ class BucketClose(BaseModel):
 
 
 class MonthClose(BaseModel):
-    """An account's compacted month, both buckets; written after the month's objects, so its
-    presence means the compaction is complete."""
+    """An account's compacted month, every series of both buckets; written after the month's
+    objects, so its presence means the compaction is complete."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -130,8 +147,8 @@ class MonthClose(BaseModel):
     month: str  # YYYY-MM
     buckets: list[BucketClose]
 
-    def part(self, bucket: Bucket) -> BucketClose:
-        return next(b for b in self.buckets if b.bucket is bucket)
+    def part(self, bucket: Bucket, shard: int = 0) -> BucketClose:
+        return next(b for b in self.buckets if (b.bucket, b.shard) == (bucket, shard))
 
 
 def deterministic_gzip(data: bytes) -> bytes:

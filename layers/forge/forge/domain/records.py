@@ -147,15 +147,39 @@ class AuditEntry(BaseModel):
     after: dict[str, Any] | None = None
 
 
+# A bucket of a busy account is split into sub-wallets (shards) so its writes spread over
+# several items; each shard keeps its own counters and its own ledger chain (docs/shards.md).
+# Shard 0 is the bucket's original item, and the only one of an account that is not split.
+MAX_SHARDS = 32  # a rebalancing transaction names two items per shard (DynamoDB's limit: 100)
+
+
+def _unsharded(shard: int) -> bool:
+    return shard == 0
+
+
+def shard_field() -> Any:
+    """Not stored (nor archived) while 0: an unsplit account's items and lines stay as they
+    were."""
+    return Field(default=0, ge=0, lt=MAX_SHARDS, exclude_if=_unsharded)
+
+
+def series_label(bucket: Bucket, shard: int) -> str:
+    """How keys name one ledger series: `credit` for shard 0, `credit.03` for shard 3."""
+    return bucket.value if shard == 0 else f"{bucket.value}.{shard:02d}"
+
+
 class Wallet(BaseModel):
-    """One bucket of one account. Invariant: available + held == balance."""
+    """One bucket of one account, or one shard of it (the store's get_wallet sums the shards).
+    Invariant: available + held == balance."""
 
     account_id: str
     bucket: Bucket
     balance: int = 0
     held: int = 0
     available: int = 0
-    seq: int = 0  # number of ledger entries written for this bucket
+    seq: int = 0  # number of ledger entries written for this bucket (or shard)
+    shard: int = shard_field()
+    shards: int = Field(default=1, ge=1, le=MAX_SHARDS, exclude_if=lambda n: n == 1)
 
 
 class HoldStatus(enum.StrEnum):
@@ -192,6 +216,7 @@ class Hold(BaseModel):
     requested_model: str = ""
     run_id: str | None = None
     bucket: Bucket
+    shard: int = shard_field()  # the bucket's shard it holds money in
     amount: int = Field(ge=0)
     status: HoldStatus = HoldStatus.PENDING
     expires_at: datetime
@@ -205,16 +230,19 @@ class LedgerKind(enum.StrEnum):
     CHARGE = "charge"
     REFUND = "refund"
     ADJUSTMENT = "adjustment"
+    TRANSFER = "transfer"  # between two shards of one bucket: its entries sum to zero
 
 
 class LedgerEntry(BaseModel):
-    """One balance movement. Per account and bucket, `seq` is gap-free and each entry's
-    balance_after = previous balance_after + amount, so the ledger alone explains a balance."""
+    """One balance movement. Per account, bucket and shard (a *series*), `seq` is gap-free and
+    each entry's balance_after = previous balance_after + amount, so the ledger alone explains
+    a balance."""
 
     schema_version: int = LEDGER_SCHEMA_VERSION
     entry_id: str
     account_id: str
     bucket: Bucket
+    shard: int = shard_field()
     seq: int = Field(ge=1)
     kind: LedgerKind
     amount: int  # signed micro-units: positive adds to the balance, negative takes from it
@@ -227,6 +255,11 @@ class LedgerEntry(BaseModel):
     route: str | None = None
     source: str | None = None  # payment id, redeem code, or operator
     memo: str | None = None
+
+    @property
+    def series(self) -> tuple[Bucket, int]:
+        """The chain this entry belongs to: its bucket and shard."""
+        return self.bucket, self.shard
 
 
 class Attempt(BaseModel):

@@ -150,7 +150,7 @@ class Attempts:
         binding = bind(plan.key, plan.request, route, plan.hold, plan.limits, project, self._now())
         note = None
         try:
-            await self._holds.rehold(plan.hold, binding.hold)
+            await self._holds.rehold(plan.hold, binding)
         except BudgetExceeded:
             # What is left, seen from the fallback's bucket and envelopes; our own hold is
             # not spent, so where the two share a bucket it counts as room.
@@ -167,7 +167,7 @@ class Attempts:
                 f" by {tightest_envelope(rooms)}"
             )
             binding.set_max_output(tokens)
-            await self._holds.rehold(plan.hold, binding.hold)
+            await self._holds.rehold(plan.hold, binding)
         plan.binding = binding
         plan.route_calls = 0
         plan.notes.append(f"fell back to {route.name}")

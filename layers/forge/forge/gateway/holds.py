@@ -13,7 +13,7 @@ from forge.domain.errors import BudgetStoreUnavailable, ForgeError, HoldAlreadyR
 from forge.domain.metrics import Metric, call_metrics
 from forge.domain.money import Bucket, Usage, charge_for
 from forge.domain.records import EnvelopeRef, Hold, HoldOutcome, Receipt, Refusal
-from forge.gateway.plan import CallPlan, Rooms, join_notes
+from forge.gateway.plan import Binding, CallPlan, Rooms, join_notes
 from forge.ports import NO_METER, GatewayStore, Meter, emit_quietly
 
 logger = logging.getLogger(__name__)
@@ -52,11 +52,14 @@ class Holds:
         """Run a blocking store call off the event loop."""
         return cast(T, await self.blocking(partial(fn, *args)))
 
-    async def reserve(self, hold: Hold) -> None:
-        await self.off_loop(self.store.reserve, hold)
+    async def reserve(self, binding: Binding) -> None:
+        """Reserve the binding's hold; the hold as placed (on a shard of a split bucket)
+        replaces it, so the call settles or voids where the money is held."""
+        binding.hold = await self.off_loop(self.store.reserve, binding.hold)
 
-    async def rehold(self, current: Hold, moved: Hold) -> None:
-        await self.off_loop(self.store.rehold, current, moved)
+    async def rehold(self, current: Hold, binding: Binding) -> None:
+        """Move `current` to the binding's route; the binding keeps the hold as placed."""
+        binding.hold = await self.off_loop(self.store.rehold, current, binding.hold)
 
     async def rooms(self, account_id: str, bucket: Bucket, envelopes: list[EnvelopeRef]) -> Rooms:
         return await self.off_loop(self.store.rooms, account_id, bucket, envelopes)

@@ -307,7 +307,7 @@ class Gateway:
         is left (never below MIN_OUTPUT_TOKENS) and try once more; else refuse with a 402."""
         try:
             try:
-                await self._holds.reserve(plan.hold)
+                await self._holds.reserve(plan.binding)
                 return
             except BudgetExceeded:
                 rooms = await self._holds.rooms(
@@ -319,7 +319,7 @@ class Gateway:
                     f" by {tightest_envelope(rooms)}"
                 )
                 plan.set_max_output(tokens)
-                await self._holds.reserve(plan.hold)
+                await self._holds.reserve(plan.binding)
         except BudgetExceeded as exc:
             await self.record_refusal(plan, exc)
             raise

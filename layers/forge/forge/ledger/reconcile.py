@@ -1,6 +1,9 @@
 """Reconciliation: prove conservation for every account and bucket, and report any drift
 with the entries and holds involved.
 
+Each wallet item (a bucket, or one shard of a split bucket) is checked with its own ledger
+series, and the transfers between a bucket's shards must each sum to zero.
+
 Checks: the ledger chain is gap-free and each balance_after follows from the one before; the
 ledger sums to the balance; available + held == balance; held == the pending holds; every
 envelope's consumed == settled + held and its held == its pending holds; no pending hold has
@@ -15,7 +18,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from forge.domain.money import Bucket
-from forge.domain.records import Hold, HoldStatus, LedgerEntry, Wallet
+from forge.domain.records import Hold, HoldStatus, LedgerEntry, LedgerKind, Wallet
 from forge.ports import LedgerReader
 
 
@@ -23,6 +26,7 @@ class Drift(BaseModel):
     check: str
     account_id: str | None = None
     bucket: Bucket | None = None
+    shard: int | None = None  # of a split bucket
     expected: int | None = None
     actual: int | None = None
     detail: str = ""
@@ -61,7 +65,11 @@ def _chain_drifts(account_id: str, bucket: Bucket, entries: list[LedgerEntry]) -
 
 
 def _wallet_drifts(wallet: Wallet, entries: list[LedgerEntry], pending: list[Hold]) -> list[Drift]:
-    where = {"account_id": wallet.account_id, "bucket": wallet.bucket}
+    where = {
+        "account_id": wallet.account_id,
+        "bucket": wallet.bucket,
+        "shard": wallet.shard if wallet.shards > 1 else None,
+    }
     drifts = _chain_drifts(wallet.account_id, wallet.bucket, entries)
     ledger_sum = sum(e.amount for e in entries)
     if ledger_sum != wallet.balance:
@@ -108,19 +116,37 @@ def reconcile(store: LedgerReader, now: datetime) -> ReconcileReport:
     envelopes = {(e.pk, e.sk): e for e in budget.envelopes}
 
     pending = [h for h in holds if h.status is HoldStatus.PENDING]
-    pending_by_bucket: dict[tuple[str, Bucket], list[Hold]] = defaultdict(list)
+    pending_by_shard: dict[tuple[str, Bucket, int], list[Hold]] = defaultdict(list)
     held_by_envelope: dict[tuple[str, str], int] = defaultdict(int)
     for hold in pending:
-        pending_by_bucket[(hold.account_id, hold.bucket)].append(hold)
+        pending_by_shard[(hold.account_id, hold.bucket, hold.shard)].append(hold)
         for ref in hold.envelopes:
             held_by_envelope[(ref.pk, ref.sk)] += hold.amount
 
     drifts: list[Drift] = []
+    transfers: dict[tuple[str, Bucket, str], list[LedgerEntry]] = defaultdict(list)
     for wallet in wallets:
-        entries = store.list_entries(wallet.account_id, wallet.bucket)
+        # Each wallet item is a bucket, or one shard of a split bucket, with its own series.
+        entries = store.list_entries(wallet.account_id, wallet.bucket, wallet.shard)
         drifts += _wallet_drifts(
-            wallet, entries, pending_by_bucket[(wallet.account_id, wallet.bucket)]
+            wallet, entries, pending_by_shard[(wallet.account_id, wallet.bucket, wallet.shard)]
         )
+        for entry in entries:
+            if entry.kind is LedgerKind.TRANSFER:
+                transfers[(entry.account_id, entry.bucket, entry.source or "")].append(entry)
+    for (account_id, bucket, source), legs in transfers.items():
+        if sum(e.amount for e in legs) != 0:  # money moved between shards, never in or out
+            drifts.append(
+                Drift(
+                    check="transfer_unbalanced",
+                    account_id=account_id,
+                    bucket=bucket,
+                    expected=0,
+                    actual=sum(e.amount for e in legs),
+                    detail=f"{source} does not sum to zero over the bucket's shards",
+                    involved=[e.entry_id for e in legs],
+                )
+            )
     for (pk, sk), counters in envelopes.items():
         if counters.consumed != counters.settled + counters.held:
             drifts.append(

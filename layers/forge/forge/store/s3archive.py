@@ -32,6 +32,7 @@ from forge.domain.archive import (
     entry_series_prefix,
     ledger_account_prefix,
     ledger_month_prefix,
+    monthly_account,
     monthly_key,
     monthly_month_prefix,
     parse_archive_lines,
@@ -124,7 +125,7 @@ class S3Archive:
                 break
             if key.endswith(".jsonl"):
                 found += self._read_entries(key)
-        return sorted(found, key=lambda e: (e.bucket.value, e.seq))
+        return sorted(found, key=lambda e: (e.bucket.value, e.shard, e.seq))
 
     def accounts_with_activity(self, month: Month | str) -> list[str]:
         """Accounts with at least one archived entry in `month` (per entry or compacted),
@@ -150,11 +151,8 @@ class S3Archive:
         partition = monthly_month_prefix(month)
         for key in self._keys(partition):
             name = key[len(partition) :]
-            accounts += [
-                name.removesuffix(f".{b.value}.jsonl.gz")
-                for b in Bucket
-                if name.endswith(f".{b.value}.jsonl.gz")
-            ]
+            account = monthly_account(name)
+            accounts += [account] if account else []
         return sorted(set(accounts))
 
     # Compacted months ----------------------------------------------------------------------
@@ -176,8 +174,10 @@ class S3Archive:
         except ValidationError as exc:
             raise ArchiveUnavailable(f"The closing record of {month} is unreadable") from exc
 
-    def compacted_lines(self, account_id: str, month: Month, bucket: Bucket) -> bytes:
-        key = monthly_key(account_id, month, bucket)
+    def compacted_lines(
+        self, account_id: str, month: Month, bucket: Bucket, shard: int = 0
+    ) -> bytes:
+        key = monthly_key(account_id, month, bucket, shard)
         with _archive_errors("get compacted month"):
             body = bytes(self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read())
         try:
@@ -185,8 +185,10 @@ class S3Archive:
         except (OSError, EOFError, zlib.error) as exc:
             raise ArchiveUnavailable(f"Compacted ledger object {key} is unreadable") from exc
 
-    def put_compacted(self, account_id: str, month: Month, bucket: Bucket, body: bytes) -> bool:
-        key = monthly_key(account_id, month, bucket)
+    def put_compacted(
+        self, account_id: str, month: Month, bucket: Bucket, body: bytes, shard: int = 0
+    ) -> bool:
+        key = monthly_key(account_id, month, bucket, shard)
         return self._put_once(key, body, _GZIP, "put compacted month")
 
     def put_month_close(self, close: MonthClose) -> bool:

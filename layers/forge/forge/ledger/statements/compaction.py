@@ -1,5 +1,6 @@
 """Compacting a closed month of the archive: one gzipped JSON Lines object per account and
-bucket, then a closing record, so a statement reads the month and not the account's history.
+ledger series (a bucket, or each shard of a split bucket), then a closing record, so a
+statement reads the month and not the account's history.
 
 The month is verified exactly as its final statement is (chain gap-free from the previous
 closing point, balances adding up, the closing balance the ledger table's and no later entry
@@ -50,37 +51,36 @@ def compact_month(
         return done
     part = read_month(archive, account_id, month)
     statement = build_statement(account_id, month, part.entries, starts=part.starts)
-    check_against_ledger(statement, part.entries, ledger, part.starts)
+    check_against_ledger(statement, part.entries, ledger)
     buckets = []
     for bucket_statement in statement.buckets:
         bucket = bucket_statement.bucket
-        lines = b"".join(archive_line(e) for e in bucket_statement.rows)
-        written = not bucket_statement.rows or archive.put_compacted(
-            account_id, month, bucket, deterministic_gzip(lines)
-        )
-        # Not written: it was, before a crash (or by a concurrent run), and must hold these
-        # very lines.
-        if not written and archive.compacted_lines(account_id, month, bucket) != lines:
-            raise LedgerChainBroken(
-                f"the compacted {bucket.value} ledger of {month} differs from its entries",
-                account_id=account_id,
-                bucket=bucket.value,
+        for span in bucket_statement.series:
+            lines = b"".join(archive_line(e) for e in span.rows)
+            written = not span.rows or archive.put_compacted(
+                account_id, month, bucket, deterministic_gzip(lines), span.shard
             )
-        start = part.starts.get(bucket)
-        closing_seq = max(
-            [e.seq for e in part.entries if e.bucket is bucket and Month.of(e.created_at) <= month],
-            default=start.seq if start else 0,
-        )
-        buckets.append(
-            BucketClose(
-                bucket=bucket,
-                opening_seq=closing_seq - len(bucket_statement.rows),
-                opening_balance=bucket_statement.opening_balance,
-                closing_seq=closing_seq,
-                closing_balance=bucket_statement.closing_balance,
-                sha256=hashlib.sha256(lines).hexdigest(),
+            # Not written: it was, before a crash (or by a concurrent run), and must hold
+            # these very lines.
+            if not written and archive.compacted_lines(account_id, month, bucket, span.shard) != (
+                lines
+            ):
+                raise LedgerChainBroken(
+                    f"the compacted {bucket.value} ledger of {month} differs from its entries",
+                    account_id=account_id,
+                    bucket=bucket.value,
+                )
+            buckets.append(
+                BucketClose(
+                    bucket=bucket,
+                    shard=span.shard,
+                    opening_seq=span.closing.seq - len(span.rows),
+                    opening_balance=span.opening.balance,
+                    closing_seq=span.closing.seq,
+                    closing_balance=span.closing.balance,
+                    sha256=hashlib.sha256(lines).hexdigest(),
+                )
             )
-        )
     close = MonthClose(account_id=account_id, month=str(month), buckets=buckets)
     if not archive.put_month_close(close) and archive.month_close(account_id, month) != close:
         raise LedgerChainBroken(

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from forge.domain.archive import ChainPoint
 from forge.domain.calendar import as_utc
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry, LedgerKind
@@ -46,16 +47,33 @@ class ChargeGroup(BaseModel):
     amount: int
 
 
+class SeriesSpan(BaseModel):
+    """Where one ledger series (a bucket, or one shard of a split bucket) stood before and
+    after the month, and its entries of the month in seq order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    shard: int = 0
+    opening: ChainPoint
+    closing: ChainPoint
+    rows: list[LedgerEntry] = Field(default_factory=list)
+
+
 class BucketStatement(BaseModel):
-    """One bucket's month: opening + sum(rows) == closing, always."""
+    """One bucket's month: opening + sum(rows) == closing, always. A split bucket's balances
+    are the sums of its shards' series."""
 
     model_config = ConfigDict(frozen=True)
 
     bucket: Bucket
     opening_balance: int
     closing_balance: int
-    rows: list[LedgerEntry] = Field(default_factory=list)  # the month's entries, by seq
-    totals: dict[LedgerKind, int]  # every kind, zeros included, so layouts never shift
+    # The month's entries: by seq, or a split bucket's series merged by time.
+    rows: list[LedgerEntry] = Field(default_factory=list)
+    balances: list[int] = Field(default_factory=list)  # the bucket's balance after each row
+    series: list[SeriesSpan] = Field(default_factory=list)
+    # Every kind, zeros included, so layouts never shift (transfers only where there are any).
+    totals: dict[LedgerKind, int]
     counts: dict[LedgerKind, int] = Field(default_factory=dict)
     charges_by: dict[ChargeGrouping, list[ChargeGroup]] = Field(default_factory=dict)
     daily_charges: list[ChargeGroup] = Field(default_factory=list)  # name: YYYY-MM-DD
@@ -74,6 +92,12 @@ class Statement(BaseModel):
     month: str  # YYYY-MM
     final: bool = True  # False while the month (and the archive's settle time) is not over
     buckets: list[BucketStatement]
+
+
+def series_seq(entry: LedgerEntry) -> str:
+    """An entry's place in its series as statements print it: `17`, or `03-17` for seq 17
+    of shard 3 of a split bucket."""
+    return f"{entry.shard:02d}-{entry.seq}" if entry.shard else str(entry.seq)
 
 
 def utc_timestamp(moment: datetime) -> str:

@@ -34,7 +34,7 @@ class MonthOfLedger:
 
     account_id: str
     month: Month
-    starts: dict[Bucket, ChainPoint] = field(default_factory=dict)
+    starts: dict[tuple[Bucket, int], ChainPoint] = field(default_factory=dict)  # per series
     entries: list[LedgerEntry] = field(default_factory=list)
     compacted: bool = False
 
@@ -48,7 +48,7 @@ def read_month(archive: LedgerArchive, account_id: str, month: Month) -> MonthOf
         return MonthOfLedger(
             account_id,
             month,
-            starts={part.bucket: part.opening for part in close.buckets},
+            starts={(part.bucket, part.shard): part.opening for part in close.buckets},
             entries=compacted_entries(archive, close),
             compacted=True,
         )
@@ -56,7 +56,9 @@ def read_month(archive: LedgerArchive, account_id: str, month: Month) -> MonthOf
     previous = archive.month_close(account_id, earlier[-1]) if earlier else None
     if earlier and previous is None:
         raise LedgerChainBroken(f"the closing record of {earlier[-1]} vanished while listed")
-    starts = {part.bucket: part.closing for part in previous.buckets} if previous else {}
+    starts = (
+        {(part.bucket, part.shard): part.closing for part in previous.buckets} if previous else {}
+    )
     since = earlier[-1].next() if earlier else None
     return MonthOfLedger(
         account_id, month, starts, archive.entries(account_id, since=since, through=month)
@@ -71,14 +73,14 @@ def compacted_entries(archive: LedgerArchive, close: MonthClose) -> list[LedgerE
     for part in close.buckets:
         if not part.entries:
             continue
-        lines = archive.compacted_lines(close.account_id, month, part.bucket)
+        lines = archive.compacted_lines(close.account_id, month, part.bucket, part.shard)
         found = parse_archive_lines(lines)
         if (
             hashlib.sha256(lines).hexdigest() != part.sha256
             or len(found) != part.entries
             or any(
-                (e.account_id, e.bucket, Month.of(e.created_at))
-                != (close.account_id, part.bucket, month)
+                (e.account_id, e.bucket, e.shard, Month.of(e.created_at))
+                != (close.account_id, part.bucket, part.shard, month)
                 for e in found
             )
         ):

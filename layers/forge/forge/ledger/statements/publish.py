@@ -135,7 +135,7 @@ def ensure_statement(
         return statement_key(account_id, month)
     part = read_month(archive, account_id, month)
     statement = build_statement(account_id, month, part.entries, final=final, starts=part.starts)
-    check_against_ledger(statement, part.entries, ledger, part.starts)
+    check_against_ledger(statement, part.entries, ledger)
     for fmt in formats:
         body = render(statement, fmt)
         if final and (stored := archive.final_statement(account_id, month, fmt)) is not None:

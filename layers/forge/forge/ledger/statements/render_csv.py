@@ -14,6 +14,7 @@ from forge.ledger.statements.model import (
     BucketStatement,
     ChargeGrouping,
     Statement,
+    series_seq,
     utc_timestamp,
 )
 
@@ -47,16 +48,16 @@ def _text(value: str | None) -> str:
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 
-def _entry_row(entry: LedgerEntry) -> dict[str, str]:
+def _entry_row(entry: LedgerEntry, balance: int) -> dict[str, str]:
     view = LedgerEntryView.of(entry)
     return {
         "row_type": "entry",
         "date": utc_timestamp(view.created_at),
         "entry_id": _text(view.entry_id),
-        "seq": str(view.seq),
+        "seq": series_seq(entry),
         "kind": view.kind,
         "amount": view.amount,
-        "balance_after": view.balance_after,
+        "balance_after": format_micros(balance),
         **{name: _text(value) for name, value in view.facts().items()},
     }
 
@@ -70,7 +71,7 @@ def _bucket_csv_rows(statement: Statement, part: BucketStatement) -> list[dict[s
             "balance_after": format_micros(part.opening_balance),
         }
     ]
-    rows += [_entry_row(entry) for entry in part.rows]
+    rows += [_entry_row(e, b) for e, b in zip(part.rows, part.balances, strict=True)]
     rows += [
         {
             "row_type": "total",
@@ -78,7 +79,7 @@ def _bucket_csv_rows(statement: Statement, part: BucketStatement) -> list[dict[s
             "amount": format_micros(part.totals.get(kind, 0)),
             "count": str(part.counts.get(kind, 0)),
         }
-        for kind in LedgerKind
+        for kind in part.totals
     ]
     for grouping in ChargeGrouping:
         rows += [

@@ -13,6 +13,7 @@ from forge.ledger.statements.model import (
     BucketStatement,
     ChargeGrouping,
     Statement,
+    series_seq,
     utc_timestamp,
 )
 
@@ -23,6 +24,7 @@ _KIND_TITLES = {
     LedgerKind.CHARGE: "Charges",
     LedgerKind.REFUND: "Refunds",
     LedgerKind.ADJUSTMENT: "Adjustments",
+    LedgerKind.TRANSFER: "Moved between shards",
 }
 _CHART_HEIGHT = 120  # px of the tallest bar
 _CHART_SLOT = 16  # px per day of the month
@@ -122,15 +124,16 @@ def _entry_details(view: LedgerEntryView) -> str:
     return " · ".join(f"{name} <code>{escape(value)}</code>" for name, value in facts if value)
 
 
-def _html_entry(entry: LedgerEntry) -> str:
+def _html_entry(entry: LedgerEntry, balance: int) -> str:
     view = LedgerEntryView.of(entry)
+    seq = series_seq(entry)
     return (
-        f'<tr data-entry-id="{escape(view.entry_id)}" data-seq="{view.seq}"'
+        f'<tr data-entry-id="{escape(view.entry_id)}" data-seq="{seq}"'
         f' data-kind="{view.kind}" data-amount="{view.amount}"'
-        f' data-balance-after="{view.balance_after}">'
-        f"<td>{utc_timestamp(view.created_at)}</td><td>{view.seq}</td><td>{view.kind}</td>"
+        f' data-balance-after="{format_micros(balance)}">'
+        f"<td>{utc_timestamp(view.created_at)}</td><td>{seq}</td><td>{view.kind}</td>"
         f"<td>{_entry_details(view)}</td>{_amount_cell(view.amount)}"
-        f"{_amount_cell(view.balance_after)}</tr>"
+        f"{_amount_cell(format_micros(balance))}</tr>"
     )
 
 
@@ -142,7 +145,9 @@ def _html_entries(part: BucketStatement) -> list[str]:
         '<th>Details</th><th class="amount">Amount</th><th class="amount">Balance</th>'
         "</tr></thead><tbody>"
     ]
-    out += [_html_entry(entry) for entry in part.rows]
+    out += [
+        _html_entry(entry, balance) for entry, balance in zip(part.rows, part.balances, strict=True)
+    ]
     out.append("</tbody></table>")
     return out
 
@@ -164,7 +169,7 @@ def _html_bucket(statement: Statement, part: BucketStatement) -> list[str]:
         f' data-amount="{format_micros(part.totals.get(kind, 0))}"><th scope="row">'
         f"{_KIND_TITLES[kind]} ({part.counts.get(kind, 0)})</th>"
         f"{_html_amount(part.totals.get(kind, 0))}</tr>"
-        for kind in LedgerKind
+        for kind in part.totals
     ]
     out += [
         f'<tr data-row="{closing}" data-amount="{format_micros(part.closing_balance)}">'

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -73,6 +74,17 @@ def contended_attempts() -> Iterator[int]:
         attempt += 1
 
 
+def shard_of(request_id: str, shards: int) -> int:
+    """The wallet shard a request reserves on: stable, and spread evenly over the shards."""
+    return zlib.crc32(request_id.encode()) % shards if shards > 1 else 0
+
+
+def _is_shard_of(item: Mapping[str, Any], prefix: str) -> bool:
+    """`BUCKET#credit` and `BUCKET#credit#03`, not a bucket whose name merely starts alike."""
+    sk = str(item["sk"])
+    return sk == prefix or sk[len(prefix) : len(prefix) + 1] == "#"
+
+
 def epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
@@ -91,30 +103,68 @@ class DynamoTables:
         self._db = client
         self._budget = budget_table
         self._ledger = ledger_table
-        self._wallet_locks: dict[tuple[str, Bucket], threading.Lock] = {}
+        self._wallet_locks: dict[tuple[str, Bucket, int], threading.Lock] = {}
+        self._shard_counts: dict[tuple[str, Bucket], int] = {}  # learned from wallet reads
         self._locks_guard = threading.Lock()
         # When ledger entries are stamped (created_at). Tests inject a clock to write a
         # month's history on chosen days; money itself is never faked.
         self._clock = clock
 
-    def _wallet_lock(self, account_id: str, bucket: Bucket) -> threading.Lock:
+    def _wallet_lock(self, account_id: str, bucket: Bucket, shard: int = 0) -> threading.Lock:
         """Settles and credits of one wallet take turns within this process, so its own
         requests never race each other's compare-and-set (other processes still may: the
         `seq` condition stays the guard). Under 50-way contention in one process this turns
         a storm of lost races into one write after another."""
         with self._locks_guard:
-            return self._wallet_locks.setdefault((account_id, bucket), threading.Lock())
+            return self._wallet_locks.setdefault((account_id, bucket, shard), threading.Lock())
 
     def get_wallet(self, account_id: str, bucket: Bucket) -> Wallet:
+        """The bucket's totals, summed over its shards (one consistent Query either way)."""
+        shards = self.wallet_shards(account_id, bucket)
+        return Wallet(
+            account_id=account_id,
+            bucket=bucket,
+            balance=sum(w.balance for w in shards),
+            held=sum(w.held for w in shards),
+            available=sum(w.available for w in shards),
+            seq=sum(w.seq for w in shards),
+            shards=len(shards),
+        )
+
+    def wallet_shards(self, account_id: str, bucket: Bucket) -> list[Wallet]:
+        """Every shard of a bucket (just its wallet, if it is not split), in shard order."""
+        prefix = schema.wallets_prefix(bucket)
+        items = self._query(self._budget, schema.account_pk(account_id), prefix)
+        shards = [Wallet.model_validate(i) for i in items if _is_shard_of(i, prefix)]
+        if not shards:
+            raise NotFound(f"No {bucket.value} bucket for this account")
+        self._learn_shards(shards[0])
+        return shards
+
+    def _shard(self, account_id: str, bucket: Bucket, shard: int) -> Wallet:
+        """One shard, read consistently: what a compare-and-set on it starts from."""
         with store_errors():
             got = self._db.get_item(
                 TableName=self._budget,
-                Key=to_item(schema.wallet_key(account_id, bucket)),
+                Key=to_item(schema.wallet_key(account_id, bucket, shard)),
                 ConsistentRead=True,
             )
         if "Item" not in got:
             raise NotFound(f"No {bucket.value} bucket for this account")
-        return Wallet.model_validate(from_item(got["Item"]))
+        wallet = Wallet.model_validate(from_item(got["Item"]))
+        self._learn_shards(wallet)
+        return wallet
+
+    def _learn_shards(self, wallet: Wallet) -> None:
+        key = (wallet.account_id, wallet.bucket)
+        if wallet.shards > self._shard_counts.get(key, 1):  # shards are only ever added
+            self._shard_counts[key] = wallet.shards
+
+    def _placed(self, hold: Hold) -> Hold:
+        """`hold` on the shard its request id picks among the shards this container knows."""
+        shards = self._shard_counts.get((hold.account_id, hold.bucket), 1)
+        shard = shard_of(hold.request_id, shards)
+        return hold if shard == hold.shard else hold.model_copy(update={"shard": shard})
 
     def _transact(
         self, items: list[dict[str, Any]], *, hold_index: int | None = None, guards: int = 0
@@ -193,12 +243,13 @@ class DynamoTables:
         return (
             stored is not None
             and stored.get("status") == HoldStatus.PENDING.value
-            and (stored.get("amount"), stored.get("bucket")) == (hold.amount, hold.bucket.value)
+            and (stored.get("amount"), stored.get("bucket"), stored.get("shard", 0))
+            == (hold.amount, hold.bucket.value, hold.shard)
         )
 
     def _entry_landed(self, entry: LedgerEntry) -> bool:
         """Whether the ledger entry at `entry`'s seq is `entry` itself (entry ids are unique)."""
-        key = schema.entry_key(entry.account_id, entry.bucket, entry.seq)
+        key = schema.entry_key(entry.account_id, entry.bucket, entry.seq, entry.shard)
         with store_errors():
             got = self._db.get_item(
                 TableName=self._ledger, Key=to_item(dict(key)), ConsistentRead=True

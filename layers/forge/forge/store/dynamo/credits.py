@@ -22,13 +22,14 @@ from forge.domain.money_in import (
 )
 from forge.domain.records import LedgerEntry, LedgerKind, Receipt
 from forge.store.dynamo import schema
-from forge.store.dynamo.base import DynamoTables, contended_attempts, epoch
+from forge.store.dynamo.base import contended_attempts, epoch
 from forge.store.dynamo.items import to_item
 from forge.store.dynamo.ledger import put_entry
+from forge.store.dynamo.shards import DynamoShards
 from forge.store.dynamo.totals import refund_updates
 
 
-class DynamoCredits(DynamoTables):
+class DynamoCredits(DynamoShards):
     def credit(
         self,
         account_id: str,
@@ -51,9 +52,13 @@ class DynamoCredits(DynamoTables):
         if (refund_of is not None) != (kind is LedgerKind.REFUND):
             raise ValueError("a refund, and only a refund, names the receipt it refunds")
         guard_items = [self._guard_item(guard) for guard in guards]
+        # Money comes in on shard 0 (the bucket's own wallet; a split bucket's other shards
+        # draw from it as they run short). Money taken out is first gathered there.
+        if amount < 0:
+            self._gather(account_id, bucket, 0, -amount)
         with self._wallet_lock(account_id, bucket):
             for _ in contended_attempts():
-                wallet = self.get_wallet(account_id, bucket)
+                wallet = self._shard(account_id, bucket, 0)
                 entry = LedgerEntry(
                     entry_id=entry_id,
                     account_id=account_id,

@@ -23,7 +23,6 @@ from forge.domain.records import EnvelopeRef, Hold, HoldStatus
 from forge.store.dynamo import schema
 from forge.store.dynamo.base import (
     NOT_EXISTS,
-    DynamoTables,
     cancellation_codes,
     contended_attempts,
     epoch,
@@ -31,6 +30,7 @@ from forge.store.dynamo.base import (
 )
 from forge.store.dynamo.batch import batch_get
 from forge.store.dynamo.items import dump, from_item, to_item
+from forge.store.dynamo.shards import DynamoShards
 
 # Envelope counters; several are DynamoDB reserved words, so always go through names.
 _RESERVE_NAMES = {"#consumed": "consumed", "#held": "held", "#limit": "limit"}
@@ -84,10 +84,12 @@ def _take_envelope(
     return {"Update": update}
 
 
-class DynamoHolds(DynamoTables):
-    def reserve(self, hold: Hold) -> None:
+class DynamoHolds(DynamoShards):
+    def reserve(self, hold: Hold) -> Hold:
         """Hold the worst-case cost in the bucket and in every envelope, in one transaction,
-        or refuse naming the envelope that stopped it; nothing goes below zero or over a cap."""
+        or refuse naming the envelope that stopped it; nothing goes below zero or over a cap.
+        Returns the hold as placed: on one shard of a split bucket."""
+        hold = self._placed(hold)
         put_hold = {
             "Put": {
                 "TableName": self._budget,
@@ -98,7 +100,7 @@ class DynamoHolds(DynamoTables):
         take = {
             "Update": {
                 "TableName": self._budget,
-                "Key": to_item(schema.wallet_key(hold.account_id, hold.bucket)),
+                "Key": to_item(schema.wallet_key(hold.account_id, hold.bucket, hold.shard)),
                 "UpdateExpression": "SET available = available - :hold, held = held + :hold",
                 "ConditionExpression": "available >= :hold",
                 "ExpressionAttributeValues": to_item({":hold": hold.amount}),
@@ -112,23 +114,33 @@ class DynamoHolds(DynamoTables):
         for _ in contended_attempts():
             try:
                 self._transact([put_hold, take, *envelopes])
-                return
+                return hold
             except ConcurrentUpdate as exc:
                 codes = cancellation_codes(exc.__cause__)
             if "ConditionalCheckFailed" not in codes:
                 continue  # a TransactionConflict with a concurrent writer: not a refusal
             if codes[0] == "ConditionalCheckFailed" and self._holds_as(hold):
-                return  # our answer was lost and botocore's retry met our own hold
+                return hold  # our answer was lost and botocore's retry met our own hold
+            if codes[1:2] == ["ConditionalCheckFailed"] and self._gather(
+                hold.account_id, hold.bucket, hold.shard, hold.amount
+            ):
+                continue  # the shard ran short, and the bucket's other shards refilled it
             raise self._refused(hold, codes, hold.envelopes, 2, "this request's worst case")
         raise BudgetStoreUnavailable("The wallet is too busy; nothing was charged")
 
-    def rehold(self, current: Hold, moved: Hold) -> None:
+    def rehold(self, current: Hold, moved: Hold) -> Hold:
         """Re-reserve a pending hold at another route's worst case, in that route's bucket and
         envelopes, in one transaction: what `current` held is released as `moved` is taken,
         under the same conditions as reserve(). When refused (BudgetExceeded, naming the
-        envelope) or already resolved (HoldAlreadyResolved), nothing changes."""
+        envelope) or already resolved (HoldAlreadyResolved), nothing changes. Returns the
+        moved hold as placed (on the current shard, or on one of another bucket's)."""
         if moved.request_id != current.request_id:
             raise ValueError("a hold moves within its own request")
+        moved = (
+            moved.model_copy(update={"shard": current.shard})
+            if moved.bucket is current.bucket
+            else self._placed(moved)
+        )
         for envelope in moved.envelopes:
             if envelope.limit < moved.amount:
                 raise self._refusal(moved, envelope, self._consumed(envelope))
@@ -151,16 +163,19 @@ class DynamoHolds(DynamoTables):
                 ),
             }
         }
-        moves: list[tuple[Bucket, int, int]] = (  # (bucket, take, release)
-            [(current.bucket, moved.amount, current.amount)]
+        moves: list[tuple[Bucket, int, int, int]] = (  # (bucket, shard, take, release)
+            [(current.bucket, current.shard, moved.amount, current.amount)]
             if current.bucket is moved.bucket
-            else [(current.bucket, 0, current.amount), (moved.bucket, moved.amount, 0)]
+            else [
+                (current.bucket, current.shard, 0, current.amount),
+                (moved.bucket, moved.shard, moved.amount, 0),
+            ]
         )
         buckets = [
             {
                 "Update": {
                     "TableName": self._budget,
-                    "Key": to_item(schema.wallet_key(current.account_id, bucket)),
+                    "Key": to_item(schema.wallet_key(current.account_id, bucket, shard)),
                     "UpdateExpression": "SET available = available - :delta, held = held + :delta",
                     "ConditionExpression": "available >= :delta AND held >= :release",
                     "ExpressionAttributeValues": to_item(
@@ -168,7 +183,7 @@ class DynamoHolds(DynamoTables):
                     ),
                 }
             }
-            for bucket, take, release in moves
+            for bucket, shard, take, release in moves
         ]
         before = {(e.pk, e.sk): e for e in current.envelopes}
         after = {(e.pk, e.sk): e for e in moved.envelopes}
@@ -186,15 +201,19 @@ class DynamoHolds(DynamoTables):
         for _ in contended_attempts():
             try:
                 self._transact(items, hold_index=0)
-                return
+                return moved
             except HoldAlreadyResolved:
                 if self._holds_as(moved):
-                    return  # our answer was lost and botocore's retry met the moved hold
+                    return moved  # our answer was lost and botocore's retry met the moved hold
                 raise
             except ConcurrentUpdate as exc:
                 codes = cancellation_codes(exc.__cause__)
             if "ConditionalCheckFailed" not in codes:
                 continue  # a transaction conflict: try again
+            if codes[len(buckets) : len(buckets) + 1] == ["ConditionalCheckFailed"] and (
+                self._gather(moved.account_id, moved.bucket, moved.shard, moved.amount)
+            ):
+                continue  # the moved-to shard ran short, and the bucket's others refilled it
             raise self._refused(
                 moved, codes, checked, first_checked, "the fallback route's worst case"
             )
@@ -211,6 +230,8 @@ class DynamoHolds(DynamoTables):
             read = batch_get(self._db, self._budget, [to_item(k) for k in keys])
             items = {(v["pk"], v["sk"]): v for v in map(from_item, read)}
         wallet = items.get((wallet_key["pk"], wallet_key["sk"]), {})
+        if self._shard_counts.get((account_id, bucket), 1) > 1:  # the bucket is the shards' sum
+            wallet = self.get_wallet(account_id, bucket).model_dump()
         rooms = {
             f"bucket:{bucket.value}": (
                 int(wallet.get("balance", 0)),

@@ -36,7 +36,7 @@ from forge.store.dynamo.totals import receipt_updates
 def put_entry(table: str, entry: LedgerEntry) -> dict[str, Any]:
     """The transaction item writing a ledger entry, once."""
     item = {
-        **schema.entry_key(entry.account_id, entry.bucket, entry.seq),
+        **schema.entry_key(entry.account_id, entry.bucket, entry.seq, entry.shard),
         "record_type": schema.LEDGER_ENTRY_RECORD,
         **dump(entry),
         **schema.entry_index_attributes(entry),
@@ -78,10 +78,11 @@ class DynamoLedger(DynamoTables):
             )
         return Receipt.model_validate(from_item(got["Item"])) if "Item" in got else None
 
-    def list_entries(self, account_id: str, bucket: Bucket) -> list[LedgerEntry]:
-        """Every ledger entry of one bucket in sequence order (operator and test view)."""
+    def list_entries(self, account_id: str, bucket: Bucket, shard: int = 0) -> list[LedgerEntry]:
+        """Every ledger entry of one series (a bucket, or one shard of a split bucket) in
+        sequence order (operator and test view)."""
         items = self._query(
-            self._ledger, schema.account_pk(account_id), schema.entries_prefix(bucket)
+            self._ledger, schema.account_pk(account_id), schema.entries_prefix(bucket, shard)
         )
         return [LedgerEntry.model_validate(item) for item in items]
 

@@ -7,6 +7,7 @@ Budget table (pk, sk):
 |-----------------------|----------------------------|------------------------------------|
 | account               | `ACCT#{account}`           | `META`                             |
 | wallet (bucket)       | `ACCT#{account}`           | `BUCKET#{bucket}`                  |
+| wallet shard 1..31    | `ACCT#{account}`           | `BUCKET#{bucket}#{shard:02d}`      |
 | API key, by hash      | `KEY#{key_hash}`           | `KEY`                              |
 | API key, by id        | `ACCT#{account}`           | `KEYID#{key_id}`                   |
 | project               | `ACCT#{account}`           | `PROJECT#{project}`                |
@@ -35,14 +36,17 @@ Ledger table (pk, sk), and its two sparse indexes (see forge.store.dynamo.views)
 
 | item / index          | partition                    | sort                          |
 |-----------------------|------------------------------|-------------------------------|
-| ledger entry          | `ACCT#{account}`             | `ENTRY#{bucket}#{seq:012d}`   |
+| ledger entry          | `ACCT#{account}`             | `ENTRY#{series}#{seq:012d}`   |
 | receipt               | `ACCT#{account}`             | `RCPT#{request_id}`           |
 | run total             | `RUNSUM#{account}#{run_id}`  | `{bucket}` (`-` before a route) |
 | usage cell            | `USAGE#{account}`            | `{yyyy-mm-ddThh}#{hash}`      |
-| ledger-by-time        | `ENTRIES#{account}`          | `{time}#{bucket}#{seq:012d}`  |
+| ledger-by-time        | `ENTRIES#{account}`          | `{time}#{series}#{seq:012d}`  |
 |                       | `RECEIPTS#{account}`         | `{time}#{request_id}`         |
-| ledger-by-scope       | `ENTRIES#{account}#{bucket}` | `{time}#{seq:012d}`           |
+| ledger-by-scope       | `ENTRIES#{account}#{bucket}` | `{time}#{seq:012d}[#{shard}]` |
 |                       | `RUN#{account}#{run_id}`     | `{time}#{request_id}`         |
+
+A ledger series is one shard's chain: `{bucket}` for shard 0 (the only one of an account that
+is not split), `{bucket}.{shard:02d}` for the others (records.series_label).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from datetime import UTC, datetime
 
 from forge.domain.calendar import as_utc
 from forge.domain.money import Bucket
-from forge.domain.records import EnvelopeRef, LedgerEntry, Receipt
+from forge.domain.records import EnvelopeRef, LedgerEntry, Receipt, series_label
 
 Key = dict[str, str]  # {"pk": ..., "sk": ...}, plain strings
 
@@ -72,8 +76,14 @@ def account_key(account_id: str) -> Key:
     return _key(account_pk(account_id), "META")
 
 
-def wallet_key(account_id: str, bucket: Bucket) -> Key:
-    return _key(account_pk(account_id), f"BUCKET#{bucket.value}")
+def wallet_key(account_id: str, bucket: Bucket, shard: int = 0) -> Key:
+    suffix = f"#{shard:02d}" if shard else ""
+    return _key(account_pk(account_id), f"{wallets_prefix(bucket)}{suffix}")
+
+
+def wallets_prefix(bucket: Bucket) -> str:
+    """The sort key prefix of a bucket's wallet and all its shards."""
+    return f"BUCKET#{bucket.value}"
 
 
 def is_wallet(pk: str, sk: str) -> bool:
@@ -181,16 +191,17 @@ ENTRY_PREFIX = "ENTRY#"
 RECEIPT_PREFIX = "RCPT#"
 
 
-def entry_sort_key(bucket: Bucket, seq: int) -> str:
-    return f"{ENTRY_PREFIX}{bucket.value}#{seq:012d}"
+def entry_sort_key(bucket: Bucket, seq: int, shard: int = 0) -> str:
+    return f"{entries_prefix(bucket, shard)}{seq:012d}"
 
 
-def entries_prefix(bucket: Bucket) -> str:
-    return f"{ENTRY_PREFIX}{bucket.value}#"
+def entries_prefix(bucket: Bucket, shard: int = 0) -> str:
+    """The sort key prefix of one series' entries."""
+    return f"{ENTRY_PREFIX}{series_label(bucket, shard)}#"
 
 
-def entry_key(account_id: str, bucket: Bucket, seq: int) -> Key:
-    return _key(account_pk(account_id), entry_sort_key(bucket, seq))
+def entry_key(account_id: str, bucket: Bucket, seq: int, shard: int = 0) -> Key:
+    return _key(account_pk(account_id), entry_sort_key(bucket, seq, shard))
 
 
 def receipt_key(account_id: str, request_id: str) -> Key:
@@ -243,9 +254,9 @@ def entry_index_attributes(entry: LedgerEntry) -> dict[str, str]:
     at = time_key(entry.created_at)
     return {
         "time_pk": entries_partition(entry.account_id)[1],
-        "time_sk": f"{at}#{entry.bucket.value}#{entry.seq:012d}",
+        "time_sk": f"{at}#{series_label(entry.bucket, entry.shard)}#{entry.seq:012d}",
         "scope_pk": entries_partition(entry.account_id, entry.bucket)[1],
-        "scope_sk": f"{at}#{entry.seq:012d}",
+        "scope_sk": f"{at}#{entry.seq:012d}" + (f"#{entry.shard:02d}" if entry.shard else ""),
     }
 
 

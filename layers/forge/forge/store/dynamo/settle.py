@@ -20,7 +20,6 @@ from forge.domain.errors import BudgetStoreUnavailable, ConcurrentUpdate, HoldAl
 from forge.domain.records import Hold, HoldOutcome, HoldStatus, LedgerEntry, LedgerKind, Receipt
 from forge.store.dynamo import schema
 from forge.store.dynamo.base import (
-    DynamoTables,
     cancellation_codes,
     contended_attempts,
     epoch,
@@ -30,6 +29,7 @@ from forge.store.dynamo.base import (
 from forge.store.dynamo.holds import release_envelopes
 from forge.store.dynamo.items import dump, from_item, to_item
 from forge.store.dynamo.ledger import put_entry, put_receipt
+from forge.store.dynamo.shards import DynamoShards
 from forge.store.dynamo.totals import receipt_updates
 
 RESOLVED_HOLD_RETENTION_SECONDS = 7 * 24 * 3600  # then TTL garbage-collects the hold item
@@ -66,19 +66,20 @@ def _resolve_hold(table: str, hold: Hold, status: HoldStatus) -> dict[str, Any]:
     }
 
 
-class DynamoSettlement(DynamoTables):
+class DynamoSettlement(DynamoShards):
     def settle(self, hold: Hold, charge: int, receipt: Receipt) -> Receipt:
         """Charge `charge` (<= hold), release the rest, write the ledger entry and the receipt:
         one transaction, exactly once per hold."""
         if not 0 <= charge <= hold.amount:
             raise ValueError("a settlement charges between zero and the hold")
-        with self._wallet_lock(hold.account_id, hold.bucket):
+        with self._wallet_lock(hold.account_id, hold.bucket, hold.shard):
             for _ in contended_attempts():
-                wallet = self.get_wallet(hold.account_id, hold.bucket)
+                wallet = self._shard(hold.account_id, hold.bucket, hold.shard)
                 entry = LedgerEntry(
                     entry_id=f"le_{hold.request_id}",
                     account_id=hold.account_id,
                     bucket=hold.bucket,
+                    shard=hold.shard,
                     seq=wallet.seq + 1,
                     kind=LedgerKind.CHARGE,
                     amount=-charge,
@@ -94,14 +95,16 @@ class DynamoSettlement(DynamoTables):
                     update={
                         "charge": charge,
                         "bucket": hold.bucket,
-                        "balance_after": entry.balance_after,
+                        # A split bucket's balance is the sum of its shards, which this call
+                        # did not read: the receipt does not guess it.
+                        "balance_after": entry.balance_after if wallet.shards == 1 else None,
                         "ledger_entry_id": entry.entry_id,
                     }
                 )
                 move = {
                     "Update": {
                         "TableName": self._budget,
-                        "Key": to_item(schema.wallet_key(hold.account_id, hold.bucket)),
+                        "Key": to_item(schema.wallet_key(hold.account_id, hold.bucket, hold.shard)),
                         "UpdateExpression": "SET balance = :balance, seq = :next,"
                         " available = available + :release, held = held - :hold",
                         "ConditionExpression": "seq = :seq AND held >= :hold",
@@ -136,7 +139,7 @@ class DynamoSettlement(DynamoTables):
         release = {
             "Update": {
                 "TableName": self._budget,
-                "Key": to_item(schema.wallet_key(hold.account_id, hold.bucket)),
+                "Key": to_item(schema.wallet_key(hold.account_id, hold.bucket, hold.shard)),
                 "UpdateExpression": "SET available = available + :hold, held = held - :hold",
                 "ConditionExpression": "held >= :hold",
                 "ExpressionAttributeValues": to_item({":hold": hold.amount}),

@@ -234,11 +234,13 @@ class LedgerViews:
 
     # Statement checks ------------------------------------------------------------------------
     def entries_by_seq(
-        self, account_id: str, bucket: Bucket, first: int, last: int
+        self, account_id: str, bucket: Bucket, first: int, last: int, shard: int = 0
     ) -> list[LedgerEntry]:
-        """The entries first..last of one bucket, straight from the table (strongly
-        consistent): what a statement's closing balance is checked against."""
-        low, high = schema.entry_sort_key(bucket, first), schema.entry_sort_key(bucket, last)
+        """The entries first..last of one series (a bucket, or a shard of a split one),
+        straight from the table (strongly consistent): what a statement's closing balance is
+        checked against."""
+        low = schema.entry_sort_key(bucket, first, shard)
+        high = schema.entry_sort_key(bucket, last, shard)
         request = {
             "TableName": self._ledger,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",

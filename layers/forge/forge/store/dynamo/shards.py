@@ -1,0 +1,150 @@
+"""Wallet shards: a busy account's bucket split into sub-wallets, so its writes spread over
+several items instead of queueing on one (docs/shards.md).
+
+Each shard is a wallet item of its own (`balance`, `available`, `held`, `seq`) with its own
+ledger series, so a settle's compare-and-set and its ledger entry stay per shard, and every
+money rule holds per shard, hence for their sum. Shard 0 is the bucket's original item: money
+comes in there, and an account that is not split never reads or writes anything else.
+
+A reservation goes to one shard, chosen from its request id. When that shard cannot cover it
+but the bucket can, money moves to it from the others (`_gather`: one transaction of transfer
+entries, which sum to zero), so no shard refuses a call the whole balance could pay.
+
+Containers learn a bucket's shard count from any wallet item they read (every shard carries
+`shards`); until then they reserve on shard 0, which is always right, only busier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from forge.domain.errors import BudgetStoreUnavailable, ConcurrentUpdate
+from forge.domain.money import Bucket
+from forge.domain.records import MAX_SHARDS, LedgerEntry, LedgerKind, Wallet
+from forge.store.dynamo import schema
+from forge.store.dynamo.base import DynamoTables, contended_attempts, store_errors
+from forge.store.dynamo.items import dump, to_item
+from forge.store.dynamo.ledger import put_entry
+
+
+class DynamoShards(DynamoTables):
+    # Splitting and rebalancing -------------------------------------------------------------
+    def shard_wallet(self, account_id: str, bucket: Bucket, shards: int) -> list[Wallet]:
+        """Split a bucket into `shards` sub-wallets (or more of them; never fewer), and spread
+        what is available evenly over them. Operators run it for accounts whose traffic one
+        item cannot carry; the shards' ledger series start empty."""
+        if not 1 <= shards <= MAX_SHARDS:
+            raise ValueError(f"a bucket has between 1 and {MAX_SHARDS} shards")
+        current = self.wallet_shards(account_id, bucket)
+        if shards < len(current):
+            raise ValueError(f"the bucket already has {len(current)} shards; they are not merged")
+        for shard in range(len(current), shards):
+            new = Wallet(account_id=account_id, bucket=bucket, shard=shard, shards=shards)
+            self._put(schema.wallet_key(account_id, bucket, shard), dump(new))
+        for shard in range(shards):  # every shard tells the containers that read it
+            self._update_shard_count(account_id, bucket, shard, shards)
+        self._spread(account_id, bucket)
+        return self.wallet_shards(account_id, bucket)
+
+    def _update_shard_count(self, account_id: str, bucket: Bucket, shard: int, n: int) -> None:
+        with store_errors():
+            self._db.update_item(
+                TableName=self._budget,
+                Key=to_item(schema.wallet_key(account_id, bucket, shard)),
+                UpdateExpression="SET shards = :n",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=to_item({":n": n}),
+            )
+
+    def _spread(self, account_id: str, bucket: Bucket) -> None:
+        """Even out what the shards have available, in one transaction."""
+        for _ in contended_attempts():
+            shards = self.wallet_shards(account_id, bucket)
+            share, extra = divmod(sum(w.available for w in shards), len(shards))
+            moves = {w.shard: share + (w.shard < extra) - w.available for w in shards}
+            try:
+                self._transfer(shards, {s: m for s, m in moves.items() if m})
+                return
+            except ConcurrentUpdate:
+                continue
+        raise BudgetStoreUnavailable("The wallet is too busy to rebalance; try again")
+
+    def _gather(self, account_id: str, bucket: Bucket, into: int, need: int) -> bool:
+        """Make shard `into` able to cover `need`, moving money to it from the other shards
+        (the richest first), with a fair share of what is left on top so it does not run dry
+        again at once. False when the whole bucket cannot cover `need` (or it is not split)."""
+        for _ in contended_attempts():
+            shards = self.wallet_shards(account_id, bucket)
+            target = next((w for w in shards if w.shard == into), None)
+            if target is None or len(shards) == 1:
+                return False
+            if target.available >= need:
+                return True  # another request refilled it meanwhile
+            total = sum(w.available for w in shards)
+            if total < need:
+                return False
+            wanted = need - target.available + (total - need) // len(shards)
+            moves: dict[int, int] = {}
+            donors = sorted((w for w in shards if w.shard != into), key=lambda w: -w.available)
+            for donor in donors:
+                take = min(donor.available, wanted - sum(moves.values()))
+                if take > 0:
+                    moves[donor.shard] = -take
+            moves[into] = -sum(moves.values())
+            try:
+                self._transfer(shards, moves)
+                return True
+            except ConcurrentUpdate:
+                continue  # a shard moved meanwhile: read them again
+        raise BudgetStoreUnavailable("The wallet is too busy; nothing was charged")
+
+    def _transfer(self, shards: list[Wallet], moves: dict[int, int]) -> None:
+        """Move money between shards (`moves`: shard -> signed amount, summing to zero), each
+        with its transfer entry, conditioned on every named shard's `seq` as read."""
+        if sum(moves.values()) != 0:
+            raise ValueError("a transfer between shards moves no money in or out")
+        if not moves:
+            return
+        by_shard = {w.shard: w for w in shards}
+        # Named by the shards' positions it starts from, which it moves on: unique, and the
+        # same on every replay of the same state.
+        where = [f"{s}:{by_shard[s].seq}" for s in sorted(moves)]
+        first = shards[0]
+        named = "|".join([first.account_id, first.bucket.value, *where])
+        transfer_id = hashlib.sha256(named.encode()).hexdigest()[:20]
+        items: list[dict[str, Any]] = []
+        for shard, amount in sorted(moves.items()):
+            wallet = by_shard[shard]
+            entry = LedgerEntry(
+                entry_id=f"le_tr_{transfer_id}_{shard:02d}",
+                account_id=wallet.account_id,
+                bucket=wallet.bucket,
+                shard=shard,
+                seq=wallet.seq + 1,
+                kind=LedgerKind.TRANSFER,
+                amount=amount,
+                balance_after=wallet.balance + amount,
+                created_at=self._clock(),
+                source=f"transfer:{transfer_id}",
+            )
+            update = {
+                "Update": {
+                    "TableName": self._budget,
+                    "Key": to_item(schema.wallet_key(wallet.account_id, wallet.bucket, shard)),
+                    "UpdateExpression": "SET balance = :balance, seq = :next,"
+                    " available = available + :amount",
+                    "ConditionExpression": "seq = :seq AND available >= :neg_amount",
+                    "ExpressionAttributeValues": to_item(
+                        {
+                            ":balance": entry.balance_after,
+                            ":next": entry.seq,
+                            ":seq": wallet.seq,
+                            ":amount": amount,
+                            ":neg_amount": -amount,
+                        }
+                    ),
+                }
+            }
+            items += [update, put_entry(self._ledger, entry)]
+        self._transact(items)
