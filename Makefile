@@ -9,7 +9,7 @@ PORT ?= 8080
 COMPAT_JS := tests/compat/js
 COMPAT_STAMP := $(COMPAT_JS)/node_modules/.installed-$(shell cat $(COMPAT_JS)/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: dev test test-fast test-compat test-console compat-deps compat-table browser sim lint format typecheck bench bench-peers bench-statements cost build validate deploy deploy-guided deploy-prod clean
+.PHONY: dev test test-fast test-compat test-console compat-deps compat-table browser sim sim-throughput lint format typecheck bench bench-peers bench-statements cost build validate deploy deploy-guided deploy-prod clean
 
 $(STAMP): pyproject.toml layers/forge/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,16 @@ SEEDS ?= 1
 SIM_FLAGS ?=
 sim: $(STAMP)
 	$(BIN)/python -m tests.sim --seed $(SEED) --steps $(STEPS) --seeds $(SEEDS) $(SIM_FLAGS)
+
+## One account's wallet under DynamoDB's semantics (4 ms a call, per-item serialisation,
+## TransactionConflict, 1,000 write units a second per item), in virtual time: settled
+## requests a second, refusals, conflicts and throttles by shard count and containers, every
+## money rule checked after each run; writes bench/wallet_throughput.json (not part of
+## `make test`; docs/simulation.md). THROUGHPUT_FLAGS takes more options, e.g.
+## THROUGHPUT_FLAGS="--containers 8,64 --shards 1,4" (python -m tests.sim.throughput --help).
+THROUGHPUT_FLAGS ?=
+sim-throughput: $(STAMP)
+	$(BIN)/python -m tests.sim.throughput --seed $(SEED) --json bench/wallet_throughput.json $(THROUGHPUT_FLAGS)
 
 ## Measure overhead, round trips, cold starts and a busy wallet (not part of `make test`).
 ## The cold starts' bytecode lever reads the built layer (`make build` first); BENCH_ARGS
