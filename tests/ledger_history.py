@@ -175,7 +175,7 @@ class History:
         if self.archive is not None:
             [entry] = [
                 e
-                for e in self.store.list_entries(account_id, bucket)
+                for e in self.store.list_entries(account_id, bucket, hold.shard)
                 if e.entry_id == final.ledger_entry_id
             ]
             self._archived(entry)

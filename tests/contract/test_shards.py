@@ -72,7 +72,12 @@ def test_splitting_spreads_what_is_available_with_transfers_that_sum_to_zero(
         (3, 4, 250_000),
     ]
     total = store.get_wallet(ACCOUNT, Bucket.CREDIT)
-    assert (total.balance, total.available, total.held, total.shards) == (1_000_003, 1_000_003, 0, 4)
+    assert (total.balance, total.available, total.held, total.shards) == (
+        1_000_003,
+        1_000_003,
+        0,
+        4,
+    )
     entries = series(store)
     assert [e.kind for e in entries[0]] == [LedgerKind.TOPUP, LedgerKind.TRANSFER]
     assert [(e.seq, e.amount, e.balance_after) for e in entries[3]] == [(1, 250_000, 250_000)]
@@ -260,3 +265,39 @@ def test_a_split_wallet_is_summed_and_its_items_carry_their_shard(backend: Backe
     assert sorted(items) == ["BUCKET#credit", "BUCKET#credit#01"]
     assert (items["BUCKET#credit#01"]["shard"], items["BUCKET#credit"]["shards"]) == (1, 2)
     assert isinstance(store.get_wallet(ACCOUNT, Bucket.CREDIT), Wallet)
+
+
+def test_a_caller_wrong_about_the_shard_releases_or_settles_where_the_hold_is(
+    backend: Backend,
+) -> None:
+    """A reservation whose answer was lost can land on a shard its caller did not record (it
+    re-picked one meanwhile): void and settle find the hold where it is, and a hold the bucket
+    does not hold where its item says is refused, not retried without end."""
+    store = backend.store()
+    open_account(store)
+    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)
+    voided, settled = on_shard(2, 4, 3_000, prefix="v"), on_shard(3, 4, 4_000, prefix="s")
+    for placed in (voided, settled):
+        store.reserve(placed)
+    stale_void = voided.model_copy(update={"shard": 0})
+    stale_settle = settled.model_copy(update={"shard": 1})
+
+    store.void(stale_void, receipt(stale_void, "failed"))
+    final = store.settle(stale_settle, 1_500, receipt(stale_settle))
+
+    assert final.charge == 1_500
+    assert series(store)[3][-1].request_id == settled.request_id
+    assert [w.held for w in store.wallet_shards(ACCOUNT, Bucket.CREDIT)] == [0] * 4
+    assert_shards_conserved(store)
+
+
+def test_the_callers_hold_learns_its_shard_even_when_the_reservation_fails(
+    backend: Backend,
+) -> None:
+    store = backend.store()
+    open_account(store, credit=1_000)
+    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)
+    request = on_shard(3, 4, 2_000)
+    with pytest.raises(BudgetExceeded):
+        store.reserve(request)
+    assert request.shard == 3  # where a lost answer would have put it

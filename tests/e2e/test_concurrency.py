@@ -88,6 +88,57 @@ def test_forty_concurrent_requests_never_overdraw(local_stack: LocalStack) -> No
     assert running == wallet.balance
 
 
+def test_forty_concurrent_requests_on_a_split_wallet_never_overdraw_it(
+    local_stack: LocalStack,
+) -> None:
+    """The same race on a bucket split into 4 shards by the operator CLI: shards run short
+    at different times and borrow from each other, and the bucket pays what it can."""
+    hold = hold_per_request()
+    balance = 10 * hold + hold // 2
+    account_id, key = new_customer(local_stack, credit=format_micros(balance), rmb="0")
+    shards = json.loads(
+        forge_admin(
+            local_stack,
+            "wallet",
+            "shard",
+            "--account",
+            account_id,
+            "--bucket",
+            "credit",
+            "--shards",
+            "4",
+        )
+    )
+    assert [s["shard"] for s in shards] == [0, 1, 2, 3]
+    assert sum(s["available_micros"] for s in shards) == balance
+
+    responses = asyncio.run(_fire(local_stack, key))
+
+    ok = [r for r in responses if r.status_code == 200]
+    for response in (r for r in responses if r.status_code != 200):
+        assert response.status_code == 402, response.text
+        assert response.json()["error"]["envelope"] == "bucket:credit"
+    assert 10 <= len(ok) < REQUESTS
+    # The bucket's balance after one call is the shards' sum, which the call did not read.
+    assert all("x-forge-balance-after-micros" not in r.headers for r in ok)
+    store = local_stack.store()
+    wallet = store.get_wallet(account_id, Bucket.CREDIT)
+    assert (wallet.held, wallet.shards) == (0, 4) and wallet.available >= 0
+    charges = [int(r.headers["x-forge-charge-micros"]) for r in ok]
+    assert balance - wallet.balance == sum(charges)
+    charged: set[str] = set()
+    for part in store.wallet_shards(account_id, Bucket.CREDIT):
+        entries = store.list_entries(account_id, Bucket.CREDIT, part.shard)
+        running = 0
+        for seq, entry in enumerate(entries, start=1):  # each shard's chain explains it
+            running += entry.amount
+            assert (entry.shard, entry.seq, entry.balance_after) == (part.shard, seq, running)
+        assert running == part.balance >= 0
+        charged |= {e.request_id or "" for e in entries if e.kind is LedgerKind.CHARGE}
+    assert charged == {r.headers["x-request-id"] for r in ok}
+    assert json.loads(forge_admin(local_stack, "reconcile"))["drifts"] == []
+
+
 def test_a_hundred_concurrent_requests_never_exceed_key_project_or_run_budgets(
     local_stack: LocalStack,
 ) -> None:

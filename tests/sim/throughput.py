@@ -112,14 +112,6 @@ class Result:
     wall_seconds: float
 
 
-class ShardingUnavailable(RuntimeError):
-    """The store cannot split a wallet yet (DynamoStore has no shard_wallet)."""
-
-
-def sharding_available() -> bool:
-    return hasattr(DynamoStore, "shard_wallet")
-
-
 class Container:
     """One Lambda container: requests one after another on its own store."""
 
@@ -139,8 +131,6 @@ class Container:
         self.turns = turns
         self.tally = tally
         self.rng = random.Random(f"throughput-{load.seed}-charges-{number}")
-        # Once wallets shard, reserve() returns the hold it placed (its shard set); today None.
-        self._reserve: Callable[[Hold], Hold | None] = store.reserve
 
     def run(self) -> None:
         """Requests until the load stops, each starting at most one uncontended request time
@@ -157,7 +147,7 @@ class Container:
         began = self.turns.now
         hold = self._hold(request_id)
         try:
-            placed = self._reserve(hold) or hold
+            placed = self.store.reserve(hold)
         except BudgetExceeded as refusal:
             self.tally.refused += 1
             self._refusal_receipt(hold, refusal)
@@ -244,12 +234,8 @@ def open_wallet(store: DynamoStore, load: Load) -> None:
     store.credit(
         ACCOUNT, BUCKET, load.opening, kind=LedgerKind.TOPUP, entry_id="le_open", source="sim"
     )
-    if load.shards == 1:
-        return
-    split: Callable[[str, Bucket, int], None] | None = getattr(store, "shard_wallet", None)
-    if split is None:
-        raise ShardingUnavailable("sharding not available: DynamoStore has no shard_wallet")
-    split(ACCOUNT, BUCKET, load.shards)
+    if load.shards > 1:
+        store.shard_wallet(ACCOUNT, BUCKET, load.shards)
 
 
 def simulate(load: Load, semantics: Semantics | None = None) -> Result:
@@ -404,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0, help="virtual seconds of load")
-    parser.add_argument("--containers", default="4,8,16,32,64", help="comma-separated counts")
-    parser.add_argument("--shards", default="1,2,4,8,16", help="comma-separated counts")
+    parser.add_argument("--containers", default="16,64,96", help="comma-separated counts")
+    parser.add_argument("--shards", default="1,4,16,32", help="comma-separated counts")
     parser.add_argument("--latency", type=float, default=4.0, help="ms per DynamoDB call")
     parser.add_argument("--upstream", type=float, default=30.0, help="ms per upstream call")
     parser.add_argument("--opening", type=int, default=Load.opening, help="micro-units")
@@ -413,9 +399,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # not the sweeper's "holds_swept" of every run
     shards = [int(n) for n in args.shards.split(",")]
-    if any(n > 1 for n in shards) and not sharding_available():
-        print("sharding not available (DynamoStore has no shard_wallet): running 1 shard only")
-        shards = [1]
     semantics = Semantics(latency=args.latency / 1000)
     print(f"one wallet, {args.seconds:g} virtual s, {semantics}, upstream {args.upstream:g} ms")
     print(heading(), flush=True)

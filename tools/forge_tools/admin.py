@@ -15,6 +15,7 @@ from pydantic_core import to_jsonable_python
 
 from forge.domain.errors import ForgeError
 from forge.domain.money import Bucket, format_micros
+from forge.domain.records import MAX_SHARDS
 from forge_tools import archive_admin, catalog_admin, provider_admin
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ def _describe_wallet(wallet: Wallet, *, micros: bool) -> dict[str, Any]:
         "available": format_micros(wallet.available),
         "seq": wallet.seq,
     }
+    if wallet.shards > 1:
+        shown["shards"] = wallet.shards  # seq: the entries of all its series
     if micros:
         shown |= {
             "balance_micros": wallet.balance,
@@ -196,6 +199,14 @@ def _parser() -> argparse.ArgumentParser:
     adjust.add_argument("--bucket", choices=[b.value for b in Bucket], required=True)
     adjust.add_argument("--amount", required=True, help="signed decimal, e.g. -1.25 or 3")
     adjust.add_argument("--reason", required=True, help="kept on the ledger entry")
+    shard = wallet.add_parser(
+        "shard", help="split a busy bucket into more shards (docs/shards.md); never fewer"
+    )
+    shard.add_argument("--account", required=True)
+    shard.add_argument("--bucket", choices=[b.value for b in Bucket], required=True)
+    shard.add_argument(
+        "--shards", type=int, required=True, choices=range(1, MAX_SHARDS + 1), metavar="N"
+    )
     refund = wallet.add_parser("refund", help="credit back a request's charge (once per request)")
     refund.add_argument("--account", required=True)
     refund.add_argument("--request-id", required=True)
@@ -374,6 +385,14 @@ def run(args: argparse.Namespace) -> None:
                     for b in Bucket
                 }
             )
+        case ("wallet", "shard"):
+            if not store.account_exists(args.account):
+                _fail(f"no account '{args.account}'")
+            current = len(store.wallet_shards(args.account, Bucket(args.bucket)))
+            if args.shards < current:
+                _fail(f"the bucket has {current} shards already; shards are never merged")
+            shards = store.shard_wallet(args.account, Bucket(args.bucket), args.shards)
+            _print([{"shard": w.shard, **_describe_wallet(w, micros=True)} for w in shards])
         case ("wallet", "refund"):
             entry = adjustments.refund_charge(
                 store, args.account, args.request_id, args.amount, reason=args.reason

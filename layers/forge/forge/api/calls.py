@@ -95,8 +95,9 @@ def receipt_headers(plan: CallPlan, receipt: Receipt) -> dict[str, str]:
         "x-forge-settlement": summary["settlement"],
     }
     if receipt.settlement == "settled":
-        headers["x-forge-balance-after-micros"] = str(summary["balance_after_micros"])
         headers["x-forge-ledger-entry"] = str(summary["ledger_entry_id"])
+        if receipt.balance_after is not None:  # not known for a split bucket (docs/shards.md)
+            headers["x-forge-balance-after-micros"] = str(summary["balance_after_micros"])
     return headers
 
 

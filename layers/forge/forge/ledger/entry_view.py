@@ -22,6 +22,7 @@ class LedgerEntryView(BaseModel):
     entry_id: str
     bucket: str
     currency: str
+    shard: int = 0  # of a split bucket: seq and balance_after are within the shard's series
     seq: int
     kind: str
     amount: str
@@ -44,6 +45,7 @@ class LedgerEntryView(BaseModel):
             entry_id=entry.entry_id,
             bucket=entry.bucket.value,
             currency=entry.bucket.currency,
+            shard=entry.shard,
             seq=entry.seq,
             kind=entry.kind.value,
             amount=format_micros(entry.amount),

@@ -34,6 +34,7 @@ from forge.store.dynamo.items import from_item, to_item
 # caller is told the store is unavailable; a settle then defers to the sweeper.
 _CONTENTION_SECONDS = 10.0
 NOT_EXISTS = "attribute_not_exists(pk)"  # the condition of every once-only put
+_CONTENDED = ("ConditionalCheckFailed", "TransactionConflict", "ThrottlingError")
 
 
 @contextmanager
@@ -156,15 +157,27 @@ class DynamoTables:
         return wallet
 
     def _learn_shards(self, wallet: Wallet) -> None:
-        key = (wallet.account_id, wallet.bucket)
-        if wallet.shards > self._shard_counts.get(key, 1):  # shards are only ever added
-            self._shard_counts[key] = wallet.shards
+        key = (wallet.account_id, wallet.bucket)  # shards are only ever added
+        self._shard_counts[key] = max(wallet.shards, self._shard_counts.get(key, 1))
 
     def _placed(self, hold: Hold) -> Hold:
-        """`hold` on the shard its request id picks among the shards this container knows."""
+        """Put `hold` on the shard its request id picks among the shards this container
+        knows. In place: a caller whose reservation then fails still knows where it may have
+        landed, and releases it there."""
         shards = self._shard_counts.get((hold.account_id, hold.bucket), 1)
-        shard = shard_of(hold.request_id, shards)
-        return hold if shard == hold.shard else hold.model_copy(update={"shard": shard})
+        hold.shard = shard_of(hold.request_id, shards)
+        return hold
+
+    def _where_held(self, hold: Hold) -> Hold:
+        """`hold` on the shard the stored pending hold is on. A caller can be wrong about it
+        only after a reservation whose answer it lost; anything else is an inconsistency,
+        refused rather than retried. HoldAlreadyResolved if it is no longer pending."""
+        stored = self._held_as(hold)
+        if stored is None:
+            raise HoldAlreadyResolved
+        if stored.shard == hold.shard:
+            raise BudgetStoreUnavailable("The hold's shard does not hold it; see reconcile")
+        return hold.model_copy(update={"shard": stored.shard})
 
     def _transact(
         self, items: list[dict[str, Any]], *, hold_index: int | None = None, guards: int = 0
@@ -187,7 +200,9 @@ class DynamoTables:
                 "ConditionalCheckFailed"
             ]:
                 raise HoldAlreadyResolved from exc
-            if any(c in ("ConditionalCheckFailed", "TransactionConflict") for c in codes):
+            # A throttled item (over its write ceiling) is contention too: retried with
+            # backoff like a conflict (botocore does not retry a cancelled transaction).
+            if any(c in _CONTENDED for c in codes):
                 raise ConcurrentUpdate from exc
             raise BudgetStoreUnavailable("The budget store refused the transaction") from exc
         except BotoCoreError as exc:
@@ -237,15 +252,15 @@ class DynamoTables:
 
     # After a cancelled retry of a write whose answer was lost (botocore retries a timed-out
     # call), was the write that landed our own? Then the retry met its own effect.
-    def _holds_as(self, hold: Hold) -> bool:
-        """Whether the stored hold is pending with `hold`'s terms."""
+    def _held_as(self, hold: Hold) -> Hold | None:
+        """The stored hold, if it is pending with `hold`'s amount and bucket (on whichever
+        shard the write that landed placed it)."""
         stored = self._get(schema.hold_key(hold.request_id))
-        return (
-            stored is not None
-            and stored.get("status") == HoldStatus.PENDING.value
-            and (stored.get("amount"), stored.get("bucket"), stored.get("shard", 0))
-            == (hold.amount, hold.bucket.value, hold.shard)
-        )
+        if stored is None or stored.get("status") != HoldStatus.PENDING.value:
+            return None
+        if (stored.get("amount"), stored.get("bucket")) != (hold.amount, hold.bucket.value):
+            return None
+        return Hold.model_validate(stored)
 
     def _entry_landed(self, entry: LedgerEntry) -> bool:
         """Whether the ledger entry at `entry`'s seq is `entry` itself (entry ids are unique)."""

@@ -66,6 +66,29 @@ def release_envelopes(table: str, hold: Hold, charge: int) -> list[dict[str, Any
     ]
 
 
+def _put_hold(table: str, hold: Hold) -> dict[str, Any]:
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": to_item(hold_values(hold)),
+            "ConditionExpression": NOT_EXISTS,
+        }
+    }
+
+
+def _take_wallet(table: str, hold: Hold) -> dict[str, Any]:
+    """Hold `hold.amount` in its shard of the bucket, only if it is available there."""
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": to_item(schema.wallet_key(hold.account_id, hold.bucket, hold.shard)),
+            "UpdateExpression": "SET available = available - :hold, held = held + :hold",
+            "ConditionExpression": "available >= :hold",
+            "ExpressionAttributeValues": to_item({":hold": hold.amount}),
+        }
+    }
+
+
 def _take_envelope(
     table: str, envelope: EnvelopeRef, delta: int, *, within_limit: bool
 ) -> dict[str, Any]:
@@ -90,22 +113,7 @@ class DynamoHolds(DynamoShards):
         or refuse naming the envelope that stopped it; nothing goes below zero or over a cap.
         Returns the hold as placed: on one shard of a split bucket."""
         hold = self._placed(hold)
-        put_hold = {
-            "Put": {
-                "TableName": self._budget,
-                "Item": to_item(hold_values(hold)),
-                "ConditionExpression": NOT_EXISTS,
-            }
-        }
-        take = {
-            "Update": {
-                "TableName": self._budget,
-                "Key": to_item(schema.wallet_key(hold.account_id, hold.bucket, hold.shard)),
-                "UpdateExpression": "SET available = available - :hold, held = held + :hold",
-                "ConditionExpression": "available >= :hold",
-                "ExpressionAttributeValues": to_item({":hold": hold.amount}),
-            }
-        }
+        take = _take_wallet(self._budget, hold)
         envelopes = []
         for envelope in hold.envelopes:
             if envelope.limit < hold.amount:
@@ -113,18 +121,24 @@ class DynamoHolds(DynamoShards):
             envelopes.append(_take_envelope(self._budget, envelope, hold.amount, within_limit=True))
         for _ in contended_attempts():
             try:
-                self._transact([put_hold, take, *envelopes])
+                self._transact([_put_hold(self._budget, hold), take, *envelopes])
                 return hold
             except ConcurrentUpdate as exc:
                 codes = cancellation_codes(exc.__cause__)
             if "ConditionalCheckFailed" not in codes:
-                continue  # a TransactionConflict with a concurrent writer: not a refusal
-            if codes[0] == "ConditionalCheckFailed" and self._holds_as(hold):
+                # A conflict or a throttle: not a refusal. A container that has not read this
+                # bucket yet learns its shards now, before it crowds shard 0 again.
+                if (hold.account_id, hold.bucket) not in self._shard_counts:
+                    self.wallet_shards(hold.account_id, hold.bucket)
+                    take = _take_wallet(self._budget, self._placed(hold))
+                continue
+            if codes[0] == "ConditionalCheckFailed" and (landed := self._held_as(hold)):
+                hold.shard = landed.shard  # where an earlier attempt, answer lost, put it
                 return hold  # our answer was lost and botocore's retry met our own hold
             if codes[1:2] == ["ConditionalCheckFailed"] and self._gather(
                 hold.account_id, hold.bucket, hold.shard, hold.amount
             ):
-                continue  # the shard ran short, and the bucket's other shards refilled it
+                continue  # the shard was short; the others refilled it (its test is `available`)
             raise self._refused(hold, codes, hold.envelopes, 2, "this request's worst case")
         raise BudgetStoreUnavailable("The wallet is too busy; nothing was charged")
 
@@ -136,11 +150,10 @@ class DynamoHolds(DynamoShards):
         moved hold as placed (on the current shard, or on one of another bucket's)."""
         if moved.request_id != current.request_id:
             raise ValueError("a hold moves within its own request")
-        moved = (
-            moved.model_copy(update={"shard": current.shard})
-            if moved.bucket is current.bucket
-            else self._placed(moved)
-        )
+        if moved.bucket is current.bucket:
+            moved.shard = current.shard  # in place, as _placed() does
+        else:
+            self._placed(moved)
         for envelope in moved.envelopes:
             if envelope.limit < moved.amount:
                 raise self._refusal(moved, envelope, self._consumed(envelope))
@@ -198,22 +211,27 @@ class DynamoHolds(DynamoShards):
             checked.append(envelope)
         items = [put_hold, *buckets, *envelopes]
         first_checked = 1 + len(buckets) + len(released)
+        gathered = False
         for _ in contended_attempts():
             try:
                 self._transact(items, hold_index=0)
                 return moved
             except HoldAlreadyResolved:
-                if self._holds_as(moved):
+                if landed := self._held_as(moved):
+                    moved.shard = landed.shard
                     return moved  # our answer was lost and botocore's retry met the moved hold
                 raise
             except ConcurrentUpdate as exc:
                 codes = cancellation_codes(exc.__cause__)
             if "ConditionalCheckFailed" not in codes:
                 continue  # a transaction conflict: try again
-            if codes[len(buckets) : len(buckets) + 1] == ["ConditionalCheckFailed"] and (
-                self._gather(moved.account_id, moved.bucket, moved.shard, moved.amount)
+            if (
+                not gathered  # once: its condition also tests `held`, which no refill mends
+                and codes[len(buckets) : len(buckets) + 1] == ["ConditionalCheckFailed"]
+                and self._gather(moved.account_id, moved.bucket, moved.shard, moved.amount)
             ):
-                continue  # the moved-to shard ran short, and the bucket's others refilled it
+                gathered = True
+                continue  # the moved-to shard ran short, and money moved to it from the others
             raise self._refused(
                 moved, codes, checked, first_checked, "the fallback route's worst case"
             )

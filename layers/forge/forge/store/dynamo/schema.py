@@ -285,11 +285,16 @@ def usage_pk(account_id: str) -> str:
     return f"USAGE#{account_id}"
 
 
-def usage_cell_key(account_id: str, hour: datetime, dimensions: Sequence[str | None]) -> Key:
+def usage_cell_key(
+    account_id: str, hour: datetime, dimensions: Sequence[str | None], shard: int = 0
+) -> Key:
+    """A split bucket's calls count in one cell per shard (`…#{shard:02d}`), so the cell is no
+    hotter than the shard; the views sum cells of one combination wherever they are."""
     # 128 bits of SHA-256: two combinations of one account and hour never share a cell.
     combination = json.dumps(list(dimensions), separators=(",", ":"))
     digest = hashlib.sha256(combination.encode()).hexdigest()[:32]
-    return _key(usage_pk(account_id), f"{hour_key(hour)}#{digest}")
+    suffix = f"#{shard:02d}" if shard else ""
+    return _key(usage_pk(account_id), f"{hour_key(hour)}#{digest}{suffix}")
 
 
 def run_total_pk(account_id: str, run_id: str) -> str:

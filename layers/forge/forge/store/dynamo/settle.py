@@ -66,6 +66,10 @@ def _resolve_hold(table: str, hold: Hold, status: HoldStatus) -> dict[str, Any]:
     }
 
 
+class _NotHeldHere(Exception):
+    """A release met a shard that does not hold the hold."""
+
+
 class DynamoSettlement(DynamoShards):
     def settle(self, hold: Hold, charge: int, receipt: Receipt) -> Receipt:
         """Charge `charge` (<= hold), release the rest, write the ledger entry and the receipt:
@@ -75,6 +79,8 @@ class DynamoSettlement(DynamoShards):
         with self._wallet_lock(hold.account_id, hold.bucket, hold.shard):
             for _ in contended_attempts():
                 wallet = self._shard(hold.account_id, hold.bucket, hold.shard)
+                if wallet.held < hold.amount:  # not held here: the caller lost track of it
+                    break
                 entry = LedgerEntry(
                     entry_id=f"le_{hold.request_id}",
                     account_id=hold.account_id,
@@ -124,7 +130,7 @@ class DynamoSettlement(DynamoShards):
                     move,
                     put_entry(self._ledger, entry),
                     put_receipt(self._ledger, final),
-                    *receipt_updates(self._ledger, final),
+                    *receipt_updates(self._ledger, final, hold.shard),
                     *release_envelopes(self._budget, hold, charge),
                 ]
                 try:
@@ -132,10 +138,18 @@ class DynamoSettlement(DynamoShards):
                     return final
                 except ConcurrentUpdate:
                     continue
-        raise BudgetStoreUnavailable("Could not settle; the hold stays for the sweeper")
+            else:
+                raise BudgetStoreUnavailable("Could not settle; the hold stays for the sweeper")
+        return self.settle(self._where_held(hold), charge, receipt)
 
     def void(self, hold: Hold, receipt: Receipt) -> Receipt:
         """Release the whole hold (no upstream served the call) and write the receipt."""
+        try:
+            return self._void(hold, receipt)
+        except _NotHeldHere:
+            return self._void(self._where_held(hold), receipt)
+
+    def _void(self, hold: Hold, receipt: Receipt) -> Receipt:
         release = {
             "Update": {
                 "TableName": self._budget,
@@ -149,13 +163,15 @@ class DynamoSettlement(DynamoShards):
         resolve = _resolve_hold(self._budget, hold, HoldStatus.VOIDED)
         envelopes = release_envelopes(self._budget, hold, 0)
         items = [resolve, release, put_receipt(self._ledger, final)]
-        items += receipt_updates(self._ledger, final)
+        items += receipt_updates(self._ledger, final, hold.shard)
         for _ in contended_attempts():
             try:
                 self._transact([*items, *envelopes], hold_index=0)
                 return final
             except ConcurrentUpdate as exc:
                 codes = cancellation_codes(exc.__cause__)
+            if codes[1:2] == ["ConditionalCheckFailed"]:
+                raise _NotHeldHere  # the shard does not hold it: the caller lost track of it
             if codes[2:3] == ["ConditionalCheckFailed"]:
                 # The request already has its receipt: a refusal written while the store was
                 # failing, after a reservation whose answer was lost. That receipt (nothing

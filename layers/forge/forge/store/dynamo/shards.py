@@ -73,14 +73,16 @@ class DynamoShards(DynamoTables):
     def _gather(self, account_id: str, bucket: Bucket, into: int, need: int) -> bool:
         """Make shard `into` able to cover `need`, moving money to it from the other shards
         (the richest first), with a fair share of what is left on top so it does not run dry
-        again at once. False when the whole bucket cannot cover `need` (or it is not split)."""
+        again at once. True when the shard covers `need` now (money moved, or another request
+        refilled it meanwhile); False when the whole bucket cannot cover `need`, or it is not
+        split."""
         for _ in contended_attempts():
             shards = self.wallet_shards(account_id, bucket)
             target = next((w for w in shards if w.shard == into), None)
             if target is None or len(shards) == 1:
                 return False
             if target.available >= need:
-                return True  # another request refilled it meanwhile
+                return True
             total = sum(w.available for w in shards)
             if total < need:
                 return False

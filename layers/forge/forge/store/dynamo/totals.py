@@ -37,8 +37,8 @@ def _dimensions(cell: UsageCell) -> dict[str, str | None]:
     }
 
 
-def usage_cell_key(account_id: str, cell: UsageCell) -> schema.Key:
-    return schema.usage_cell_key(account_id, cell.hour, list(_dimensions(cell).values()))
+def usage_cell_key(account_id: str, cell: UsageCell, shard: int = 0) -> schema.Key:
+    return schema.usage_cell_key(account_id, cell.hour, list(_dimensions(cell).values()), shard)
 
 
 def _add(
@@ -75,14 +75,14 @@ def _add(
     }
 
 
-def _cell_update(table: str, account_id: str, cell: UsageCell) -> dict[str, Any]:
+def _cell_update(table: str, account_id: str, cell: UsageCell, shard: int = 0) -> dict[str, Any]:
     attributes = {
         "record_type": schema.USAGE_CELL_RECORD,
         "account_id": account_id,
         "hour": schema.hour_key(cell.hour),
         **_dimensions(cell),
     }
-    return _add(table, usage_cell_key(account_id, cell), attributes, cell.totals)
+    return _add(table, usage_cell_key(account_id, cell, shard), attributes, cell.totals)
 
 
 def _run_update(
@@ -105,10 +105,11 @@ def _run_update(
     return _add(table, key, attributes, totals, first)
 
 
-def receipt_updates(table: str, receipt: Receipt) -> list[dict[str, Any]]:
-    """What a receipt adds: its hour's usage cell, and its run's total if it has a run."""
+def receipt_updates(table: str, receipt: Receipt, shard: int = 0) -> list[dict[str, Any]]:
+    """What a receipt adds: its hour's usage cell (the cell of its hold's shard, for a split
+    bucket), and its run's total if it has a run."""
     cell = UsageCell.of_receipt(receipt)
-    updates = [_cell_update(table, receipt.account_id, cell)]
+    updates = [_cell_update(table, receipt.account_id, cell, shard)]
     if receipt.run_id:
         updates.append(
             _run_update(

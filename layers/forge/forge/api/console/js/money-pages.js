@@ -18,7 +18,7 @@ export async function ledgerPage(main, where) {
       field(t("ledger.order"), h("select", { name: "order" }, ["desc", "asc"].map((o) => h("option", { value: o, selected: params.order === o }, t(`ledger.${o}`)))))),
     h("button", { type: "submit", class: "primary" }, t("action.filter")));
   const rows = page.data.map((e) => h("tr", { "data-entry-id": e.entry_id, class: e.entry_id === highlight ? "highlight" : null, id: e.entry_id === highlight ? "entry" : null },
-    h("td", {}, when(e.created_at)), h("td", {}, t(`bucket.${e.bucket}`)), h("td", { class: "num" }, e.seq),
+    h("td", {}, when(e.created_at)), h("td", {}, t(`bucket.${e.bucket}`)), h("td", { class: "num" }, e.shard ? `${String(e.shard).padStart(2, "0")}-${e.seq}` : e.seq),
     h("td", {}, t(`kind.${e.kind}`)), h("td", { class: "num" }, money(e.amount_micros, e.currency)),
     h("td", { class: "num" }, money(e.balance_after_micros, e.currency)),
     h("td", {}, e.source || "—", e.request_id ? [" ", h("a", { href: `#/requests/${encodeURIComponent(e.request_id)}` }, t("action.receipt"))] : null)));
