@@ -147,11 +147,13 @@ class CrashingArchive(S3Archive):
         super().__init__(client, bucket)
         self.survives = survives
 
-    def put_compacted(self, account_id: str, month: Month, bucket: Bucket, body: bytes) -> bool:
+    def put_compacted(
+        self, account_id: str, month: Month, bucket: Bucket, body: bytes, shard: int = 0
+    ) -> bool:
         if self.survives == 0:
             raise RuntimeError("crash")
         self.survives -= 1
-        return super().put_compacted(account_id, month, bucket, body)
+        return super().put_compacted(account_id, month, bucket, body, shard)
 
 
 @pytest.mark.parametrize("survives", [0, 1])

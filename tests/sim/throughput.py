@@ -30,9 +30,19 @@ from pathlib import Path
 from types import SimpleNamespace
 from unittest.mock import patch
 
+from forge.domain.envelopes import envelopes_for
 from forge.domain.errors import BudgetExceeded, BudgetStoreUnavailable, HoldAlreadyResolved
 from forge.domain.money import Bucket
-from forge.domain.records import Hold, HoldOutcome, HoldStatus, LedgerKind, Receipt
+from forge.domain.records import (
+    ApiKey,
+    Hold,
+    HoldOutcome,
+    HoldStatus,
+    KeyCaps,
+    LedgerKind,
+    ProjectCaps,
+    Receipt,
+)
 from forge.ledger.reconcile import reconcile
 from forge.ledger.sweeper import SweepIncomplete, SweepReport, sweep
 from forge.store.dynamo import base, schema
@@ -47,6 +57,15 @@ ACCOUNT = "acct_busy"
 BUCKET = Bucket.CREDIT
 EPOCH = datetime(2031, 3, 3, 12, 0, tzinfo=UTC)  # on the hour: one usage cell for the run
 HOLD_TTL_SECONDS = 300  # the gateway's
+# With --capped, every request is held against this key's daily envelope (one item).
+BUSY_KEY = ApiKey(
+    key_id="key_busy",
+    account_id=ACCOUNT,
+    project_id="default",
+    prefix="sk-forge-busy",
+    caps={BUCKET: KeyCaps(daily=10**15)},
+    created_at=EPOCH,
+)
 CALLS_PER_REQUEST = 3  # reserve; settle's read of the wallet and its transaction
 _COUNTERS = ("balance", "available", "held", "consumed")
 
@@ -60,6 +79,7 @@ class Load:
     hold: int = 20_000  # micro-units: every request's worst case
     opening: int = 10**12  # the wallet's opening balance (micro-units)
     seed: int = 1
+    capped: bool = False  # the key has a daily cap (far above the load): one envelope item
 
     def cycle(self, semantics: Semantics) -> float:
         """How long a request takes if no call ever waits or fails."""
@@ -192,11 +212,14 @@ class Container:
         return Hold(
             request_id=request_id,
             account_id=ACCOUNT,
-            key_id="key_busy",
+            key_id=BUSY_KEY.key_id,
             requested_model="sim-model",
             bucket=BUCKET,
             amount=self.load.hold,
             expires_at=self._now() + timedelta(seconds=HOLD_TTL_SECONDS),
+            envelopes=envelopes_for(BUSY_KEY, ProjectCaps(), BUCKET, self._now(), None, None)
+            if self.load.capped
+            else [],
         )
 
     def _receipt(self, hold: Hold, status: str) -> Receipt:
@@ -389,13 +412,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.sim.throughput", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--seconds", type=float, default=10.0, help="virtual seconds of load")
+    parser.add_argument("--seconds", type=float, default=3.0, help="virtual seconds of load")
     parser.add_argument("--containers", default="16,64,96", help="comma-separated counts")
     parser.add_argument("--shards", default="1,4,16,32", help="comma-separated counts")
     parser.add_argument("--latency", type=float, default=4.0, help="ms per DynamoDB call")
     parser.add_argument("--upstream", type=float, default=30.0, help="ms per upstream call")
     parser.add_argument("--opening", type=int, default=Load.opening, help="micro-units")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument(
+        "--capped", action="store_true", help="the key has a daily cap: one envelope item"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # not the sweeper's "holds_swept" of every run
     shards = [int(n) for n in args.shards.split(",")]
@@ -412,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                 upstream=args.upstream / 1000,
                 opening=args.opening,
                 seed=args.seed,
+                capped=args.capped,
             )
             results.append(simulate(load, semantics))
             print(row(results[-1]), flush=True)
