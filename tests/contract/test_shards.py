@@ -11,14 +11,14 @@ import pytest
 
 from forge.domain.errors import BudgetExceeded
 from forge.domain.money import Bucket
-from forge.domain.records import Hold, LedgerEntry, LedgerKind, Wallet
+from forge.domain.records import Hold, KeyCaps, LedgerEntry, LedgerKind, Wallet
 from forge.ledger.reconcile import reconcile
 from forge.ledger.sweeper import sweep
 from forge.money_in import adjustments
 from forge.store.dynamo.base import shard_of
 from forge.store.dynamo.store import DynamoStore
 from tests.contract.conftest import Backend
-from tests.contract.money import ACCOUNT, NOW, hold, open_account, receipt, top_up
+from tests.contract.money import ACCOUNT, NOW, api_key, hold, open_account, receipt, top_up
 
 
 def series(store: DynamoStore, bucket: Bucket = Bucket.CREDIT) -> dict[int, list[LedgerEntry]]:
@@ -301,3 +301,88 @@ def test_the_callers_hold_learns_its_shard_even_when_the_reservation_fails(
     with pytest.raises(BudgetExceeded):
         store.reserve(request)
     assert request.shard == 3  # where a lost answer would have put it
+
+
+# Envelopes of a split bucket ------------------------------------------------------------------
+def capped(request: Hold, daily: int) -> Hold:
+    """`request` held against a key whose daily cap is `daily` (one envelope)."""
+    key = api_key(caps={Bucket.CREDIT: KeyCaps(daily=daily)})
+    return hold(request.request_id, request.amount, key=key)
+
+
+def test_a_capped_key_on_a_split_bucket_takes_from_its_shares_never_over_the_cap(
+    backend: Backend,
+) -> None:
+    """Each shard's calls take the key's envelope from that shard's share of it, lent by the
+    envelope's own item: the cap holds over all of them, and only the envelope as a whole
+    refuses."""
+    store = backend.store()
+    open_account(store)
+    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)
+    first = store.reserve(capped(on_shard(1, 4, 10_000), 40_000))
+    store.settle(first, 6_000, receipt(first))
+    second = store.reserve(capped(on_shard(2, 4, 10_000, prefix="two"), 40_000))
+    [envelope] = second.envelopes
+    items = {i["sk"]: i for i in backend.items(backend.budget_table) if i["pk"] == envelope.pk}
+    own, share = items[envelope.sk], items[f"{envelope.sk}#02"]
+    assert (
+        own["consumed"] == own["lent"] == share["received"] + items[f"{envelope.sk}#01"]["received"]
+    )
+    assert share["held"] == 10_000 and share["limit"] == 40_000
+    # 6,000 charged, 10,000 held: 24,000 is left of 40,000, wherever it is lent.
+    with pytest.raises(BudgetExceeded) as refused:
+        store.reserve(capped(on_shard(3, 4, 24_001, prefix="big"), 40_000))
+    assert refused.value.details["envelope"] == "key:daily"
+    assert refused.value.details["remaining"] == "0.024000"
+    last = store.reserve(capped(on_shard(3, 4, 24_000, prefix="last"), 40_000))
+    store.settle(second, 10_000, receipt(second))
+    store.settle(last, 24_000, receipt(last))
+    assert reconcile(store, NOW).ok
+    spent = sum(
+        -e.amount
+        for entries in series(store).values()
+        for e in entries
+        if e.kind is LedgerKind.CHARGE
+    )
+    assert spent == 40_000  # exactly the cap, over three shards
+
+
+def test_room_lent_under_one_limit_is_not_spent_under_a_lower_one(backend: Backend) -> None:
+    """A cap lowered after its envelope lent room: a call under the new cap cannot spend the
+    room lent under the old one, which goes back through the envelope's own item."""
+    store = backend.store()
+    open_account(store)
+    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 2)
+    early = store.reserve(capped(on_shard(1, 2, 5_000), 100_000))  # lends about half of it
+    store.settle(early, 5_000, receipt(early))
+    with pytest.raises(BudgetExceeded):  # 5,000 spent of a new cap of 8,000: 3,000 left
+        store.reserve(capped(on_shard(1, 2, 3_001, prefix="low"), 8_000))
+    fits = store.reserve(capped(on_shard(1, 2, 3_000, prefix="fits"), 8_000))
+    store.settle(fits, 3_000, receipt(fits))
+    assert reconcile(store, NOW).ok
+
+
+@pytest.mark.items_vary
+def test_concurrent_calls_with_a_capped_key_on_a_split_bucket_never_overrun_it(
+    backend: Backend,
+) -> None:
+    setup = backend.store()
+    open_account(setup, credit=1_000_000)
+    setup.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)
+
+    def call(n: int) -> int:
+        store = backend.store()
+        store.get_wallet(ACCOUNT, Bucket.CREDIT)
+        try:
+            placed = store.reserve(capped(hold(f"req_{n}", 10_000), 150_000))
+        except BudgetExceeded:
+            return 0
+        store.settle(placed, 10_000, receipt(placed))
+        return 10_000
+
+    with ThreadPoolExecutor(24) as pool:
+        charged = sum(pool.map(call, range(30)))
+
+    assert charged == 150_000  # 15 of the 30 fit the cap, whichever shard each landed on
+    assert reconcile(setup, NOW).ok
+    assert_shards_conserved(setup)

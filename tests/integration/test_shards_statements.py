@@ -68,6 +68,7 @@ def charge(history: History, when: datetime, request_id: str, amount: int) -> No
         request_id=request_id,
         account_id=ACCOUNT,
         key_id="key_s",
+        project_id="default",
         requested_model="demo-official",
         status="succeeded",
         final_route="demo:official",
@@ -95,7 +96,7 @@ def split_history(history: History, archive: S3Archive) -> None:
         charge(history, at(JAN, day), f"jan_{n}", 9_000 + 1_000 * n)
     history.move(ACCOUNT, at(JAN, 25), LedgerKind.TOPUP, 50_000)
     for n, day in enumerate((3, 9, 14)):
-        charge(history, at(FEB, day), f"feb_{n}", 20_000)
+        charge(history, at(FEB, day), f"feb_{n}", 15_000)
     archive_everything(history, archive)
 
 

@@ -197,8 +197,10 @@ class Observer:
             wallet = series_of(hold)
             self.held_by_wallet[wallet] += sign * int(hold["amount"])
             self._wallets_seen.add(wallet)
+            shard = int(hold.get("shard", 0))  # a split bucket's holds use their shard's share
             for envelope in hold.get("envelopes") or []:
-                where = (str(envelope["pk"]), str(envelope["sk"]))
+                sk = f"{envelope['sk']}#{shard:02d}" if shard else str(envelope["sk"])
+                where = (str(envelope["pk"]), sk)
                 self.held_by_envelope[where] += sign * int(hold["amount"])
                 self._envelopes_seen.add(where)
         self.holds[rid] = new
@@ -291,15 +293,30 @@ class Observer:
         consumed = int(envelope.get("consumed", 0))
         held = int(envelope.get("held", 0))
         settled = int(envelope.get("settled", 0))
+        lent = int(envelope.get("lent", 0))  # room lent to its shares (a split bucket's)
         name = "/".join(where)
         if consumed > int(envelope.get("limit", consumed)):
             raise Violation("2", f"envelope {name} over its limit: {envelope}")
-        if consumed != settled + held:
-            raise Violation("6", f"envelope {name}: consumed {consumed} != settled + held")
+        if consumed != settled + held + lent:
+            raise Violation("6", f"envelope {name}: consumed {consumed} != settled + held + lent")
         if held != self.held_by_envelope[where] or held < 0:
             raise Violation(
                 "6", f"envelope {name}: held {held} != pending {self.held_by_envelope[where]}"
             )
+        own = where
+        if "shard" in envelope:  # a share: it takes only the room it was lent
+            room, received = int(envelope.get("room", 0)), int(envelope.get("received", 0))
+            if room < 0 or received != room + consumed:
+                raise Violation("2", f"envelope share {name}: room {room}, received {received}")
+            own = (where[0], where[1][:-3])
+            lent = int(self.envelopes.get(own, {}).get("lent", 0))
+        shares = [
+            e
+            for (pk, sk), e in self.envelopes.items()
+            if pk == own[0] and sk.startswith(f"{own[1]}#") and "shard" in e
+        ]
+        if lent != sum(int(e.get("received", 0)) for e in shares):
+            raise Violation("6", f"envelope {'/'.join(own)}: lent {lent} != its shares' received")
 
     def check_hold(self, rid: str) -> None:
         hold = self.holds.get(rid)

@@ -178,6 +178,17 @@ def test_one_account_settles_over_1000_requests_a_second_on_32_shards() -> None:
     assert split.store_errors == 0 and split.refused == 0
 
 
+def test_a_capped_key_settles_over_1000_requests_a_second_on_32_shards() -> None:
+    """Every call also takes the key's daily envelope: whole, that one item holds the account
+    to what one wallet item does; split with the bucket, it does not."""
+    one = simulate(Load(containers=64, seconds=1.0, capped=True))
+    split = simulate(Load(containers=64, seconds=1.0, shards=32, capped=True))
+    assert one.violations == [] and split.violations == []
+    assert one.settled_per_second < 150
+    assert split.settled_per_second >= 1_000
+    assert split.conflicts_by_item["ENV/credit"] > 0  # the envelope's items were written
+
+
 def test_a_split_wallet_that_runs_dry_refuses_only_what_the_bucket_cannot_pay() -> None:
     """Shards run short at different times and refill from each other under conflicts and
     throttling: the bucket is spent to within one worst-case hold, never overdrawn."""

@@ -3,7 +3,8 @@
 Each envelope is one item holding `consumed` (settled + held micro-units). Reserving adds the
 hold under `consumed <= :room`, where room = limit - hold is computed here (conditions cannot
 do arithmetic), so a limit change applies to the very next request. Windows are UTC and roll
-over by themselves: a new day or month is a new item, no reset job.
+over by themselves: a new day or month is a new item, no reset job. On a split bucket the
+store gives each envelope a share per shard, lent room by its own item (docs/shards.md).
 """
 
 from __future__ import annotations

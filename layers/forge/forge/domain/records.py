@@ -344,14 +344,25 @@ Hold.model_rebuild()
 
 
 class EnvelopeCounters(BaseModel):
-    """An envelope's stored counters. Invariants: consumed == settled + held, and held ==
-    the sum of the pending holds reserved against it."""
+    """An envelope's stored counters: its own item, or its share on one shard of a split
+    bucket (`shard` > 0). Invariants: consumed == settled + held (+ lent, on its own item),
+    held == the sum of the pending holds reserved against it; a share's received == room +
+    consumed, and its envelope's lent == the sum of its shares' received."""
 
     pk: str
     sk: str
     consumed: int = 0
     held: int = 0
     settled: int = 0
+    lent: int = 0  # own item: room lent to its shares, counted in consumed
+    shard: int = 0
+    room: int = 0  # a share: what it may still take
+    received: int = 0  # a share: what its envelope lent it, net
+
+    @property
+    def envelope(self) -> tuple[str, str]:
+        """The (pk, sk) of the envelope this item is (a share of)."""
+        return self.pk, self.sk.removesuffix(f"#{self.shard:02d}") if self.shard else self.sk
 
 
 class BudgetSnapshot(BaseModel):

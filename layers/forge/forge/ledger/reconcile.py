@@ -120,8 +120,10 @@ def reconcile(store: LedgerReader, now: datetime) -> ReconcileReport:
     held_by_envelope: dict[tuple[str, str], int] = defaultdict(int)
     for hold in pending:
         pending_by_shard[(hold.account_id, hold.bucket, hold.shard)].append(hold)
-        for ref in hold.envelopes:
-            held_by_envelope[(ref.pk, ref.sk)] += hold.amount
+        for ref in hold.envelopes:  # on a split bucket's shard k, the envelope's share there
+            held_by_envelope[(ref.pk, f"{ref.sk}#{hold.shard:02d}" if hold.shard else ref.sk)] += (
+                hold.amount
+            )
 
     drifts: list[Drift] = []
     transfers: dict[tuple[str, Bucket, str], list[LedgerEntry]] = defaultdict(list)
@@ -147,22 +149,49 @@ def reconcile(store: LedgerReader, now: datetime) -> ReconcileReport:
                     involved=[e.entry_id for e in legs],
                 )
             )
+    received: dict[tuple[str, str], int] = defaultdict(int)  # by envelope, over its shares
     for (pk, sk), counters in envelopes.items():
-        if counters.consumed != counters.settled + counters.held:
+        expected = counters.settled + counters.held + counters.lent
+        if counters.consumed != expected:
             drifts.append(
                 Drift(
                     check="envelope_consumed",
-                    expected=counters.settled + counters.held,
+                    expected=expected,
                     actual=counters.consumed,
                     involved=[f"{pk}/{sk}"],
                 )
             )
+        if counters.shard:
+            received[counters.envelope] += counters.received
+            if counters.received != counters.room + counters.consumed or counters.room < 0:
+                drifts.append(
+                    Drift(
+                        check="envelope_share_room",
+                        expected=counters.received,
+                        actual=counters.room + counters.consumed,
+                        detail="a share's room + consumed != what its envelope lent it",
+                        involved=[f"{pk}/{sk}"],
+                    )
+                )
         if counters.held != held_by_envelope[(pk, sk)]:
             drifts.append(
                 Drift(
                     check="envelope_held",
                     expected=held_by_envelope[(pk, sk)],
                     actual=counters.held,
+                    involved=[f"{pk}/{sk}"],
+                )
+            )
+    lenders = {k for k, c in envelopes.items() if not c.shard and c.lent}
+    for pk, sk in sorted(lenders | received.keys()):
+        lent, given = envelopes[(pk, sk)].lent if (pk, sk) in envelopes else 0, received[(pk, sk)]
+        if lent != given:  # room moves between an envelope and its shares, never in or out
+            drifts.append(
+                Drift(
+                    check="envelope_lent",
+                    expected=lent,
+                    actual=given,
+                    detail="the envelope's shares did not receive what it lent",
                     involved=[f"{pk}/{sk}"],
                 )
             )

@@ -31,7 +31,11 @@ class LedgerSource(Protocol):
 
 # Where each series' chain starts: keyed by (bucket, shard), or by a bare bucket for its
 # shard 0 (a bucket that is not split is one series).
-Starts = Mapping[Bucket, ChainPoint] | Mapping[tuple[Bucket, int], ChainPoint]
+Starts = (
+    Mapping[Bucket, ChainPoint]
+    | Mapping[tuple[Bucket, int], ChainPoint]
+    | Mapping[Bucket | tuple[Bucket, int], ChainPoint]
+)
 
 
 def _by_series(starts: Starts) -> dict[tuple[Bucket, int], ChainPoint]:

@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from forge.domain.archive import ChainPoint, MonthClose, parse_archive_lines
+from forge.domain.archive import BucketClose, ChainPoint, MonthClose, parse_archive_lines
 from forge.domain.calendar import Month, as_utc
 from forge.domain.errors import LedgerChainBroken
 from forge.domain.money import Bucket
@@ -34,7 +34,9 @@ class MonthOfLedger:
 
     account_id: str
     month: Month
-    starts: dict[tuple[Bucket, int], ChainPoint] = field(default_factory=dict)  # per series
+    # Per series: by its bucket for shard 0 (an unsplit bucket's only series), else by
+    # (bucket, shard).
+    starts: dict[Bucket | tuple[Bucket, int], ChainPoint] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
     compacted: bool = False
 
@@ -48,7 +50,7 @@ def read_month(archive: LedgerArchive, account_id: str, month: Month) -> MonthOf
         return MonthOfLedger(
             account_id,
             month,
-            starts={(part.bucket, part.shard): part.opening for part in close.buckets},
+            starts={_series(part): part.opening for part in close.buckets},
             entries=compacted_entries(archive, close),
             compacted=True,
         )
@@ -56,13 +58,15 @@ def read_month(archive: LedgerArchive, account_id: str, month: Month) -> MonthOf
     previous = archive.month_close(account_id, earlier[-1]) if earlier else None
     if earlier and previous is None:
         raise LedgerChainBroken(f"the closing record of {earlier[-1]} vanished while listed")
-    starts = (
-        {(part.bucket, part.shard): part.closing for part in previous.buckets} if previous else {}
-    )
+    starts = {_series(part): part.closing for part in previous.buckets} if previous else {}
     since = earlier[-1].next() if earlier else None
     return MonthOfLedger(
         account_id, month, starts, archive.entries(account_id, since=since, through=month)
     )
+
+
+def _series(part: BucketClose) -> Bucket | tuple[Bucket, int]:
+    return (part.bucket, part.shard) if part.shard else part.bucket
 
 
 def compacted_entries(archive: LedgerArchive, close: MonthClose) -> list[LedgerEntry]:

@@ -35,6 +35,7 @@ from forge.store.dynamo.shards import DynamoShards
 # Envelope counters; several are DynamoDB reserved words, so always go through names.
 _RESERVE_NAMES = {"#consumed": "consumed", "#held": "held", "#limit": "limit"}
 _RELEASE_NAMES = {"#consumed": "consumed", "#held": "held", "#settled": "settled"}
+_SHARE_NAMES = {"#consumed": "consumed", "#held": "held", "#room": "room", "#limit": "limit"}
 
 
 def hold_values(hold: Hold) -> dict[str, Any]:
@@ -49,17 +50,23 @@ def hold_values(hold: Hold) -> dict[str, Any]:
 
 
 def release_envelopes(table: str, hold: Hold, charge: int) -> list[dict[str, Any]]:
-    """Turn each envelope's hold into its charge: consumed moves by charge - hold."""
+    """Turn each envelope's hold into its charge: consumed moves by charge - hold (and on a
+    share of a split bucket's envelope, what the hold did not spend is room again)."""
+    values = {":delta": charge - hold.amount, ":release": -hold.amount, ":charge": charge}
+    expression = "ADD #consumed :delta, #held :release, #settled :charge"
+    names = dict(_RELEASE_NAMES)
+    if hold.shard:
+        expression += ", #room :back"
+        values[":back"] = hold.amount - charge
+        names["#room"] = "room"
     return [
         {
             "Update": {
                 "TableName": table,
-                "Key": to_item(schema.envelope_key(envelope)),
-                "UpdateExpression": "ADD #consumed :delta, #held :release, #settled :charge",
-                "ExpressionAttributeNames": _RELEASE_NAMES,
-                "ExpressionAttributeValues": to_item(
-                    {":delta": charge - hold.amount, ":release": -hold.amount, ":charge": charge}
-                ),
+                "Key": to_item(schema.envelope_key(envelope, hold.shard)),
+                "UpdateExpression": expression,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": to_item(values),
             }
         }
         for envelope in hold.envelopes
@@ -90,11 +97,31 @@ def _take_wallet(table: str, hold: Hold) -> dict[str, Any]:
 
 
 def _take_envelope(
-    table: str, envelope: EnvelopeRef, delta: int, *, within_limit: bool
+    table: str, envelope: EnvelopeRef, delta: int, *, within_limit: bool, shard: int = 0
 ) -> dict[str, Any]:
     """Add `delta` to an envelope's consumed and held; `within_limit`, only if it stays within
-    the envelope's limit."""
-    update: dict[str, Any] = {
+    the envelope's limit. On shard k > 0 of a split bucket, the envelope's share there takes
+    it from its room, which its envelope lent it (`_lend`), so that one item is not every
+    call's."""
+    if shard:
+        update: dict[str, Any] = {
+            "TableName": table,
+            "Key": to_item(schema.envelope_key(envelope, shard)),
+            "UpdateExpression": "ADD #consumed :delta, #held :delta, #room :taken",
+            "ExpressionAttributeNames": _SHARE_NAMES,
+            "ExpressionAttributeValues": to_item(
+                {":delta": delta, ":taken": -delta, ":limit": envelope.limit}
+            ),
+        }
+        if within_limit:  # and only room lent under this request's limit
+            update["ConditionExpression"] = "#room >= :delta AND #limit = :limit"
+        else:  # DynamoDB refuses names and values an expression does not use
+            del update["ExpressionAttributeValues"][":limit"]
+            update["ExpressionAttributeNames"] = {
+                k: v for k, v in _SHARE_NAMES.items() if k != "#limit"
+            }
+        return {"Update": update}
+    update = {
         "TableName": table,
         "Key": to_item(schema.envelope_key(envelope)),
         "UpdateExpression": "ADD #consumed :delta, #held :delta SET #limit = :limit",
@@ -112,16 +139,13 @@ class DynamoHolds(DynamoShards):
         """Hold the worst-case cost in the bucket and in every envelope, in one transaction,
         or refuse naming the envelope that stopped it; nothing goes below zero or over a cap.
         Returns the hold as placed: on one shard of a split bucket."""
-        hold = self._placed(hold)
-        take = _take_wallet(self._budget, hold)
-        envelopes = []
+        self._placed(hold)
         for envelope in hold.envelopes:
             if envelope.limit < hold.amount:
-                raise self._refusal(hold, envelope, self._consumed(envelope))
-            envelopes.append(_take_envelope(self._budget, envelope, hold.amount, within_limit=True))
+                raise self._refusal(hold, envelope, self._envelope_left(envelope))
         for _ in contended_attempts():
             try:
-                self._transact([_put_hold(self._budget, hold), take, *envelopes])
+                self._transact(self._reservation(hold))
                 return hold
             except ConcurrentUpdate as exc:
                 codes = cancellation_codes(exc.__cause__)
@@ -130,7 +154,7 @@ class DynamoHolds(DynamoShards):
                 # bucket yet learns its shards now, before it crowds shard 0 again.
                 if (hold.account_id, hold.bucket) not in self._shard_counts:
                     self.wallet_shards(hold.account_id, hold.bucket)
-                    take = _take_wallet(self._budget, self._placed(hold))
+                    self._placed(hold)
                 continue
             if codes[0] == "ConditionalCheckFailed" and (landed := self._held_as(hold)):
                 hold.shard = landed.shard  # where an earlier attempt, answer lost, put it
@@ -139,8 +163,25 @@ class DynamoHolds(DynamoShards):
                 hold.account_id, hold.bucket, hold.shard, hold.amount
             ):
                 continue  # the shard was short; the others refilled it (its test is `available`)
+            short = [
+                e
+                for i, e in enumerate(hold.envelopes)
+                if codes[2 + i : 3 + i] == ["ConditionalCheckFailed"]
+            ]
+            if short and self._lend(short[0], hold.shard, hold.amount, self._shards_of(hold)):
+                continue  # the envelope's item on this shard was short; it has room now
             raise self._refused(hold, codes, hold.envelopes, 2, "this request's worst case")
         raise BudgetStoreUnavailable("The wallet is too busy; nothing was charged")
+
+    def _reservation(self, hold: Hold) -> list[dict[str, Any]]:
+        takes = [
+            _take_envelope(self._budget, e, hold.amount, within_limit=True, shard=hold.shard)
+            for e in hold.envelopes
+        ]
+        return [_put_hold(self._budget, hold), _take_wallet(self._budget, hold), *takes]
+
+    def _shards_of(self, hold: Hold) -> int:
+        return self._shard_counts.get((hold.account_id, hold.bucket), 1)
 
     def rehold(self, current: Hold, moved: Hold) -> Hold:
         """Re-reserve a pending hold at another route's worst case, in that route's bucket and
@@ -156,7 +197,7 @@ class DynamoHolds(DynamoShards):
             self._placed(moved)
         for envelope in moved.envelopes:
             if envelope.limit < moved.amount:
-                raise self._refusal(moved, envelope, self._consumed(envelope))
+                raise self._refusal(moved, envelope, self._envelope_left(envelope))
         put_hold = {
             "Put": {
                 "TableName": self._budget,
@@ -205,13 +246,19 @@ class DynamoHolds(DynamoShards):
             self._budget, current.model_copy(update={"envelopes": released}), 0
         )
         checked: list[EnvelopeRef] = []  # envelopes whose update carries a room condition
+        deltas: list[int] = []
         for key, envelope in after.items():
             delta = moved.amount - (current.amount if key in before else 0)
-            envelopes.append(_take_envelope(self._budget, envelope, delta, within_limit=delta > 0))
+            envelopes.append(
+                _take_envelope(
+                    self._budget, envelope, delta, within_limit=delta > 0, shard=moved.shard
+                )
+            )
             checked.append(envelope)
+            deltas.append(delta)
         items = [put_hold, *buckets, *envelopes]
         first_checked = 1 + len(buckets) + len(released)
-        gathered = False
+        gathered = lent = False
         for _ in contended_attempts():
             try:
                 self._transact(items, hold_index=0)
@@ -232,6 +279,15 @@ class DynamoHolds(DynamoShards):
             ):
                 gathered = True
                 continue  # the moved-to shard ran short, and money moved to it from the others
+            short = [
+                (envelope, delta)
+                for i, (envelope, delta) in enumerate(zip(checked, deltas, strict=True))
+                if codes[first_checked + i : first_checked + i + 1] == ["ConditionalCheckFailed"]
+            ]
+            if not lent and short:  # once, as for the bucket
+                (envelope, delta), lent = short[0], True
+                if self._lend(envelope, moved.shard, delta, self._shards_of(moved)):
+                    continue  # the envelope's item on the moved-to shard has room now
             raise self._refused(
                 moved, codes, checked, first_checked, "the fallback route's worst case"
             )
@@ -248,7 +304,8 @@ class DynamoHolds(DynamoShards):
             read = batch_get(self._db, self._budget, [to_item(k) for k in keys])
             items = {(v["pk"], v["sk"]): v for v in map(from_item, read)}
         wallet = items.get((wallet_key["pk"], wallet_key["sk"]), {})
-        if self._shard_counts.get((account_id, bucket), 1) > 1:  # the bucket is the shards' sum
+        split = self._shard_counts.get((account_id, bucket), 1) > 1
+        if split:  # the bucket is its shards' sum, and an envelope its item's and its shares'
             wallet = self.get_wallet(account_id, bucket).model_dump()
         rooms = {
             f"bucket:{bucket.value}": (
@@ -258,7 +315,8 @@ class DynamoHolds(DynamoShards):
         }
         for envelope in envelopes:
             consumed = int(items.get((envelope.pk, envelope.sk), {}).get("consumed", 0))
-            rooms[envelope.name] = (envelope.limit, max(envelope.limit - consumed, 0))
+            left = self._envelope_left(envelope) if split else envelope.limit - consumed
+            rooms[envelope.name] = (envelope.limit, max(left, 0))
         return rooms
 
     # Refusals ----------------------------------------------------------------------------
@@ -274,7 +332,7 @@ class DynamoHolds(DynamoShards):
         (`envelopes[i]` is transaction item `first_index + i`), else the bucket."""
         for index, envelope in enumerate(envelopes, start=first_index):
             if codes[index : index + 1] == ["ConditionalCheckFailed"]:
-                return self._refusal(hold, envelope, self._consumed(envelope))
+                return self._refusal(hold, envelope, self._envelope_left(envelope))
         wallet = self.get_wallet(hold.account_id, hold.bucket)
         return BudgetExceeded(
             f"The {hold.bucket.value} bucket cannot cover {what}"
@@ -287,8 +345,8 @@ class DynamoHolds(DynamoShards):
         )
 
     @staticmethod
-    def _refusal(hold: Hold, envelope: EnvelopeRef, consumed: int) -> BudgetExceeded:
-        remaining = max(envelope.limit - consumed, 0)
+    def _refusal(hold: Hold, envelope: EnvelopeRef, left: int) -> BudgetExceeded:
+        remaining = max(left, 0)
         return BudgetExceeded(
             f"The {envelope.name} budget ({format_micros(envelope.limit)}"
             f" {hold.bucket.currency}) cannot cover this request's worst case"
@@ -298,7 +356,3 @@ class DynamoHolds(DynamoShards):
             remaining=format_micros(remaining),
             requested=format_micros(hold.amount),
         )
-
-    def _consumed(self, envelope: EnvelopeRef) -> int:
-        item = self._get(schema.envelope_key(envelope))
-        return int(item.get("consumed", 0)) if item else 0

@@ -139,7 +139,8 @@ class DynamoLedger(DynamoTables):
             elif schema.is_hold(pk):
                 snapshot.holds.append(Hold.model_validate(item))
             elif schema.is_envelope(pk):
-                counters = {k: int(item.get(k, 0)) for k in ("consumed", "held", "settled")}
+                names = ("consumed", "held", "settled", "lent", "shard", "room", "received")
+                counters = {k: int(item.get(k, 0)) for k in names}
                 snapshot.envelopes.append(EnvelopeCounters(pk=pk, sk=sk, **counters))
         return snapshot
 

@@ -18,6 +18,7 @@ Budget table (pk, sk):
 |                       |                            | `{bucket}#total`                   |
 | project envelope      | `ENV#PROJECT#{account}#{project}` | `{bucket}#day#…`, `…#month#…` |
 | run envelope          | `ENV#RUN#{account}#{run_id}` | `{bucket}`                       |
+| an envelope's share   | the envelope's pk          | its sk + `#{shard:02d}` (split bucket) |
 | idempotency key       | `IDEM#{account}#{key}`     | `IDEM`                             |
 | payment event marker  | `PAYMENT#{event_id}`       | `EVENT`                            |
 | refund marker         | `REFUND#{account}#{request_id}` | `REFUND`                      |
@@ -124,8 +125,9 @@ def is_hold(pk: str) -> bool:
     return pk.startswith("HOLD#")
 
 
-def envelope_key(envelope: EnvelopeRef) -> Key:
-    return _key(envelope.pk, envelope.sk)
+def envelope_key(envelope: EnvelopeRef, shard: int = 0) -> Key:
+    """The envelope's own item, or its share on shard k of a split bucket (`{sk}#{k:02d}`)."""
+    return _key(envelope.pk, f"{envelope.sk}#{shard:02d}" if shard else envelope.sk)
 
 
 def is_envelope(pk: str) -> bool:

@@ -17,11 +17,12 @@ Containers learn a bucket's shard count from any wallet item they read (every sh
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from forge.domain.errors import BudgetStoreUnavailable, ConcurrentUpdate
 from forge.domain.money import Bucket
-from forge.domain.records import MAX_SHARDS, LedgerEntry, LedgerKind, Wallet
+from forge.domain.records import MAX_SHARDS, EnvelopeRef, LedgerEntry, LedgerKind, Wallet
 from forge.store.dynamo import schema
 from forge.store.dynamo.base import DynamoTables, contended_attempts, store_errors
 from forge.store.dynamo.items import dump, to_item
@@ -150,3 +151,129 @@ class DynamoShards(DynamoTables):
             }
             items += [update, put_entry(self._ledger, entry)]
         self._transact(items)
+
+    # Envelopes of a split bucket ----------------------------------------------------------
+    def _envelope_items(self, envelope: EnvelopeRef) -> dict[int, dict[str, Any]]:
+        """The envelope's own item (0) and its shares on a split bucket's shards, by shard."""
+        items: dict[int, dict[str, Any]] = {}
+        for item in self._query(self._budget, envelope.pk, envelope.sk):
+            sk = str(item["sk"])
+            if sk == envelope.sk:
+                items[0] = item
+            elif _SHARE_SUFFIX.fullmatch(sk[len(envelope.sk) :]):
+                items[int(sk[-2:])] = item
+        return items
+
+    def _envelope_left(self, envelope: EnvelopeRef) -> int:
+        """What the envelope can still take: its limit not consumed (nor lent), and the room
+        its shares have."""
+        items = self._envelope_items(envelope)
+        free = envelope.limit - int(items.get(0, {}).get("consumed", 0))
+        return max(free, 0) + sum(int(item.get("room", 0)) for k, item in items.items() if k)
+
+    def _lend(self, envelope: EnvelopeRef, shard: int, need: int, shards: int) -> bool:
+        """Give the envelope's item on `shard` (a share, or for shard 0 its own item) room for
+        `need` under this request's limit, in one transaction. Room comes from the limit the
+        own item has not consumed or lent, and from the shares' idle room, which goes back
+        through the own item, so the limit is checked again: a share's room counts only under
+        the limit it was lent under, and a lowered cap applies at once. A share gets a fair
+        share of what is left on top. True when it covers `need` now; False when the
+        envelope as a whole cannot."""
+        for _ in contended_attempts():
+            items = self._envelope_items(envelope)
+            free = envelope.limit - int(items.get(0, {}).get("consumed", 0))
+            rooms = {k: int(item.get("room", 0)) for k, item in items.items() if k}
+            usable = (
+                rooms.get(shard, 0) if items.get(shard, {}).get("limit") == envelope.limit else 0
+            )
+            if (free if shard == 0 else usable) >= need:
+                return True
+            total = free + sum(rooms.values())  # all of it, were every share's room back
+            if total < need:
+                return False
+            lend = need + (total - need) // max(shards, 1) - usable if shard else 0
+            back = {shard: rooms[shard]} if shard and not usable and rooms.get(shard) else {}
+            missing = (lend if shard else need) - free - sum(back.values())
+            for donor, room in sorted(rooms.items(), key=lambda d: -d[1]):
+                if missing > 0 and donor != shard and room > 0:
+                    back[donor] = min(room, missing)
+                    missing -= back[donor]
+            try:
+                self._transact(_lending(self._budget, envelope, shard, lend, back))
+                return True
+            except ConcurrentUpdate:
+                continue  # an item moved meanwhile: read them again
+        raise BudgetStoreUnavailable("The budget is too busy; nothing was charged")
+
+
+_SHARE_SUFFIX = re.compile(r"#\d{2}")
+
+
+def _lending(
+    table: str, envelope: EnvelopeRef, shard: int, lend: int, back: dict[int, int]
+) -> list[dict[str, Any]]:
+    """One transaction: the shares in `back` give that room back to the envelope's own item,
+    which lends `lend` to `shard`'s share (nothing for shard 0), its consumed (lent included)
+    staying within the request's limit."""
+    net = lend - sum(back.values())  # what the own item's consumed (and lent) move by
+    own: dict[str, Any] = {
+        "TableName": table,
+        "Key": to_item(schema.envelope_key(envelope)),
+        "UpdateExpression": "ADD #consumed :net, #lent :net",
+        "ExpressionAttributeNames": {"#consumed": "consumed", "#lent": "lent"},
+        "ExpressionAttributeValues": to_item({":net": net}),
+    }
+    if lend:  # room lent now is checked against this request's limit, which the item keeps
+        own["UpdateExpression"] += " SET #limit = :limit"
+        own["ExpressionAttributeNames"]["#limit"] = "limit"
+        own["ConditionExpression"] = "attribute_not_exists(#consumed) OR #consumed <= :cap"
+        own["ExpressionAttributeValues"].update(
+            to_item({":limit": envelope.limit, ":cap": envelope.limit - net})
+        )
+    items = [{"Update": own}]
+    for donor, room in back.items():
+        if donor != shard:
+            items.append(_share_room(table, envelope, donor, -room, given=room))
+    if shard:
+        items.append(
+            _share_room(
+                table,
+                envelope,
+                shard,
+                lend - back.get(shard, 0),
+                back.get(shard, 0),
+                envelope.limit,
+            )
+        )
+    return items
+
+
+def _share_room(
+    table: str,
+    envelope: EnvelopeRef,
+    shard: int,
+    delta: int,
+    given: int,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Move one share's room by `delta` (only if it still has the `given` it gives back),
+    and `received` with it, so a share's received == room + consumed; a share lent room
+    takes the limit it was lent under."""
+    names = {"#room": "room", "#received": "received", "#shard": "shard"}
+    values: dict[str, Any] = {":delta": delta, ":shard": shard}
+    expression = "ADD #room :delta, #received :delta SET #shard = :shard"
+    if limit is not None:
+        expression += ", #limit = :limit"
+        names["#limit"] = "limit"
+        values[":limit"] = limit
+    update: dict[str, Any] = {
+        "TableName": table,
+        "Key": to_item(schema.envelope_key(envelope, shard)),
+        "UpdateExpression": expression,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": to_item(values),
+    }
+    if given:
+        update["ConditionExpression"] = "#room >= :given"
+        update["ExpressionAttributeValues"].update(to_item({":given": given}))
+    return {"Update": update}
