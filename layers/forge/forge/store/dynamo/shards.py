@@ -12,6 +12,9 @@ entries, which sum to zero), so no shard refuses a call the whole balance could 
 
 Containers learn a bucket's shard count from any wallet item they read (every shard carries
 `shards`); until then they reserve on shard 0, which is always right, only busier.
+
+A split bucket's envelopes (key, project, run caps) split with it: a hold on shard k takes the
+envelope from its share there, which the envelope's own item lends room to (`_lend`).
 """
 
 from __future__ import annotations
