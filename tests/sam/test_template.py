@@ -226,7 +226,15 @@ def test_each_function_has_its_own_narrow_role(transformed: dict[str, Any]) -> N
 
     proxy = json.dumps(_statements(roles["ProxyFunctionRole"]))
     assert "secretsmanager:GetSecretValue" in proxy and '"ProviderSecret"' in proxy
-    assert "s3:" not in proxy and "dynamodb:Query" not in proxy
+    assert "s3:" not in proxy
+    # It lists nothing but a split bucket's shards and an envelope's shares (docs/shards.md):
+    # the budget table's items it may read one by one already, never the ledger's.
+    queries = [
+        s
+        for s in _statements(roles["ProxyFunctionRole"])
+        if "dynamodb:Query" in _as_list(s["Action"])
+    ]
+    assert [q["Resource"] for q in queries] == [{"Fn::GetAtt": ["BudgetTable", "Arn"]}]
     account = json.dumps(_statements(roles["AccountFunctionRole"]))
     assert "ProviderSecret" not in account  # the account function never sees provider keys
     archiver = resources["ArchiverFunction"]["Properties"]["Role"]
