@@ -26,6 +26,11 @@ from forge.store.dynamo.views import LedgerViews
 from forge.store.s3archive import S3Archive
 
 
+def at(month: Month, day: int, hour: int = 10) -> datetime:
+    """An instant of `month`: its `day`, at `hour` UTC."""
+    return month.start + timedelta(days=day - 1, hours=hour)
+
+
 @dataclass
 class Clock:
     """A settable clock for DynamoStore(clock=...)."""

@@ -4,6 +4,7 @@ shard refuses a call that the whole bucket could pay."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -26,6 +27,37 @@ def series(store: DynamoStore, bucket: Bucket = Bucket.CREDIT) -> dict[int, list
         w.shard: store.list_entries(ACCOUNT, bucket, w.shard)
         for w in store.wallet_shards(ACCOUNT, bucket)
     }
+
+
+def split_account(backend: Backend, shards: int, **balances: int) -> DynamoStore:
+    """A store over an open account whose credit bucket is split into `shards`."""
+    store = backend.store()
+    open_account(store, **balances)
+    store.shard_wallet(ACCOUNT, Bucket.CREDIT, shards)
+    return store
+
+
+def per_shard(store: DynamoStore, counter: str, bucket: Bucket = Bucket.CREDIT) -> list[int]:
+    """One counter (`available`, `held`...) of each of the bucket's shards, in shard order."""
+    return [getattr(w, counter) for w in store.wallet_shards(ACCOUNT, bucket)]
+
+
+def spent_concurrently(backend: Backend, held: Callable[[str], Hold]) -> int:
+    """30 calls of 10,000 each from 24 threads, each its own warm container (it knows the
+    shards); what they were charged."""
+
+    def call(n: int) -> int:
+        store = backend.store()
+        store.get_wallet(ACCOUNT, Bucket.CREDIT)
+        try:
+            placed = store.reserve(held(f"req_{n}"))
+        except BudgetExceeded:
+            return 0
+        store.settle(placed, 10_000, receipt(placed))
+        return 10_000
+
+    with ThreadPoolExecutor(24) as pool:
+        return sum(pool.map(call, range(30)))
 
 
 def assert_shards_conserved(store: DynamoStore, bucket: Bucket = Bucket.CREDIT) -> None:
@@ -105,14 +137,12 @@ def test_an_unsplit_wallet_is_one_shard_and_its_items_do_not_change(backend: Bac
 def test_a_split_bucket_holds_and_settles_on_the_shard_the_request_picks(
     backend: Backend,
 ) -> None:
-    store = backend.store()
-    open_account(store)
-    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)
+    store = split_account(backend, 4)
     placed = store.reserve(on_shard(2, 4, 10_000))
     assert placed.shard == 2
     stored = store.get_hold(placed.request_id)
     assert stored is not None and stored.shard == 2
-    assert [w.held for w in store.wallet_shards(ACCOUNT, Bucket.CREDIT)] == [0, 0, 10_000, 0]
+    assert per_shard(store, "held") == [0, 0, 10_000, 0]
 
     final = store.settle(placed, 4_000, receipt(placed))
 
@@ -130,16 +160,14 @@ def test_a_split_bucket_holds_and_settles_on_the_shard_the_request_picks(
     assert store.get_wallet(ACCOUNT, Bucket.CREDIT).balance == 1_000_000 - 4_000
     voided = store.reserve(on_shard(1, 4, 3_000, prefix="void"))
     store.void(voided, receipt(voided, "failed"))
-    assert [w.held for w in store.wallet_shards(ACCOUNT, Bucket.CREDIT)] == [0] * 4
+    assert per_shard(store, "held") == [0] * 4
     assert_shards_conserved(store)
 
 
 def test_a_short_shard_is_refilled_from_the_others_rather_than_refusing(
     backend: Backend,
 ) -> None:
-    store = backend.store()
-    open_account(store, credit=100_000)
-    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)  # 25,000 each
+    store = split_account(backend, 4, credit=100_000)  # 25,000 each
 
     # Shard 1 has 25,000; the bucket has 100,000: the call fits and is held on shard 1.
     placed = store.reserve(on_shard(1, 4, 90_000))
@@ -154,7 +182,7 @@ def test_a_short_shard_is_refilled_from_the_others_rather_than_refusing(
     assert refused.value.details["remaining"] == "0.010000"
     # Exactly what is left, spread over three shards, fits on one.
     last = store.reserve(on_shard(3, 4, 10_000, prefix="last"))
-    assert [w.available for w in store.wallet_shards(ACCOUNT, Bucket.CREDIT)] == [0] * 4
+    assert per_shard(store, "available") == [0] * 4
     store.settle(placed, 90_000, receipt(placed))
     store.settle(last, 10_000, receipt(last))
     assert store.get_wallet(ACCOUNT, Bucket.CREDIT).balance == 0
@@ -164,11 +192,9 @@ def test_a_short_shard_is_refilled_from_the_others_rather_than_refusing(
 def test_money_comes_in_on_shard_zero_and_goes_out_from_wherever_it_is(
     backend: Backend,
 ) -> None:
-    store = backend.store()
-    open_account(store, credit=40_000)
-    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)
+    store = split_account(backend, 4, credit=40_000)
     top_up(store, ACCOUNT, Bucket.CREDIT, 5_000, "le_more")
-    assert [w.available for w in store.wallet_shards(ACCOUNT, Bucket.CREDIT)] == [
+    assert per_shard(store, "available") == [
         15_000,
         10_000,
         10_000,
@@ -186,9 +212,7 @@ def test_money_comes_in_on_shard_zero_and_goes_out_from_wherever_it_is(
 def test_a_fallback_keeps_its_shard_in_the_bucket_and_picks_one_in_another(
     backend: Backend,
 ) -> None:
-    store = backend.store()
-    open_account(store, rmb=80_000)
-    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)
+    store = split_account(backend, 4, rmb=80_000)
     store.shard_wallet(ACCOUNT, Bucket.RMB, 2)
     first = store.reserve(on_shard(3, 4, 1_000))
     bigger = store.rehold(first, hold(first.request_id, 2_000))
@@ -217,14 +241,12 @@ def test_a_container_that_has_not_seen_the_split_holds_on_shard_zero_then_learns
 
 
 def test_the_sweeper_resolves_an_expired_hold_on_its_shard(backend: Backend) -> None:
-    store = backend.store()
-    open_account(store)
-    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 3)
+    store = split_account(backend, 3)
     request = on_shard(1, 3, 7_000)
     store.reserve(request.model_copy(update={"expires_at": NOW - timedelta(seconds=1)}))
     report = sweep(store, NOW)
     assert report.voided == [request.request_id]
-    assert [w.held for w in store.wallet_shards(ACCOUNT, Bucket.CREDIT)] == [0, 0, 0]
+    assert per_shard(store, "held") == [0, 0, 0]
     assert_shards_conserved(store)
 
 
@@ -232,22 +254,9 @@ def test_the_sweeper_resolves_an_expired_hold_on_its_shard(backend: Backend) -> 
 def test_concurrent_calls_on_a_split_bucket_never_overdraw_it(backend: Backend) -> None:
     """24 threads, each its own container, spend a bucket whose shards run short at different
     times: every call the bucket could pay is served, none beyond, and every rule holds."""
-    setup = backend.store()
-    open_account(setup, credit=200_000)
-    setup.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)
+    setup = split_account(backend, 4, credit=200_000)
 
-    def call(n: int) -> int:
-        store = backend.store()
-        store.get_wallet(ACCOUNT, Bucket.CREDIT)  # a warm container knows the shards
-        try:
-            placed = store.reserve(hold(f"req_{n}", 10_000))
-        except BudgetExceeded:
-            return 0
-        store.settle(placed, 10_000, receipt(placed))
-        return 10_000
-
-    with ThreadPoolExecutor(24) as pool:
-        charged = sum(pool.map(call, range(30)))
+    charged = spent_concurrently(backend, lambda rid: hold(rid, 10_000))
 
     assert charged == 200_000  # 20 of the 30 fit, whichever shard each landed on
     wallet = setup.get_wallet(ACCOUNT, Bucket.CREDIT)
@@ -256,9 +265,7 @@ def test_concurrent_calls_on_a_split_bucket_never_overdraw_it(backend: Backend) 
 
 
 def test_a_split_wallet_is_summed_and_its_items_carry_their_shard(backend: Backend) -> None:
-    store = backend.store()
-    open_account(store)
-    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 2)
+    store = split_account(backend, 2)
     items = {
         i["sk"]: i for i in backend.items(backend.budget_table) if i["sk"].startswith("BUCKET#c")
     }
@@ -273,9 +280,7 @@ def test_a_caller_wrong_about_the_shard_releases_or_settles_where_the_hold_is(
     """A reservation whose answer was lost can land on a shard its caller did not record (it
     re-picked one meanwhile): void and settle find the hold where it is, and a hold the bucket
     does not hold where its item says is refused, not retried without end."""
-    store = backend.store()
-    open_account(store)
-    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)
+    store = split_account(backend, 4)
     voided, settled = on_shard(2, 4, 3_000, prefix="v"), on_shard(3, 4, 4_000, prefix="s")
     for placed in (voided, settled):
         store.reserve(placed)
@@ -287,16 +292,14 @@ def test_a_caller_wrong_about_the_shard_releases_or_settles_where_the_hold_is(
 
     assert final.charge == 1_500
     assert series(store)[3][-1].request_id == settled.request_id
-    assert [w.held for w in store.wallet_shards(ACCOUNT, Bucket.CREDIT)] == [0] * 4
+    assert per_shard(store, "held") == [0] * 4
     assert_shards_conserved(store)
 
 
 def test_the_callers_hold_learns_its_shard_even_when_the_reservation_fails(
     backend: Backend,
 ) -> None:
-    store = backend.store()
-    open_account(store, credit=1_000)
-    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)
+    store = split_account(backend, 4, credit=1_000)
     request = on_shard(3, 4, 2_000)
     with pytest.raises(BudgetExceeded):
         store.reserve(request)
@@ -316,9 +319,7 @@ def test_a_capped_key_on_a_split_bucket_takes_from_its_shares_never_over_the_cap
     """Each shard's calls take the key's envelope from that shard's share of it, lent by the
     envelope's own item: the cap holds over all of them, and only the envelope as a whole
     refuses."""
-    store = backend.store()
-    open_account(store)
-    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)
+    store = split_account(backend, 4)
     first = store.reserve(capped(on_shard(1, 4, 10_000), 40_000))
     store.settle(first, 6_000, receipt(first))
     second = store.reserve(capped(on_shard(2, 4, 10_000, prefix="two"), 40_000))
@@ -350,9 +351,7 @@ def test_a_capped_key_on_a_split_bucket_takes_from_its_shares_never_over_the_cap
 def test_room_lent_under_one_limit_is_not_spent_under_a_lower_one(backend: Backend) -> None:
     """A cap lowered after its envelope lent room: a call under the new cap cannot spend the
     room lent under the old one, which goes back through the envelope's own item."""
-    store = backend.store()
-    open_account(store)
-    store.shard_wallet(ACCOUNT, Bucket.CREDIT, 2)
+    store = split_account(backend, 2)
     early = store.reserve(capped(on_shard(1, 2, 5_000), 100_000))  # lends about half of it
     store.settle(early, 5_000, receipt(early))
     with pytest.raises(BudgetExceeded):  # 5,000 spent of a new cap of 8,000: 3,000 left
@@ -366,22 +365,9 @@ def test_room_lent_under_one_limit_is_not_spent_under_a_lower_one(backend: Backe
 def test_concurrent_calls_with_a_capped_key_on_a_split_bucket_never_overrun_it(
     backend: Backend,
 ) -> None:
-    setup = backend.store()
-    open_account(setup, credit=1_000_000)
-    setup.shard_wallet(ACCOUNT, Bucket.CREDIT, 4)
+    setup = split_account(backend, 4, credit=1_000_000)
 
-    def call(n: int) -> int:
-        store = backend.store()
-        store.get_wallet(ACCOUNT, Bucket.CREDIT)
-        try:
-            placed = store.reserve(capped(hold(f"req_{n}", 10_000), 150_000))
-        except BudgetExceeded:
-            return 0
-        store.settle(placed, 10_000, receipt(placed))
-        return 10_000
-
-    with ThreadPoolExecutor(24) as pool:
-        charged = sum(pool.map(call, range(30)))
+    charged = spent_concurrently(backend, lambda rid: capped(hold(rid, 10_000), 150_000))
 
     assert charged == 150_000  # 15 of the 30 fit the cap, whichever shard each landed on
     assert reconcile(setup, NOW).ok

@@ -1,5 +1,6 @@
 """Integration fixtures: the embedded DynamoDB/S3 emulator with template.yaml's resources,
-the environment pointing at it, and the Lambda handlers loaded as Lambda loads them."""
+the environment pointing at it, the Lambda handlers loaded as Lambda loads them, and the
+ledger archive with a history written through the real store."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from typing import Any
 
 import pytest
 
+from forge.settings import get_settings
+from forge.store.s3archive import S3Archive
 from forge_tools.emulator import REGION, Emulator, Resources
 from forge_tools.lambda_local import LambdaContext, load_handler_module, to_lambda_record
 from tests.conftest import clear_cached_factories
+from tests.ledger_history import History
 from tests.twin import route_dynamodb_to, twin_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,3 +99,24 @@ def lambda_stream_event(emulator: Emulator, table_name: str) -> dict[str, Any]:
 def ledger_stream_event(emulator: Emulator, aws_stack: Resources) -> Callable[[], dict[str, Any]]:
     """Reads the ledger table's stream of this test's stack into a Lambda event."""
     return lambda: lambda_stream_event(emulator, aws_stack.tables["LedgerTable"])
+
+
+@pytest.fixture
+def s3(emulator: Emulator) -> Any:
+    return emulator.client("s3")
+
+
+@pytest.fixture
+def archive(aws_stack: Resources, s3: Any) -> S3Archive:
+    return S3Archive(s3, get_settings().archive_bucket)
+
+
+@pytest.fixture
+def history(emulator: Emulator, aws_stack: Resources, archive: S3Archive) -> History:
+    """Writes ledger entries through the real store and archives each one as it is written."""
+    return History(
+        emulator.client("dynamodb"),
+        aws_stack.tables["BudgetTable"],
+        aws_stack.tables["LedgerTable"],
+        archive,
+    )

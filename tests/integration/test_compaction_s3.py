@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +19,14 @@ from forge.domain.errors import InvalidRequest, LedgerChainBroken, StatementNotR
 from forge.domain.money import Bucket
 from forge.domain.records import LedgerEntry, LedgerKind
 from forge.ledger.statements import compact_month, ensure_statement, read_month
-from forge.settings import get_settings
 from forge.store.s3archive import S3Archive
-from forge_tools.emulator import Emulator, Resources
+from forge_tools.emulator import Resources
 from forge_tools.s3_requests import S3Requests
-from tests.ledger_history import History
+from tests.ledger_history import History, at
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 JAN, FEB, MARCH = Month(2025, 1), Month(2025, 2), Month(2025, 3)
 AFTER = datetime(2025, 6, 1, tzinfo=UTC)  # every month here has closed and settled
-
-
-def at(month: Month, day: int, hour: int = 10) -> datetime:
-    return month.start + timedelta(days=day - 1, hours=hour)
-
-
-@pytest.fixture
-def s3(emulator: Emulator) -> Any:
-    return emulator.client("s3")
-
-
-@pytest.fixture
-def archive(aws_stack: Resources, s3: Any) -> S3Archive:
-    return S3Archive(s3, get_settings().archive_bucket)
 
 
 @pytest.fixture
@@ -49,16 +34,6 @@ def requests(s3: Any) -> Iterator[S3Requests]:
     counted = S3Requests(s3)
     yield counted
     s3.meta.events.unregister("before-call.s3", counted._count)
-
-
-@pytest.fixture
-def history(emulator: Emulator, aws_stack: Resources, archive: S3Archive) -> History:
-    return History(
-        emulator.client("dynamodb"),
-        aws_stack.tables["BudgetTable"],
-        aws_stack.tables["LedgerTable"],
-        archive,
-    )
 
 
 def months_of_activity(history: History, account_id: str, months: list[Month]) -> None:

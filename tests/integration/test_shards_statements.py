@@ -10,46 +10,19 @@ import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from forge.domain.archive import StatementFormat, monthly_key
 from forge.domain.calendar import Month
-from forge.domain.money import Bucket
+from forge.domain.money import Bucket, decimal_to_micros
 from forge.domain.records import Hold, LedgerKind, Receipt
 from forge.ledger.reconcile import reconcile
 from forge.ledger.statements import compact_month, ensure_statement, read_month
-from forge.settings import get_settings
 from forge.store.s3archive import S3Archive
-from forge_tools.emulator import Emulator, Resources
-from tests.ledger_history import History
+from forge_tools.emulator import Resources
+from tests.ledger_history import History, at
 
 ACCOUNT = "acct_split"
 JAN, FEB = Month(2025, 1), Month(2025, 2)
 AFTER = datetime(2025, 6, 1, tzinfo=UTC)
-
-
-def at(month: Month, day: int, hour: int = 10) -> datetime:
-    return month.start + timedelta(days=day - 1, hours=hour)
-
-
-@pytest.fixture
-def s3(emulator: Emulator) -> Any:
-    return emulator.client("s3")
-
-
-@pytest.fixture
-def archive(aws_stack: Resources, s3: Any) -> S3Archive:
-    return S3Archive(s3, get_settings().archive_bucket)
-
-
-@pytest.fixture
-def history(emulator: Emulator, aws_stack: Resources, archive: S3Archive) -> History:
-    return History(
-        emulator.client("dynamodb"),
-        aws_stack.tables["BudgetTable"],
-        aws_stack.tables["LedgerTable"],
-        archive,
-    )
 
 
 def charge(history: History, when: datetime, request_id: str, amount: int) -> None:
@@ -128,10 +101,10 @@ def test_a_split_buckets_statement_merges_its_series_with_the_buckets_running_ba
     assert [r["date"] for r in entries] == sorted(r["date"] for r in entries)
     running = 0
     for row in entries:
-        running += round(float(row["amount"]) * 1_000_000)
-        assert round(float(row["balance_after"]) * 1_000_000) == running
+        running += decimal_to_micros(row["amount"])
+        assert decimal_to_micros(row["balance_after"]) == running
     closing = next(r for r in credit if r["row_type"] == "closing")
-    assert round(float(closing["balance_after"]) * 1_000_000) == running
+    assert decimal_to_micros(closing["balance_after"]) == running
     assert {r["seq"].split("-")[0] for r in entries if "-" in r["seq"]} == {"01", "02"}
     totals = {r["kind"]: r["amount"] for r in credit if r["row_type"] == "total"}
     assert totals["transfer"] == "0.000000"
@@ -141,7 +114,7 @@ def test_a_split_buckets_statement_merges_its_series_with_the_buckets_running_ba
     assert feb_credit[0]["balance_after"] == closing["balance_after"]
     wallet = history.store.get_wallet(ACCOUNT, Bucket.CREDIT)
     feb_closing = next(r for r in feb_credit if r["row_type"] == "closing")
-    assert round(float(feb_closing["balance_after"]) * 1_000_000) == wallet.balance
+    assert decimal_to_micros(feb_closing["balance_after"]) == wallet.balance
     html = archive.final_statement(ACCOUNT, JAN, fmt=StatementFormat.HTML)
     assert html is not None and b"Moved between shards" in html
 

@@ -81,17 +81,6 @@ def archive(aws_stack: Resources) -> S3Archive:
     return S3Archive(s3_client(), get_settings().archive_bucket)
 
 
-@pytest.fixture
-def history(emulator: Emulator, aws_stack: Resources, archive: S3Archive) -> History:
-    """Writes ledger entries through the real store and archives each one as it is written."""
-    return History(
-        emulator.client("dynamodb"),
-        aws_stack.tables["BudgetTable"],
-        aws_stack.tables["LedgerTable"],
-        archive,
-    )
-
-
 def put_all(archive: S3Archive, entries: Sequence[LedgerEntry]) -> None:
     for entry in entries:
         assert archive.put_entry(entry) is True

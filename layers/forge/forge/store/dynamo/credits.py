@@ -25,7 +25,7 @@ from forge.store.dynamo import schema
 from forge.store.dynamo.base import contended_attempts, epoch
 from forge.store.dynamo.items import to_item
 from forge.store.dynamo.ledger import put_entry
-from forge.store.dynamo.shards import DynamoShards
+from forge.store.dynamo.shards import DynamoShards, move_wallet
 from forge.store.dynamo.totals import refund_updates
 
 
@@ -76,29 +76,15 @@ class DynamoCredits(DynamoShards):
                     source=source,
                     memo=memo,
                 )
-                update = {
-                    "Update": {
-                        "TableName": self._budget,
-                        "Key": to_item(schema.wallet_key(account_id, bucket)),
-                        "UpdateExpression": "SET balance = :balance, seq = :next,"
-                        " available = available + :amount",
-                        # available >= -amount keeps a negative adjustment from overdrawing.
-                        "ConditionExpression": "seq = :seq AND available >= :neg_amount",
-                        "ExpressionAttributeValues": to_item(
-                            {
-                                ":balance": entry.balance_after,
-                                ":amount": amount,
-                                ":next": entry.seq,
-                                ":seq": wallet.seq,
-                                ":neg_amount": -amount,
-                            }
-                        ),
-                    }
-                }
                 counted = refund_updates(self._ledger, entry, refund_of.run_id) if refund_of else []
                 try:
                     self._transact(
-                        [*guard_items, update, put_entry(self._ledger, entry), *counted],
+                        [
+                            *guard_items,
+                            move_wallet(self._budget, wallet, entry),
+                            put_entry(self._ledger, entry),
+                            *counted,
+                        ],
                         guards=len(guard_items),
                     )
                     return entry

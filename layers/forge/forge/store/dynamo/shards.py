@@ -32,6 +32,30 @@ from forge.store.dynamo.items import dump, to_item
 from forge.store.dynamo.ledger import put_entry
 
 
+def move_wallet(table: str, wallet: Wallet, entry: LedgerEntry) -> dict[str, Any]:
+    """The transaction item moving `wallet` (a bucket or one shard, as read) by `entry`, the
+    next entry of its series: only if no other entry was written since it was read (`seq`),
+    and never below zero available (a debit, or money leaving a shard)."""
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": to_item(schema.wallet_key(wallet.account_id, wallet.bucket, wallet.shard)),
+            "UpdateExpression": "SET balance = :balance, seq = :next,"
+            " available = available + :amount",
+            "ConditionExpression": "seq = :seq AND available >= :neg_amount",
+            "ExpressionAttributeValues": to_item(
+                {
+                    ":balance": entry.balance_after,
+                    ":next": entry.seq,
+                    ":seq": wallet.seq,
+                    ":amount": entry.amount,
+                    ":neg_amount": -entry.amount,
+                }
+            ),
+        }
+    }
+
+
 class DynamoShards(DynamoTables):
     # Splitting and rebalancing -------------------------------------------------------------
     def shard_wallet(self, account_id: str, bucket: Bucket, shards: int) -> list[Wallet]:
@@ -134,25 +158,7 @@ class DynamoShards(DynamoTables):
                 created_at=self._clock(),
                 source=f"transfer:{transfer_id}",
             )
-            update = {
-                "Update": {
-                    "TableName": self._budget,
-                    "Key": to_item(schema.wallet_key(wallet.account_id, wallet.bucket, shard)),
-                    "UpdateExpression": "SET balance = :balance, seq = :next,"
-                    " available = available + :amount",
-                    "ConditionExpression": "seq = :seq AND available >= :neg_amount",
-                    "ExpressionAttributeValues": to_item(
-                        {
-                            ":balance": entry.balance_after,
-                            ":next": entry.seq,
-                            ":seq": wallet.seq,
-                            ":amount": amount,
-                            ":neg_amount": -amount,
-                        }
-                    ),
-                }
-            }
-            items += [update, put_entry(self._ledger, entry)]
+            items += [move_wallet(self._budget, wallet, entry), put_entry(self._ledger, entry)]
         self._transact(items)
 
     # Envelopes of a split bucket ----------------------------------------------------------
