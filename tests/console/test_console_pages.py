@@ -4,11 +4,17 @@ another account's receipt is "not found"; and every page at phone width."""
 
 from __future__ import annotations
 
+import itertools
+
 import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from forge.domain.money import Bucket
+from forge.domain.calendar import Month
+from forge.domain.money import Bucket, decimal_to_micros
+from forge.domain.records import KeyKind
+from forge.ledger.statements import build_statement
+from forge.ledger.statements.render_html import render_html
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
 from tests.console.conftest import PHONE, shot, sign_in
 from tests.e2e.conftest import LocalStack
@@ -146,8 +152,64 @@ def test_another_accounts_receipt_is_not_found(
     shot(page, "19-receipt-not-found")
 
 
-FOCUSED = """() => { const el = document.activeElement;
-    return el.getAttribute('name') || el.id || el.textContent; }"""
+def test_a_split_accounts_ledger_shows_each_entrys_shard_and_its_statement_the_buckets_balance(
+    page: Page, console_stack: LocalStack, console_url: str
+) -> None:
+    """An account whose credit bucket is split into 3 (docs/shards.md): the ledger page names
+    each entry's place in its shard's series, and its statement's balance column is the
+    bucket's running balance, whichever shard a row is on."""
+    store = console_stack.store()
+    account = create_account(store, "split")
+    credit_wallet(store, account, Bucket.CREDIT, "1.00", source="test", memo="e2e")
+    store.shard_wallet(account, Bucket.CREDIT, 3)
+    plaintext, _ = issue_key(store, account)
+    manager, _ = issue_key(store, account, kind=KeyKind.MANAGEMENT)
+    for n in range(6):
+        called = httpx.post(
+            f"{console_stack.base_url}/chat/completions",
+            headers={"Authorization": f"Bearer {plaintext}"},
+            json={"model": "demo-official", "messages": [{"role": "user", "content": f"{n}"}]},
+        )
+        assert called.status_code == 200
+        assert "x-forge-balance-after-micros" not in called.headers
+    sign_in(page, console_url, manager)
+    page.goto(f"{console_url}#/ledger?bucket=credit&order=asc")
+    seqs = page.locator("#ledger tbody tr td:nth-child(3)")
+    expect(seqs.first).to_have_text("1")
+    shown = seqs.all_inner_texts()
+    assert {s.split("-")[0] for s in shown if "-" in s} == {"01", "02"}  # both other shards
+    expect(page.locator("#ledger")).to_contain_text("moved between shards")
+    expect(page.locator("#ledger")).not_to_contain_text("kind.")  # every kind has its words
+    shot(page, "22-ledger-split-account")
+
+    entries = [
+        e
+        for w in store.wallet_shards(account, Bucket.CREDIT)
+        for e in store.list_entries(account, Bucket.CREDIT, w.shard)
+    ]
+    month = Month.of(entries[0].created_at)
+    body = render_html(build_statement(account, month, entries, final=False))
+    statement = page.context.new_page()  # a page of its own: the console's CSP is not its
+    statement.set_content(body.decode())
+    rows = statement.locator("table.entries tbody tr")
+    expect(rows).to_have_count(len(entries))
+    balances = [
+        decimal_to_micros(b)
+        for b in rows.evaluate_all("rows => rows.map(r => r.dataset.balanceAfter)")
+    ]
+    amounts = [
+        decimal_to_micros(a) for a in rows.evaluate_all("rows => rows.map(r => r.dataset.amount)")
+    ]
+    assert balances == list(itertools.accumulate(amounts))  # the bucket's, row after row
+    assert balances[-1] == store.get_wallet(account, Bucket.CREDIT).balance
+    lines = rows.evaluate_all(
+        """rows => rows.map(r => { const range = document.createRange();
+             range.selectNodeContents(r.cells[1]); return range.getClientRects().length; })"""
+    )
+    assert set(lines) == {1}  # `01-2` stays on one line, as `3` does
+    shot(statement, "23-statement-split-account")
+
+
 FOCUSED = """() => { const el = document.activeElement;
     return el.getAttribute('name') || el.id || el.textContent; }"""
 PAGES = [

@@ -127,11 +127,14 @@ def _entry_details(view: LedgerEntryView) -> str:
 def _html_entry(entry: LedgerEntry, balance: int) -> str:
     view = LedgerEntryView.of(entry)
     seq = series_seq(entry)
+    # A shard's `03-17` stays on one line: a non-breaking hyphen, not a stylesheet change,
+    # so an unsplit account's pages keep their bytes.
+    shown = seq.replace("-", "\u2011")
     return (
         f'<tr data-entry-id="{escape(view.entry_id)}" data-seq="{seq}"'
         f' data-kind="{view.kind}" data-amount="{view.amount}"'
         f' data-balance-after="{format_micros(balance)}">'
-        f"<td>{utc_timestamp(view.created_at)}</td><td>{seq}</td><td>{view.kind}</td>"
+        f"<td>{utc_timestamp(view.created_at)}</td><td>{shown}</td><td>{view.kind}</td>"
         f"<td>{_entry_details(view)}</td>{_amount_cell(view.amount)}"
         f"{_amount_cell(format_micros(balance))}</tr>"
     )
