@@ -1,4 +1,5 @@
-"""The archiver: ledger stream records -> one S3 object per entry, idempotent, poison-tolerant."""
+"""The archiver: ledger stream records -> one S3 object per run of consecutive entries of a
+series, idempotent, poison-tolerant."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from boto3.dynamodb.types import TypeSerializer
 from botocore.config import Config
 
-from forge.domain.archive import archive_key, archive_line
+from forge.domain.archive import archive_line
 from forge.domain.errors import ArchiveUnavailable
 from forge.domain.money import Bucket
 from forge.domain.records import Hold, LedgerEntry, LedgerKind, Receipt
@@ -85,6 +85,11 @@ def archived_keys(emulator: Emulator, stack: Resources) -> list[str]:
     return [item["Key"] for item in listed.get("Contents", [])]
 
 
+def object_body(emulator: Emulator, stack: Resources, key: str) -> bytes:
+    got = emulator.client("s3").get_object(Bucket=stack.buckets["ArchiveBucket"], Key=key)
+    return bytes(got["Body"].read())
+
+
 def archive(stack: Resources, emulator: Emulator) -> S3Archive:
     return S3Archive(emulator.client("s3"), stack.buckets["ArchiveBucket"])
 
@@ -137,11 +142,13 @@ def test_redelivering_a_batch_creates_no_duplicates_or_new_versions(
     first = handler(event, lambda_context)
     second = handler(json.loads(json.dumps(event)), lambda_context)
 
-    # Then each entry is archived exactly once, in exactly one version
+    # Then the three consecutive entries are archived once, in one object of one version
+    run = "ledger/acct_arch/2025/03/credit-000000000001-000000000003.jsonl"
     assert first == second == {"batchItemFailures": []}
-    assert archived_keys(emulator, aws_stack) == sorted(archive_key(e) for e in entries)
+    assert archived_keys(emulator, aws_stack) == [run]
     versions = s3.list_object_versions(Bucket=bucket, Prefix="ledger/")["Versions"]
-    assert sorted(v["Key"] for v in versions) == sorted(archive_key(e) for e in entries)
+    assert [v["Key"] for v in versions] == [run]
+    assert object_body(emulator, aws_stack, run) == b"".join(archive_line(e) for e in entries)
     assert archive(aws_stack, emulator).entries(ACCOUNT) == entries
 
 
@@ -180,7 +187,10 @@ def test_one_poisoned_record_fails_alone(
 
     # Then exactly the poisoned record is reported, and the good ones are archived
     assert response == {"batchItemFailures": [{"itemIdentifier": "202"}]}
-    assert archived_keys(emulator, aws_stack) == [archive_key(good_1), archive_key(good_2)]
+    assert archived_keys(emulator, aws_stack) == [
+        "ledger/acct_arch/2025/03/credit-000000000001-000000000002.jsonl"
+    ]
+    assert archive(aws_stack, emulator).entries(ACCOUNT) == [good_1, good_2]
 
 
 def test_a_batch_where_every_record_fails_fails_the_invocation(
@@ -190,7 +200,7 @@ def test_a_batch_where_every_record_fails_fails_the_invocation(
 ) -> None:
     poisoned = ledger_image(entry(1, 1, 1))
     del poisoned["seq"]
-    with pytest.raises(BatchProcessingError):
+    with pytest.raises(RuntimeError, match="none of the batch's 1 records was archived"):
         load_handler("archiver")({"Records": [stream_record(poisoned, "1")]}, lambda_context)
 
 
@@ -244,7 +254,9 @@ def test_the_real_ledger_stream_is_archived_exactly(
     expected = store.list_entries(ACCOUNT, Bucket.CREDIT)
     assert [e.kind for e in expected] == [LedgerKind.TOPUP, LedgerKind.CHARGE]
     assert archive(aws_stack, emulator).entries(ACCOUNT) == expected
-    assert len(archived_keys(emulator, aws_stack)) == 2
+    assert archived_keys(emulator, aws_stack) == [
+        f"ledger/acct_arch/{expected[0].created_at:%Y/%m}/credit-000000000001-000000000002.jsonl"
+    ]
 
 
 def test_s3_failures_become_archive_unavailable(emulator: Emulator, aws_stack: Resources) -> None:

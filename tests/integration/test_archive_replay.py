@@ -1,23 +1,23 @@
-"""forge-admin archive replay on the emulator: the archive objects a failed archiver batch left
-out are rebuilt from the ledger table, byte for byte what the archiver writes, never twice and
-never as a second object version; for a window, or for the on-failure records in the
-archiver's failure queue (SQS)."""
+"""forge-admin archive replay on the emulator: the entries a failed archiver batch left out are
+archived from the ledger table, in the archiver's lines, never twice and never as a second
+object version; for a window, or for the on-failure records in the archiver's failure queue
+(SQS)."""
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from botocore.exceptions import ClientError
 
 from forge import wiring
-from forge.domain.archive import archive_key, archive_line
+from forge.domain.archive import archive_line, entry_series_prefix, object_seqs
 from forge.domain.calendar import Month
 from forge.domain.records import LedgerEntry, LedgerKind
 from forge.store.dynamo.items import from_item
@@ -88,6 +88,20 @@ def archive_versions(emulator: Emulator, bucket: str) -> dict[str, list[str]]:
     return versions
 
 
+def series_seqs(entries: Iterable[LedgerEntry]) -> set[tuple[str, int]]:
+    return {(entry_series_prefix(e), e.seq) for e in entries}
+
+
+def coverage(versions: Iterable[str]) -> Counter[tuple[str, int]]:
+    """How many archive objects hold each (series, seq), from their keys alone."""
+    held: Counter[tuple[str, int]] = Counter()
+    for key in versions:
+        found = object_seqs(key)
+        assert found is not None, key
+        held.update((found[0], seq) for seq in found[1])
+    return held
+
+
 def object_body(emulator: Emulator, bucket: str, key: str) -> bytes:
     return bytes(emulator.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
 
@@ -106,22 +120,23 @@ def printed_summary(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
 
 
 def counts(summary: dict[str, Any]) -> tuple[int, int, int, int]:
-    """(entries seen, objects written, already present, missing when checked)."""
+    """(entries seen, archived now, already archived, missing when checked)."""
     return (
         summary["entries_seen"],
-        summary["objects_written"],
-        summary["already_present"],
-        summary["objects_missing"],
+        summary["entries_archived"],
+        summary["already_archived"],
+        summary["entries_missing"],
     )
 
 
 @contextmanager
-def s3_refusing(keys: set[str]) -> Iterator[None]:
-    """S3 answers 503 to every PutObject of `keys` sent by this process's S3 client (the one the
-    archiver builds), as during an outage of those writes."""
+def s3_refusing(held: set[tuple[str, int]]) -> Iterator[None]:
+    """S3 answers 503 to every PutObject of an object holding any of `held` (series, seq) sent
+    by this process's S3 client (the one the archiver builds), as during an outage of those
+    writes."""
 
     def refuse(params: dict[str, Any], **_: Any) -> None:
-        if params.get("Key") in keys:
+        if held.intersection(coverage([params.get("Key", "")])):
             raise ClientError(
                 {
                     "Error": {"Code": "ServiceUnavailable", "Message": "injected outage"},
@@ -195,44 +210,54 @@ def test_a_failed_batch_is_rebuilt_from_the_table_as_the_archiver_writes_it(
     entries = table_entries(emulator, aws_stack)
     records = entry_records(ledger_stream_event())
     assert len(records) == len(entries)
-    # and the archiver's writes of every third entry refused by S3, in batches of 5, until
-    # Lambda gave up on those records
-    refused = {archive_key(ledger_entry_from_stream_record(r)) for r in records[::3]}
+    # and the archiver's writes of every object holding every third entry refused by S3, in
+    # batches of 5, until Lambda gave up on those records
+    poisoned = series_seqs(e for r in records[::3] if (e := ledger_entry_from_stream_record(r)))
     handler = load_handler("archiver")
     failed: list[str] = []
-    with s3_refusing(refused):
+    with s3_refusing(poisoned):
         for start in range(0, len(records), 5):
             batch = {"Records": copy.deepcopy(records[start : start + 5])}
-            failed += [
-                f["itemIdentifier"] for f in handler(batch, lambda_context)["batchItemFailures"]
-            ]
-    assert len(failed) == len(refused) > 0
-    assert set(archive_versions(emulator, bucket)) == {archive_key(e) for e in entries} - refused
+            try:
+                answer = handler(batch, lambda_context)["batchItemFailures"]
+            except RuntimeError:  # every record failed: the invocation fails
+                numbers = [r["dynamodb"]["SequenceNumber"] for r in batch["Records"]]
+                answer = [{"itemIdentifier": number} for number in numbers]
+            failed += [f["itemIdentifier"] for f in answer]
+    archived = coverage(archive_versions(emulator, bucket))
+    missing = series_seqs(entries) - set(archived)
+    assert poisoned <= missing and len(failed) == len(missing)
+    assert set(archived) | missing == series_seqs(entries)
 
     # When an operator replays the months they were written in
     summary = replay(capsys, "--from", "2025-02-01", "--to", "2025-04-01")
 
-    # Then it wrote exactly the missing objects
+    # Then it archived exactly the missing entries
     assert counts(summary) == (
         len(entries),
-        len(refused),
-        len(entries) - len(refused),
-        len(refused),
+        len(missing),
+        len(entries) - len(missing),
+        len(missing),
     )
     assert summary["from"] == "2025-02-01T00:00:00Z" and summary["dry_run"] is False
-    # and the archive is complete: one object per entry, in one version, and nothing else
+    # and the archive is complete: each entry in one object, of one version, and nothing else
     versions = archive_versions(emulator, bucket)
-    assert set(versions) == {archive_key(e) for e in entries}
+    assert coverage(versions) == Counter(series_seqs(entries))
     assert all(len(ids) == 1 for ids in versions.values())
-    # each holding the bytes the archiver makes of the entry's stream record
-    for record in records:
-        entry = ledger_entry_from_stream_record(record)
-        assert entry is not None
-        assert object_body(emulator, bucket, archive_key(entry)) == archive_line(entry)
-    # and the failed records, delivered to the archiver after all, add nothing
+    # in the lines the archiver makes of the entries' stream records
+    from_stream = [e for r in records if (e := ledger_entry_from_stream_record(r))]
+    lines = b"".join(object_body(emulator, bucket, key) for key in versions)
+    assert sorted(lines.splitlines(keepends=True)) == sorted(map(archive_line, from_stream))
+    # and the failed records, delivered to the archiver after all, change no object, and every
+    # entry still reads back once
+    account = entries[0].account_id
     late = [r for r in records if r["dynamodb"]["SequenceNumber"] in failed]
     assert handler({"Records": copy.deepcopy(late)}, lambda_context) == {"batchItemFailures": []}
-    assert archive_versions(emulator, bucket) == versions
+    after = archive_versions(emulator, bucket)
+    assert all(after[key] == ids for key, ids in versions.items())
+    assert all(len(ids) == 1 for ids in after.values())
+    archive = S3Archive(emulator.client("s3"), bucket)
+    assert archive.entries(account) == sorted(entries, key=lambda e: (e.bucket.value, e.seq))
 
 
 def test_a_dry_run_writes_nothing_and_a_second_replay_writes_nothing(
@@ -256,14 +281,15 @@ def test_a_dry_run_writes_nothing_and_a_second_replay_writes_nothing(
     after_first = archive_versions(emulator, bucket)
     second = replay(capsys, *window)
 
-    # Then the dry run reported the four missing objects and wrote none
+    # Then the dry run reported the four missing entries and wrote nothing
     assert counts(dry) == (6, 0, 2, 4) and dry["dry_run"] is True
-    assert set(after_dry) == {archive_key(e) for e in entries[:2]}
-    # the first replay wrote them, the second wrote nothing, and no object has a second version
+    assert coverage(after_dry) == Counter(series_seqs(entries[:2]))
+    # the first replay archived them in one object, the second wrote nothing, and no object
+    # has a second version
     assert counts(first) == (6, 4, 2, 4)
     assert counts(second) == (6, 0, 6, 0)
     assert archive_versions(emulator, bucket) == after_first
-    assert set(after_first) == {archive_key(e) for e in entries}
+    assert len(after_first) == 3 and coverage(after_first) == Counter(series_seqs(entries))
     assert all(len(ids) == 1 for ids in after_first.values())
 
 
@@ -291,9 +317,9 @@ def test_entries_outside_the_window_are_not_touched(
     # Then only the entries inside it were written; the archived one kept its only version
     assert counts(summary) == (3, 2, 1, 2)
     versions = archive_versions(emulator, bucket)
-    assert set(versions) == {archive_key(e) for e in (at_start, inside, other)}
-    assert versions[archive_key(other)] == archived[archive_key(other)]
-    assert archive_key(before) not in versions and archive_key(at_end) not in versions
+    assert coverage(versions) == Counter(series_seqs([at_start, inside, other]))
+    assert {k: v for k, v in versions.items() if k in archived} == archived
+    assert not series_seqs([before, at_end]) & set(coverage(versions))
 
 
 def test_the_failure_queue_records_are_replayed_and_their_messages_deleted(
@@ -317,7 +343,7 @@ def test_the_failure_queue_records_are_replayed_and_their_messages_deleted(
     # and the archiver failing that batch whole (its bucket gone) until Lambda gave up on it
     monkeypatch.setenv("ARCHIVE_BUCKET", f"{bucket}-gone")
     clear_cached_factories()
-    with pytest.raises(BatchProcessingError):
+    with pytest.raises(RuntimeError, match="none of the batch's 3 records was archived"):
         load_handler("archiver")({"Records": copy.deepcopy(batch)}, lambda_context)
     monkeypatch.setenv("ARCHIVE_BUCKET", bucket)
     clear_cached_factories()
@@ -334,8 +360,8 @@ def test_the_failure_queue_records_are_replayed_and_their_messages_deleted(
     assert summary["messages_unreadable"] == []
     assert counts(summary) == (3, 3, 0, 3)
     versions = archive_versions(emulator, bucket)
-    assert set(versions) == {archive_key(e) for e in recent}  # not the hour-old entry
-    assert archive_key(earlier) not in versions
+    assert coverage(versions) == Counter(series_seqs(recent))  # not the hour-old entry
+    assert not series_seqs([earlier]) & set(coverage(versions))
     assert queued(emulator, queue_url) == (0, 0)
 
 
@@ -373,7 +399,7 @@ def test_a_dry_run_of_the_queue_deletes_nothing_and_a_foreign_message_stays(
         replay(capsys, "--from-queue", queue_url)
     assert exited.value.code == 1
     assert counts(printed_summary(capsys)) == (1, 1, 0, 1)
-    assert set(archive_versions(emulator, bucket)) == {archive_key(entry)}
+    assert coverage(archive_versions(emulator, bucket)) == Counter(series_seqs([entry]))
     assert queued(emulator, queue_url) == (1, 0)
     [left] = sqs.receive_message(QueueUrl=queue_url)["Messages"]
     assert left["MessageId"] == foreign
@@ -419,7 +445,7 @@ def test_with_a_stack_the_queue_is_its_failure_queue_output(
 
     # Then the stack's failure queue was replayed
     assert summary["queue"] == queue_url and summary["messages_deleted"] == 1
-    assert set(archive_versions(emulator, bucket)) == {archive_key(entry)}
+    assert coverage(archive_versions(emulator, bucket)) == Counter(series_seqs([entry]))
     assert queued(emulator, queue_url) == (0, 0)
 
 

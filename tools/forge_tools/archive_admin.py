@@ -61,9 +61,9 @@ def run(args: argparse.Namespace) -> None:
                 "from": _iso(window.start),
                 "to": _iso(window.end),
                 "entries_seen": report.seen,
-                "objects_written": report.written,
-                "already_present": report.present,
-                "objects_missing": report.missing,
+                "entries_archived": report.written,
+                "already_archived": report.present,
+                "entries_missing": report.missing,
                 "dry_run": args.dry_run,
             }
         )
@@ -84,9 +84,9 @@ def run(args: argparse.Namespace) -> None:
             "messages_deleted": queued.deleted,
             "messages_unreadable": queued.unreadable,
             "entries_seen": queued.entries.seen,
-            "objects_written": queued.entries.written,
-            "already_present": queued.entries.present,
-            "objects_missing": queued.entries.missing,
+            "entries_archived": queued.entries.written,
+            "already_archived": queued.entries.present,
+            "entries_missing": queued.entries.missing,
             "dry_run": args.dry_run,
         }
     )

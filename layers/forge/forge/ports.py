@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from forge.domain.archive import MonthClose, StatementFormat, StatementState
+from forge.domain.archive import ArchiveRun, MonthClose, StatementFormat, StatementState
 from forge.domain.calendar import Month
 from forge.domain.idempotency import IdempotencyRecord, StoredResponse
 from forge.domain.metrics import Metric
@@ -211,16 +211,24 @@ class GatewayStore(KeyStore, BudgetStore, Protocol):
 class LedgerArchive(Protocol):
     """The archive port: where ledger entries and statements are kept (S3 in production)."""
 
-    def put_entry(self, entry: LedgerEntry) -> bool: ...
+    def put_entries(self, entries: Sequence[LedgerEntry]) -> int:
+        """Archive `entries` (one object per run of consecutive entries of a series); how many
+        went into objects written now."""
+        ...
+
+    def put_run(self, run: ArchiveRun) -> bool:
+        """Write one run's object; False when it was already there."""
+        ...
 
     def archived_keys(self, entries: Sequence[LedgerEntry]) -> set[str]:
-        """The archive keys of those of `entries` that are archived."""
+        """The `archive_key`s of those of `entries` that are archived, alone or in a run."""
         ...
 
     def entries(
         self, account_id: str, *, through: Month | None = None, since: Month | None = None
     ) -> list[LedgerEntry]:
-        """The per-entry objects of an account (months `since`..`through`), by (bucket, seq)."""
+        """The entry objects of an account (months `since`..`through`), each entry once, by
+        (bucket, shard, seq)."""
         ...
 
     def accounts_with_activity(self, month: Month | str) -> list[str]: ...

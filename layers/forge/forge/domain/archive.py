@@ -1,8 +1,11 @@
-"""The ledger archive: one deterministic JSON Lines object per ledger entry, and once a month
-has closed, one gzipped JSON Lines object per account and bucket with a closing record.
+"""The ledger archive: deterministic JSON Lines objects, each holding a run of consecutive
+entries of one series (one per entry at least), and once a month has closed, one gzipped JSON
+Lines object per account and series with a closing record.
 
-Keys are derived from the entry alone (account, month of `created_at` in UTC, bucket, seq), so
-a redelivered stream record maps to the same object and archiving is idempotent. A closed
+Keys are derived from the entries alone (account, month of `created_at` in UTC, series, the
+run's first and last seq), so a redelivered stream batch maps to the same objects. One cut at
+other boundaries may write a run that overlaps one already archived: readers take each seq
+once, and two objects that disagree about a seq are an error, never a choice. A closed
 month is compacted to `ledger-monthly/month={yyyy-mm}/{account}.{bucket}.jsonl.gz` (the same
 lines, in seq order, deterministically gzipped) and `ledger-closing/{account}/{yyyy-mm}.json`
 (where each bucket's chain stood before and after the month), which is written last. This
@@ -16,6 +19,7 @@ import enum
 import re
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,9 +45,14 @@ def check_account_id(account_id: str) -> str:
     return account_id
 
 
+# Entries per archive object: bounds how far before a seq the object holding it can start.
+MAX_RUN = 1000
+
+
 def archive_key(entry: LedgerEntry) -> str:
-    """`ledger/{account_id}/{yyyy}/{mm}/{series}-{seq:012d}.jsonl`; month of created_at, UTC;
-    the series is the bucket, or `{bucket}.{shard:02d}` for a shard of a split one."""
+    """`ledger/{account_id}/{yyyy}/{mm}/{series}-{seq:012d}.jsonl`: the object of an entry
+    archived alone; month of created_at, UTC; the series is the bucket, or
+    `{bucket}.{shard:02d}` for a shard of a split one."""
     return entry_object_key(entry_series_prefix(entry), entry.seq)
 
 
@@ -55,8 +64,63 @@ def entry_series_prefix(entry: LedgerEntry) -> str:
     return f"{ledger_month_prefix(entry.account_id, month)}{series}-"
 
 
-def entry_object_key(series_prefix: str, seq: int) -> str:
-    return f"{series_prefix}{seq:012d}.jsonl"
+def entry_object_key(series_prefix: str, seq: int, last: int | None = None) -> str:
+    """The object of entries `seq`..`last` of a series: `{prefix}{seq:012d}.jsonl` for one,
+    `{prefix}{seq:012d}-{last:012d}.jsonl` for a run. Keys sort by their first seq."""
+    if last is None or last == seq:
+        return f"{series_prefix}{seq:012d}.jsonl"
+    return f"{series_prefix}{seq:012d}-{last:012d}.jsonl"
+
+
+_OBJECT_KEY = re.compile(r"(.*/[^/-]+-)(\d{12})(?:-(\d{12}))?\.jsonl")
+
+
+def object_seqs(key: str) -> tuple[str, range] | None:
+    """The series prefix of an entry object's key and the seqs it holds; None for a key that
+    is not an entry object's."""
+    found = _OBJECT_KEY.fullmatch(key)
+    if not found:
+        return None
+    first = int(found.group(2))
+    last = int(found.group(3)) if found.group(3) else first
+    return (found.group(1), range(first, last + 1)) if last >= first else None
+
+
+@dataclass(frozen=True)
+class ArchiveRun:
+    """Consecutive entries of one series and month: what one archive object holds."""
+
+    entries: tuple[LedgerEntry, ...]
+
+    @property
+    def key(self) -> str:
+        first, last = self.entries[0], self.entries[-1]
+        return entry_object_key(entry_series_prefix(first), first.seq, last.seq)
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(archive_line(e) for e in self.entries)
+
+
+def archive_runs(entries: Iterable[LedgerEntry]) -> list[ArchiveRun]:
+    """`entries` cut into archive objects: by series and month, in seq order, each run of
+    consecutive seqs (at most MAX_RUN) one object. A seq given twice is kept once; two
+    different entries with one seq raise ValueError (the table never holds both)."""
+    series: dict[str, dict[int, LedgerEntry]] = {}
+    for entry in entries:
+        seen = series.setdefault(entry_series_prefix(entry), {})
+        if seen.setdefault(entry.seq, entry) != entry:
+            raise ValueError(f"two different entries claim seq {entry.seq} of one series")
+    runs: list[ArchiveRun] = []
+    for by_seq in series.values():
+        run: list[LedgerEntry] = []
+        for seq in sorted(by_seq):
+            if run and (seq != run[-1].seq + 1 or len(run) == MAX_RUN):
+                runs.append(ArchiveRun(tuple(run)))
+                run = []
+            run.append(by_seq[seq])
+        runs.append(ArchiveRun(tuple(run)))
+    return runs
 
 
 def ledger_account_prefix(account_id: str) -> str:

@@ -1,10 +1,10 @@
 """Archive replay: the archive objects the archiver did not write, rebuilt from the ledger table.
 
-The table is the source of truth and the archiver's object for an entry is a function of the
-entry alone (deterministic key, one JSON line), so replay reads the entries of a window and
-writes, through the archive's own put_entry, the objects that are missing. It writes nothing
-that is there (listed first; the write itself is conditional too), so running it twice, or
-over what the archiver already wrote, adds no object and no object version.
+The table is the source of truth and an archive object is a function of the entries it holds
+(deterministic key, one JSON line each), so replay reads the entries of a window and writes,
+through the archive's own put_entries, objects for the runs of entries that are missing. It
+writes nothing that is there (listed first; the write itself is conditional too), so running
+it twice, or over what the archiver already wrote, adds no object and no object version.
 
 A batch the archiver gave up on reaches its failure queue as Lambda's on-failure record,
 which says when the batch's records arrived but not what they were; `replay_failure_queue`
@@ -39,8 +39,9 @@ _T = TypeVar("_T")
 
 
 class ReplayReport(BaseModel):
-    """What a replay found: entries in the window, objects written, objects already there, and
-    objects missing when checked (all written, unless a dry run or a racing archiver)."""
+    """What a replay found, in entries: those in the window, those it archived, those already
+    archived, and those missing when checked (all archived now, unless a dry run or a racing
+    archiver)."""
 
     seen: int = 0
     written: int = 0
@@ -72,18 +73,14 @@ def replay_archive(
     report = ReplayReport()
     for batch in _batches(ledger.entries_between(window), _CHECK_BATCH):
         archived = archive.archived_keys(batch)
-        for entry in batch:
-            report.seen += 1
-            if archive_key(entry) in archived:
-                report.present += 1
-                continue
-            report.missing += 1
-            if dry_run:
-                continue
-            if archive.put_entry(entry):
-                report.written += 1
-            else:  # the archiver wrote it since the listing
-                report.present += 1
+        missing = [entry for entry in batch if archive_key(entry) not in archived]
+        report.seen += len(batch)
+        report.missing += len(missing)
+        report.present += len(batch) - len(missing)
+        if missing and not dry_run:
+            written = archive.put_entries(missing)
+            report.written += written
+            report.present += len(missing) - written  # the archiver wrote them since the listing
     return report
 
 

@@ -1,6 +1,6 @@
-"""S3 adapter of the ledger archive: one object per ledger entry, one gzipped object per
-account, bucket and compacted month with its closing record, a CSV and an HTML page per
-statement.
+"""S3 adapter of the ledger archive: one object per run of consecutive ledger entries (see
+forge.domain.archive), one gzipped object per account, series and compacted month with its
+closing record, a CSV and an HTML page per statement.
 
 Entry objects, compacted objects and closing records are written with `If-None-Match: *`, so
 a redelivered stream record or a resumed compaction can never overwrite (or duplicate) what
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,11 +21,12 @@ from pydantic import ValidationError
 
 from forge.domain.archive import (
     LEDGER_PREFIX,
+    MAX_RUN,
+    ArchiveRun,
     MonthClose,
     StatementFormat,
     StatementState,
-    archive_key,
-    archive_line,
+    archive_runs,
     closing_account_prefix,
     closing_key,
     entry_object_key,
@@ -35,6 +36,7 @@ from forge.domain.archive import (
     monthly_account,
     monthly_key,
     monthly_month_prefix,
+    object_seqs,
     parse_archive_lines,
     statement_filename,
     statement_key,
@@ -83,49 +85,64 @@ class S3Archive:
 
     # Ledger entries ------------------------------------------------------------------------
     def put_entry(self, entry: LedgerEntry) -> bool:
-        """Archive one entry; False when it was already archived (a redelivery)."""
-        return self._put_once(archive_key(entry), archive_line(entry), _JSONL, "put entry")
+        """Archive one entry alone; False when its object was already there (a redelivery)."""
+        return self.put_entries([entry]) == 1
+
+    def put_entries(self, entries: Sequence[LedgerEntry]) -> int:
+        """Archive `entries`, one object per run of consecutive entries of a series (see
+        forge.domain.archive); how many entries went into objects written now (not into
+        objects that were there)."""
+        return sum(len(run.entries) for run in archive_runs(entries) if self.put_run(run))
+
+    def put_run(self, run: ArchiveRun) -> bool:
+        """Write one run's object; False when it was already there."""
+        return self._put_once(run.key, run.body, _JSONL, "put entries")
 
     def archived_keys(self, entries: Sequence[LedgerEntry]) -> set[str]:
-        """The keys of those of `entries` that are archived: listed, never fetched, one key
-        range per account, month and bucket (keys sort by seq), from the first wanted to the
-        last."""
+        """The `archive_key`s of those of `entries` that are archived, alone or in a run:
+        listed, never fetched, one key range per account, month and series, from MAX_RUN
+        before the first wanted seq (where an object holding it may start) to the last."""
         series: dict[str, set[int]] = {}
         for entry in entries:
             series.setdefault(entry_series_prefix(entry), set()).add(entry.seq)
         found: set[str] = set()
         for prefix, seqs in series.items():
-            wanted = {entry_object_key(prefix, seq) for seq in seqs}
-            last = entry_object_key(prefix, max(seqs))
+            covered: set[int] = set()
+            start = min(seqs) - MAX_RUN
+            extra = {"StartAfter": f"{prefix}{start:012d}"} if start > 0 else {}
             with _archive_errors("list entries"):
                 pages = self._s3.get_paginator("list_objects_v2").paginate(
-                    Bucket=self._bucket,
-                    Prefix=prefix,
-                    StartAfter=entry_object_key(prefix, min(seqs) - 1),
+                    Bucket=self._bucket, Prefix=prefix, **extra
                 )
-                for page in pages:
-                    keys = [str(item["Key"]) for item in page.get("Contents", [])]
-                    found.update(wanted.intersection(keys))
-                    if not keys or keys[-1] >= last:
-                        break
+                for page in _pages_until(pages, prefix, max(seqs)):
+                    for held in page:
+                        covered.update(seqs.intersection(held))
+            found.update(entry_object_key(prefix, seq) for seq in covered)
         return found
 
     def entries(
         self, account_id: str, *, through: Month | None = None, since: Month | None = None
     ) -> list[LedgerEntry]:
-        """The per-entry objects of an account (months `since`..`through`, all by default),
-        by (bucket, seq)."""
+        """The entry objects of an account (months `since`..`through`, all by default), each
+        entry once, by (bucket, shard, seq)."""
         # Keys sort chronologically (yyyy/mm): listing starts at `since` and stops past
-        # `through`.
+        # `through`. Objects that overlap (a batch redelivered at other boundaries) are all read,
+        # so any two that disagree about an entry are found.
         stop = ledger_month_prefix(account_id, through.next()) if through else None
         start = ledger_month_prefix(account_id, since) if since else None
-        found: list[LedgerEntry] = []
+        found: dict[tuple[str, int], LedgerEntry] = {}
         for key in self._keys(ledger_account_prefix(account_id), start_after=start):
             if stop is not None and key >= stop:
                 break
-            if key.endswith(".jsonl"):
-                found += self._read_entries(key)
-        return sorted(found, key=lambda e: (e.bucket.value, e.shard, e.seq))
+            held = object_seqs(key)
+            if held is None:
+                continue
+            for entry in self._read_entries(key, *held):
+                if found.setdefault((held[0], entry.seq), entry) != entry:
+                    raise ArchiveUnavailable(
+                        f"Archived ledger objects disagree about seq {entry.seq} of {held[0]}"
+                    )
+        return sorted(found.values(), key=lambda e: (e.bucket.value, e.shard, e.seq))
 
     def accounts_with_activity(self, month: Month | str) -> list[str]:
         """Accounts with at least one archived entry in `month` (per entry or compacted),
@@ -331,13 +348,26 @@ class S3Archive:
                 for item in page.get("Contents", []):
                     yield str(item["Key"])
 
-    def _read_entries(self, key: str) -> list[LedgerEntry]:
+    def _read_entries(self, key: str, prefix: str, seqs: range) -> list[LedgerEntry]:
         with _archive_errors("get entry"):
             body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
         try:
             entries = parse_archive_lines(body)
         except (ValidationError, UnicodeDecodeError) as exc:
             raise ArchiveUnavailable(f"Archived ledger object {key} is unreadable") from exc
-        if any(archive_key(e) != key for e in entries):
+        if [e.seq for e in entries] != list(seqs) or any(
+            entry_series_prefix(e) != prefix for e in entries
+        ):
             raise ArchiveUnavailable(f"Archived ledger object {key} does not match its key")
         return entries
+
+
+def _pages_until(pages: Iterable[Any], prefix: str, last: int) -> Iterator[list[range]]:
+    """The seqs each listed entry object of a series holds, page by page, up to the first
+    object that starts after `last`."""
+    for page in pages:
+        held = [object_seqs(str(item["Key"])) for item in page.get("Contents", [])]
+        seqs = [h[1] for h in held if h is not None and h[0] == prefix]
+        yield [s for s in seqs if s.start <= last]
+        if not seqs or seqs[-1].start > last:
+            return

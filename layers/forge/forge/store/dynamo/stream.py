@@ -8,15 +8,21 @@ instead of silently dropping money.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from forge.domain.archive import ArchiveRun, archive_runs
+from forge.domain.errors import ForgeError
 from forge.domain.records import LEDGER_SCHEMA_VERSION, LedgerEntry
 from forge.ports import LedgerArchive
 from forge.store.dynamo.items import from_item
 from forge.store.dynamo.schema import LEDGER_ENTRY_RECORD
+
+logger = logging.getLogger(__name__)
 
 
 class MalformedStreamRecord(ValueError):
@@ -84,10 +90,50 @@ def ledger_entry_from_stream_record(record: Mapping[str, Any]) -> LedgerEntry | 
     return ledger_entry_from_image(parsed.dynamodb.new_image)
 
 
-def archive_record(archive: LedgerArchive, record: Mapping[str, Any]) -> LedgerEntry | None:
-    """Archive the ledger entry of one stream record (idempotent); return it, or None if the
-    record carries no ledger entry."""
-    entry = ledger_entry_from_stream_record(record)
-    if entry is not None:
-        archive.put_entry(entry)
-    return entry
+def archive_batch(
+    archive: LedgerArchive, records: Sequence[Mapping[str, Any]], *, workers: int = 8
+) -> list[str]:
+    """Archive the ledger entries a batch of stream records carries, one object per run of
+    consecutive entries of a series (written concurrently); return the sequence numbers of the
+    records not archived, in the batch's order: those that cannot be read, and those of a run
+    whose object could not be written. Every record that carries no entry is archived as is.
+
+    Redelivered, or cut at other boundaries after a partial failure, the same entries map to
+    the same or overlapping objects (forge.domain.archive): each entry is read back once."""
+    failed: set[str] = set()
+    carried: dict[str, list[str]] = {}  # entry id -> the records carrying it
+    entries: list[LedgerEntry] = []
+    for record in records:
+        number = _sequence_number(record)
+        try:
+            entry = ledger_entry_from_stream_record(record)
+        except MalformedStreamRecord:
+            logger.exception("ledger record not archived", extra={"sequence_number": number})
+            failed.add(number)
+            continue
+        if entry is not None:
+            carried.setdefault(entry.entry_id, []).append(number)
+            entries.append(entry)
+    try:
+        runs = archive_runs(entries)
+    except ValueError:  # two entries claim one seq: archive none of them, surface it
+        logger.exception("ledger batch not archived")
+        return [_sequence_number(r) for r in records]
+
+    def put(run: ArchiveRun) -> list[str]:
+        try:
+            archive.put_run(run)
+        except ForgeError:
+            logger.exception("ledger run not archived", extra={"key": run.key})
+            return [n for e in run.entries for n in carried[e.entry_id]]
+        return []
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(runs)))) as pool:
+        for numbers in pool.map(put, runs):
+            failed.update(numbers)
+    return [n for r in records if (n := _sequence_number(r)) in failed]
+
+
+def _sequence_number(record: Mapping[str, Any]) -> str:
+    change = record.get("dynamodb")
+    return str(change.get("SequenceNumber", "")) if isinstance(change, Mapping) else ""
