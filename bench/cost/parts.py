@@ -242,8 +242,9 @@ def price(measurement: Mapping[str, Any], prices: Prices, template: Mapping[str,
             "S3",
             _per_million(s3_per_call),
             f"{q['ledger_entries']:.2f} ledger entry per paid call (its stream)"
-            f" {X} ({puts:.2f} PutObject per entry (archiver) {X} {prices.shown('s3_put_request')}"
-            f" + {gets:.2f} GetObject per entry per monthly statement"
+            f" {X} ({puts:.3f} PutObject per entry (archiver: one object per run of an account's"
+            f" entries in a batch) {X} {prices.shown('s3_put_request')}"
+            f" + {gets:.3f} GetObject per entry per monthly statement"
             f" {X} {prices.shown('s3_get_request')})",
         )
     )
@@ -303,13 +304,23 @@ def _notes(
         archiver.memory_gb * gb_second
     )
     full = prices.usd("lambda_request") / batch + per_entry_gb_s * gb_second
+    window = measurement["archiver"]["batching_window_seconds"]
     notes.append(
         f"Archiver batches: the table assumes full batches of {batch} (a stream with at least"
-        f" {batch} entries a second per shard). At low traffic each"
-        f" {measurement['archiver']['batching_window_seconds']} s window holds few entries;"
-        f" at one entry per invocation the archiver costs"
+        f" {batch} entries per {window} s window per shard). At low traffic a window holds few"
+        f" entries; at one entry per invocation the archiver costs"
         f" ${q['ledger_entries'] * lone * MILLION:.2f} per 1M paid calls instead of"
         f" ${q['ledger_entries'] * full * MILLION:.2f}."
+    )
+    per_entry_put = q["ledger_entries"] * prices.usd("s3_put_request") * MILLION
+    notes.append(
+        f"Archive objects: the archiver writes one object per account and series with entries"
+        f" in a batch, so its PUTs follow how many accounts share a window, not how many calls"
+        f" they make. This run's stream is one account's (as a busy tenant's is):"
+        f" {q['s3_put_per_entry']:.3f} PutObject per entry. An account making k calls in a"
+        f" {window} s window costs 1/k PutObject per entry; at one call per account and window"
+        f" it is one per entry again, ${per_entry_put:.2f} per 1M paid calls, the bill before"
+        f" this lever."
     )
     statement = measurement["statement"]
     fixed = {k: v for k, v in statement["s3_calls"].items() if k != "GetObject ledger/"}
@@ -319,10 +330,12 @@ def _notes(
         "s3_get_request"
     )
     notes.append(
-        "Statements: a statement reads every archived entry of the account from its first"
-        " month through the statement's month (S3Archive.entries), so each entry is read again"
-        " by every later monthly statement; the S3 line counts one read (the account's first"
-        f" month). Per statement on top: {_calls_text(fixed)}"
+        "Statements: once the months before it are compacted (the run on the 1st does it), a"
+        " statement reads only its own month: a compacted month's one object per series, or,"
+        " for a month not compacted yet (the run's), its entry objects after the latest closing"
+        " record. The S3 line counts the latter: each entry object is read once by its month's"
+        f" statement (and once by its compaction, not counted). Per statement on top:"
+        f" {_calls_text(fixed)}"
         f" (${per_statement * 1000:.4f} per 1,000 statements, LIST pages included) and"
         f" {statement['dynamodb']['rru']:.0f} RRU of ledger Queries for"
         f" {statement['entries']} entries."

@@ -3,6 +3,7 @@ each part the measured quantity times its price line."""
 
 from __future__ import annotations
 
+import copy
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -109,6 +110,20 @@ def test_each_lever_is_the_same_run_priced_with_and_without_it() -> None:
     half = results["proxy at 256 MB (is 512 MB)"]
     assert not half.lever.applied and half.before == now
     assert half.before - half.after == Decimal("6.66")  # $13.33 at 512 MB, $6.67 at 256 MB
+
+
+def test_the_archive_lever_prices_one_object_per_entry_back() -> None:
+    # Given a run whose ten entries the archiver wrote in one object, read back in one GET
+    batched = copy.deepcopy(MEASUREMENT)
+    batched["archiver"]["s3_calls"]["PutObject ledger/"] = 1
+    batched["statement"]["s3_calls"]["GetObject ledger/"] = 1
+    results = {r.lever.name: r for r in weigh(batched, PRICES, TEMPLATE)}
+    [archive] = [r for name, r in results.items() if name.startswith("archive:")]
+    # Then "after" is the run as measured: S3 $0.50 of PUTs and $0.04 of GETs per 1M calls,
+    # and "before" one PUT and one GET per entry again: $5.40
+    assert archive.lever.applied
+    assert archive.after == price(batched, PRICES, TEMPLATE).total(2.0)
+    assert archive.before - archive.after == Decimal("4.86")
 
 
 def test_the_floor_is_one_call_of_each_service_at_its_least() -> None:
