@@ -40,14 +40,10 @@ class CallHeaders:
     """The optional headers of every paid call, as sent (validated by `limits()`, inside the
     endpoint, so each endpoint answers a bad value in its own error shape)."""
 
-    run_id: str | None = Header(default=None, alias="x-run-id", pattern=RUN_ID_PATTERN)
-    run_budget: str | None = Header(default=None, alias="x-run-budget", pattern=AMOUNT_PATTERN)
-    max_charge: str | None = Header(
-        default=None, alias="x-max-request-charge", pattern=AMOUNT_PATTERN
-    )
-    idempotency_key: str | None = Header(
-        default=None, alias="idempotency-key", min_length=1, max_length=255
-    )
+    run_id: str | None = None
+    run_budget: str | None = None
+    max_charge: str | None = None
+    idempotency_key: str | None = None
 
     def limits(self) -> RequestLimits:
         return RequestLimits(
@@ -62,7 +58,23 @@ class CallHeaders:
         return {"run_id": self.run_id, "run_budget": self.run_budget, "max_charge": self.max_charge}
 
 
-CallHeadersDep = Annotated[CallHeaders, Depends()]
+async def call_headers(
+    run_id: Annotated[str | None, Header(alias="x-run-id", pattern=RUN_ID_PATTERN)] = None,
+    run_budget: Annotated[
+        str | None, Header(alias="x-run-budget", pattern=AMOUNT_PATTERN)
+    ] = None,
+    max_charge: Annotated[
+        str | None, Header(alias="x-max-request-charge", pattern=AMOUNT_PATTERN)
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="idempotency-key", min_length=1, max_length=255)
+    ] = None,
+) -> CallHeaders:
+    """The headers as a coroutine dependency (a class dependency runs on a worker thread)."""
+    return CallHeaders(run_id, run_budget, max_charge, idempotency_key)
+
+
+CallHeadersDep = Annotated[CallHeaders, Depends(call_headers)]
 
 
 def route_headers(plan: CallPlan) -> dict[str, str]:
@@ -249,7 +261,7 @@ class PaidCalls:
         )
 
 
-def paid_calls(
+async def paid_calls(
     request: Request,
     gateway: GatewayDep,
     store: StoreDep,

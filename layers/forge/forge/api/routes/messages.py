@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from forge.api.calls import PaidCallsDep
-from forge.api.deps import GatewayDep
+from forge.api.deps import GatewayDep, record_use_later
 from forge.api.errors import validation_error
 from forge.api.schemas import (
     PAID_SUCCESS,
@@ -98,7 +98,7 @@ async def _authenticate(
     else:
         key = await gateway.authenticate(authorization)
     require_model_calls(key)
-    background.add_task(gateway.record_use, key)
+    record_use_later(background, gateway.record_use, key)
     return key
 
 
