@@ -60,9 +60,7 @@ class CallHeaders:
 
 async def call_headers(
     run_id: Annotated[str | None, Header(alias="x-run-id", pattern=RUN_ID_PATTERN)] = None,
-    run_budget: Annotated[
-        str | None, Header(alias="x-run-budget", pattern=AMOUNT_PATTERN)
-    ] = None,
+    run_budget: Annotated[str | None, Header(alias="x-run-budget", pattern=AMOUNT_PATTERN)] = None,
     max_charge: Annotated[
         str | None, Header(alias="x-max-request-charge", pattern=AMOUNT_PATTERN)
     ] = None,
