@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,8 +16,10 @@ import openai
 
 from forge.domain.catalog import load_catalog
 from forge.domain.money import Bucket, Usage, charge_for, decimal_to_micros
+from forge.domain.records import LedgerEntry
 from forge.money_in.accounts import create_account, credit_wallet, issue_key
 from forge.providers.demo import count_usage, reply_words
+from forge.store.s3archive import S3Archive
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import LocalStack
@@ -123,3 +126,16 @@ def provider_environment(
         "FORGE_RETRY_MAX_DELAY": "0.05",
         "FORGE_ROUTE_FAILURE_THRESHOLD": "1000",
     }
+
+
+def wait_until_archived(
+    stack: LocalStack, account_id: str, count: int, timeout: float = 30
+) -> list[LedgerEntry]:
+    """The stack's stream poller archives asynchronously, as Lambda would: the account's
+    archived entries (each once, whatever objects hold them) once there are `count`; fewer if
+    the archive has not caught up in `timeout` seconds, more if it archived too many."""
+    archive = S3Archive(stack.client("s3"), stack.env["ARCHIVE_BUCKET"])
+    deadline = time.monotonic() + timeout
+    while len(archived := archive.entries(account_id)) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return archived

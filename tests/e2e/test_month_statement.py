@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from forge.domain.calendar import Month
 from forge.domain.money import Bucket, format_micros
 from forge.domain.records import LedgerEntry, LedgerKind
 from tests.e2e.conftest import LocalStack
-from tests.e2e.helpers import forge_admin, new_customer, sdk
+from tests.e2e.helpers import forge_admin, new_customer, sdk, wait_until_archived
 from tests.e2e.test_chat_completions import MESSAGES
 from tests.ledger_history import History, MonthStory, simulate_month
 from tests.statement_check import (
@@ -47,19 +46,12 @@ def ledger_of(stack: LocalStack, account_id: str) -> list[LedgerEntry]:
     return [e for b in Bucket for e in stack.store().list_entries(account_id, b)]
 
 
-def wait_until_archived(stack: LocalStack, account_id: str) -> None:
-    """The stack's stream poller archives asynchronously, as Lambda would."""
-    s3, expected = stack.client("s3"), len(ledger_of(stack, account_id))
-    deadline = time.monotonic() + 30
-    while True:
-        listed = s3.list_objects_v2(
-            Bucket=stack.env["ARCHIVE_BUCKET"], Prefix=f"ledger/{account_id}/"
-        )
-        if listed.get("KeyCount", 0) >= expected:
-            assert listed["KeyCount"] == expected
-            return
-        assert time.monotonic() < deadline, "the archive did not catch up"
-        time.sleep(0.2)
+def archived(stack: LocalStack, account_id: str) -> None:
+    """Wait until the archive holds exactly the account's ledger, as the table has it."""
+    ledger = ledger_of(stack, account_id)
+    found = wait_until_archived(stack, account_id, len(ledger))
+    assert len(found) == len(ledger), "the archive did not catch up"
+    assert sorted(found, key=lambda e: e.entry_id) == sorted(ledger, key=lambda e: e.entry_id)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +63,7 @@ def month(local_stack: LocalStack) -> MonthStory:
         local_stack.env["LEDGER_TABLE"],
     )
     story = simulate_month(history, Month.of(datetime.now(UTC)).previous().previous())
-    wait_until_archived(local_stack, story.account_id)
+    archived(local_stack, story.account_id)
     return story
 
 
@@ -214,7 +206,7 @@ def test_another_tenants_key_finds_none_of_its_statements_receipts_runs_or_ledge
     local_stack: LocalStack, month: MonthStory
 ) -> None:
     account_a, key_a = new_customer(local_stack)  # active this month only
-    wait_until_archived(local_stack, account_a)  # until then its statement is not ready (503)
+    archived(local_stack, account_a)  # until then its statement is not ready (503)
     b = month
 
     # Statements: every one of B's months is 404 for A (A's own current month is A's)
@@ -297,7 +289,7 @@ def test_todays_calls_redeem_and_refund_tell_the_same_story_everywhere(
     refunded = forge_admin(local_stack, *refund_args, request_ids[0], "--reason", "test refund")
     assert f'"amount": "{format_micros(charges[0])}"' in refunded
     assert "already been refunded" in admin_fails(local_stack, *refund_args, request_ids[0])
-    wait_until_archived(local_stack, month.account_id)
+    archived(local_stack, month.account_id)
     today = Month.of(datetime.now(UTC))
     ledger = ledger_of(local_stack, month.account_id)
     this_month = [e for e in ledger if Month.of(e.created_at) == today]

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,22 +16,14 @@ import httpx
 
 from forge.domain.money import Bucket, format_micros
 from tests.e2e.conftest import LocalStack
-from tests.e2e.helpers import credit_account, forge_admin, new_customer, sdk
+from tests.e2e.helpers import (
+    credit_account,
+    forge_admin,
+    new_customer,
+    sdk,
+    wait_until_archived,
+)
 from tests.e2e.test_chat_completions import MESSAGES
-
-
-def wait_for_archive(stack: LocalStack, account_id: str, count: int) -> list[str]:
-    """The stream poller archives asynchronously, as Lambda would: wait for `count` objects."""
-    s3 = stack.client("s3")
-    deadline = time.monotonic() + 20
-    while True:
-        listed = s3.list_objects_v2(
-            Bucket=stack.env["ARCHIVE_BUCKET"], Prefix=f"ledger/{account_id}/"
-        )
-        keys = [o["Key"] for o in listed.get("Contents", [])]
-        if len(keys) >= count or time.monotonic() > deadline:
-            return keys
-        time.sleep(0.2)
 
 
 def statement_rows(stack: LocalStack, key: str, month: str) -> tuple[httpx.Response, list[dict]]:
@@ -57,7 +48,8 @@ def test_charge_is_archived_and_listed_on_the_downloaded_statement(local_stack: 
     entry_id = raw.headers["x-forge-ledger-entry"]
 
     entries = local_stack.store().list_entries(account_id, Bucket.CREDIT)
-    assert len(wait_for_archive(local_stack, account_id, len(entries))) == len(entries) == 2
+    assert wait_until_archived(local_stack, account_id, len(entries)) == entries
+    assert len(entries) == 2
 
     month = datetime.now(UTC).strftime("%Y-%m")
     download, rows = statement_rows(local_stack, key, month)
@@ -82,8 +74,8 @@ def test_a_statement_link_only_ever_reaches_the_callers_own_account(
 ) -> None:
     account_a, _ = new_customer(local_stack)
     account_b, key_b = new_customer(local_stack)
-    wait_for_archive(local_stack, account_a, 2)
-    wait_for_archive(local_stack, account_b, 2)
+    wait_until_archived(local_stack, account_a, 2)
+    wait_until_archived(local_stack, account_b, 2)
     month = datetime.now(UTC).strftime("%Y-%m")
     download, rows_b = statement_rows(local_stack, key_b, month)
     assert f"/statements/{account_b}/" in str(download.url)
@@ -109,7 +101,7 @@ def test_admin_cli_creates_an_account_key_and_credit_that_work(local_stack: Loca
     assert int(raw.headers["x-forge-balance-after-micros"]) == 2_500_000 - int(
         raw.headers["x-forge-charge-micros"]
     )
-    wait_for_archive(local_stack, account_id, 2)
+    wait_until_archived(local_stack, account_id, 2)
     month = datetime.now(UTC).strftime("%Y-%m")
     statement_keys = forge_admin(
         local_stack, "statement", "build", "--account", account_id, "--month", month
