@@ -231,6 +231,16 @@ def test_an_object_holding_other_seqs_than_its_key_names_is_refused(
         S3Archive(s3, bucket).entries("acct_runs")
 
 
+def test_a_ledger_object_under_a_name_the_archiver_never_writes_is_refused(
+    emulator: Emulator, aws_stack: Resources
+) -> None:
+    s3, bucket = emulator.client("s3"), aws_stack.buckets["ArchiveBucket"]
+    key = entry_series_prefix(entry(1)) + "1.jsonl"  # not 12 digits: never an archiver's key
+    s3.put_object(Bucket=bucket, Key=key, Body=ArchiveRun((entry(1),)).body)
+    with pytest.raises(ArchiveUnavailable, match="has no entry key"):
+        S3Archive(s3, bucket).entries("acct_runs")
+
+
 def test_entries_inside_a_run_count_as_archived(emulator: Emulator, aws_stack: Resources) -> None:
     archive = S3Archive(emulator.client("s3"), aws_stack.buckets["ArchiveBucket"])
     archive.put_entries([entry(seq) for seq in range(1, 6)])

@@ -136,6 +136,8 @@ class S3Archive:
                 break
             held = object_seqs(key)
             if held is None:
+                if key.endswith(".jsonl"):  # an entry object under a name we did not write
+                    raise ArchiveUnavailable(f"Archived ledger object {key} has no entry key")
                 continue
             for entry in self._read_entries(key, *held):
                 if found.setdefault((held[0], entry.seq), entry) != entry:

@@ -96,7 +96,8 @@ def archive_batch(
     """Archive the ledger entries a batch of stream records carries, one object per run of
     consecutive entries of a series (written concurrently); return the sequence numbers of the
     records not archived, in the batch's order: those that cannot be read, and those of a run
-    whose object could not be written. Every record that carries no entry is archived as is.
+    whose object could not be written. A record that carries no entry (a receipt, an
+    aggregate, a removal) needs nothing archived.
 
     Redelivered, or cut at other boundaries after a partial failure, the same entries map to
     the same or overlapping objects (forge.domain.archive): each entry is read back once."""
