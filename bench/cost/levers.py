@@ -67,8 +67,8 @@ LEVERS = (
         " entry)",
         True,
         _object_per_entry,
-        "the archiver's batches (template.yaml: up to 1,000 records, 60 s window) as measured;"
-        " fewer entries per account and window mean more objects (see the note on S3 below)",
+        "the archiver's batches as template.yaml sets them, as measured; fewer entries per"
+        " account and window mean more objects (the note on archive objects below)",
     ),
     Lever(
         "proxy at 256 MB (is 512 MB)",
